@@ -1,0 +1,17 @@
+/* ctensor — a tensor runtime in C for training CNNs and Transformers.
+ * Include this one header; it includes every area's header. */
+#ifndef CTENSOR_H
+#define CTENSOR_H
+
+#include "types.h"
+#include "error.h"
+#include "tensor.h"
+#include "autograd.h"
+#include "ops.h"
+#include "random.h"
+
+#define CT_VERSION_MAJOR 0
+#define CT_VERSION_MINOR 1
+#define CT_VERSION_PATCH 0
+
+#endif

@@ -1,0 +1,256 @@
+/* CPU elementwise kernels.
+ *
+ * The iteration space is coalesced first, so contiguous and simply broadcast operands
+ * become long rows. Each row runs a tight loop per op over float or double (which the
+ * compiler vectorizes); F16, BF16, I32 and U8 rows are converted through a small float /
+ * double buffer. Rows are split between OpenMP threads above CT_PAR_THRESHOLD elements. */
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/copy.h"
+#include "kernels/cpu/half.h"
+#include "kernels/cpu/strided.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#define CT_PAR_THRESHOLD (1 << 15)
+#define CHUNK 512
+
+/* Four stride variants of one loop; `E(x, y)` is the expression. */
+#define ROW2(T, E)                                                                                          \
+    do {                                                                                                    \
+        if (os == 1 && as == 1 && bs == 1) {                                                                \
+            for (int64_t i = 0; i < n; i++) {                                                               \
+                T x = a[i], y = b[i];                                                                       \
+                o[i] = E;                                                                                   \
+            }                                                                                               \
+        } else if (os == 1 && as == 1 && bs == 0) {                                                         \
+            const T y = b[0];                                                                               \
+            for (int64_t i = 0; i < n; i++) {                                                               \
+                T x = a[i];                                                                                 \
+                o[i] = E;                                                                                   \
+            }                                                                                               \
+        } else if (os == 1 && as == 0 && bs == 1) {                                                         \
+            const T x = a[0];                                                                               \
+            for (int64_t i = 0; i < n; i++) {                                                               \
+                T y = b[i];                                                                                 \
+                o[i] = E;                                                                                   \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (int64_t i = 0; i < n; i++) {                                                               \
+                T x = a[i * as], y = b[i * bs];                                                             \
+                o[i * os] = E;                                                                              \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+
+#define ROW1(T, E)                                                                                          \
+    do {                                                                                                    \
+        if (os == 1 && as == 1) {                                                                           \
+            for (int64_t i = 0; i < n; i++) {                                                               \
+                T x = a[i];                                                                                 \
+                o[i] = E;                                                                                   \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (int64_t i = 0; i < n; i++) {                                                               \
+                T x = a[i * as];                                                                            \
+                o[i * os] = E;                                                                              \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+
+/* Arithmetic rows, over T = float (suffix f) or double. Comparisons produce 0/1 in T. */
+#define DEFINE_BINARY_ROW(T, NAME, FN)                                                                       \
+    static void NAME(ct_binary_op op, int64_t n, T *restrict o, int64_t os, const T *restrict a, int64_t as, \
+                     const T *restrict b, int64_t bs, T p0) {                                                \
+        switch (op) {                                                                                        \
+        case CT_BIN_ADD: ROW2(T, x + y); break;                                                              \
+        case CT_BIN_SUB: ROW2(T, x - y); break;                                                              \
+        case CT_BIN_MUL: ROW2(T, x * y); break;                                                              \
+        case CT_BIN_DIV: ROW2(T, x / y); break;                                                              \
+        case CT_BIN_POW: ROW2(T, FN(pow)(x, y)); break;                                                      \
+        case CT_BIN_MAX: ROW2(T, (x != x || x > y) ? x : y); break; /* NaN propagates */                     \
+        case CT_BIN_MIN: ROW2(T, (x != x || x < y) ? x : y); break;                                          \
+        case CT_BIN_ADD_SCALED: ROW2(T, x + p0 * y); break;                                                  \
+        case CT_BIN_EQ: ROW2(T, (T)(x == y)); break;                                                         \
+        case CT_BIN_NE: ROW2(T, (T)(x != y)); break;                                                         \
+        case CT_BIN_LT: ROW2(T, (T)(x < y)); break;                                                          \
+        case CT_BIN_LE: ROW2(T, (T)(x <= y)); break;                                                         \
+        case CT_BIN_GT: ROW2(T, (T)(x > y)); break;                                                          \
+        case CT_BIN_GE: ROW2(T, (T)(x >= y)); break;                                                         \
+        default: break;                                                                                      \
+        }                                                                                                    \
+    }
+
+#define DEFINE_UNARY_ROW(T, NAME, FN)                                                                        \
+    static void NAME(ct_unary_op op, int64_t n, T *restrict o, int64_t os, const T *restrict a, int64_t as,  \
+                     T p0, T p1) {                                                                           \
+        (void)p1;                                                                                            \
+        switch (op) {                                                                                        \
+        case CT_UN_NEG: ROW1(T, -x); break;                                                                  \
+        case CT_UN_EXP: ROW1(T, FN(exp)(x)); break;                                                          \
+        case CT_UN_LOG: ROW1(T, FN(log)(x)); break;                                                          \
+        case CT_UN_SQRT: ROW1(T, FN(sqrt)(x)); break;                                                        \
+        case CT_UN_RSQRT: ROW1(T, (T)1 / FN(sqrt)(x)); break;                                                \
+        case CT_UN_ABS: ROW1(T, FN(fabs)(x)); break;                                                         \
+        case CT_UN_ADD_SCALAR: ROW1(T, x + p0); break;                                                       \
+        case CT_UN_MUL_SCALAR: ROW1(T, x * p0); break;                                                       \
+        case CT_UN_POW_SCALAR:                                                                               \
+            if (p0 == (T)2)                                                                                  \
+                ROW1(T, x * x);                                                                              \
+            else                                                                                             \
+                ROW1(T, FN(pow)(x, p0));                                                                     \
+            break;                                                                                           \
+        default: break;                                                                                      \
+        }                                                                                                    \
+    }
+
+#define FN_F(name) name##f
+#define FN_D(name) name
+DEFINE_BINARY_ROW(float, binary_row_f, FN_F)
+DEFINE_BINARY_ROW(double, binary_row_d, FN_D)
+DEFINE_UNARY_ROW(float, unary_row_f, FN_F)
+DEFINE_UNARY_ROW(double, unary_row_d, FN_D)
+
+static bool is_comparison(ct_binary_op op) { return op >= CT_BIN_EQ && op <= CT_BIN_GE; }
+
+/* Load n elements (stride s) of a non-native dtype into float / double buffers. */
+static void load_f(const void *src, ct_dtype dt, int64_t s, int64_t n, float *dst) {
+    switch (dt) {
+    case CT_F16: for (int64_t i = 0; i < n; i++) dst[i] = ct_f16_to_f32(((const uint16_t *)src)[i * s]); break;
+    case CT_BF16: for (int64_t i = 0; i < n; i++) dst[i] = ct_bf16_to_f32(((const uint16_t *)src)[i * s]); break;
+    default: for (int64_t i = 0; i < n; i++) dst[i] = (float)ct_cpu_load(src, dt, i * s); break;
+    }
+}
+static void store_f(void *dst, ct_dtype dt, int64_t s, int64_t n, const float *src) {
+    switch (dt) {
+    case CT_F16: for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i * s] = ct_f32_to_f16(src[i]); break;
+    case CT_BF16: for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i * s] = ct_f32_to_bf16(src[i]); break;
+    default: for (int64_t i = 0; i < n; i++) ct_cpu_store(dst, dt, i * s, src[i]); break;
+    }
+}
+static void load_d(const void *src, ct_dtype dt, int64_t s, int64_t n, double *dst) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = ct_cpu_load(src, dt, i * s);
+}
+static void store_d(void *dst, ct_dtype dt, int64_t s, int64_t n, const double *src) {
+    for (int64_t i = 0; i < n; i++)
+        ct_cpu_store(dst, dt, i * s, src[i]);
+}
+
+typedef struct row_job {
+    bool binary;
+    int op;
+    ct_dtype dtype, out_dtype;
+    double p0, p1;
+} row_job;
+
+/* One row of n elements. Pointers are at the row's first element; strides in elements. */
+static void run_row(const row_job *job, int64_t n, char *o, int64_t os, const char *a, int64_t as, const char *b,
+                    int64_t bs) {
+    ct_dtype dt = job->dtype;
+    if (dt == CT_F32 && job->out_dtype == CT_F32) {
+        if (job->binary)
+            binary_row_f(job->op, n, (float *)o, os, (const float *)a, as, (const float *)b, bs, (float)job->p0);
+        else
+            unary_row_f(job->op, n, (float *)o, os, (const float *)a, as, (float)job->p0, (float)job->p1);
+        return;
+    }
+    if (dt == CT_F64 && job->out_dtype == CT_F64) {
+        if (job->binary)
+            binary_row_d(job->op, n, (double *)o, os, (const double *)a, as, (const double *)b, bs, job->p0);
+        else
+            unary_row_d(job->op, n, (double *)o, os, (const double *)a, as, job->p0, job->p1);
+        return;
+    }
+    size_t ies = ct_dtype_size(dt), oes = ct_dtype_size(job->out_dtype);
+    bool use_double = dt == CT_F64 || dt == CT_I32 || dt == CT_U8;
+    for (int64_t start = 0; start < n; start += CHUNK) {
+        int64_t m = n - start < CHUNK ? n - start : CHUNK;
+        const char *ap = a + (size_t)(start * as) * ies;
+        const char *bp = job->binary ? b + (size_t)(start * bs) * ies : NULL;
+        char *op = o + (size_t)(start * os) * oes;
+        if (use_double) {
+            double xa[CHUNK], xb[CHUNK], xo[CHUNK];
+            load_d(ap, dt, as, m, xa);
+            if (job->binary) {
+                load_d(bp, dt, bs, m, xb);
+                binary_row_d(job->op, m, xo, 1, xa, 1, xb, 1, job->p0);
+            } else {
+                unary_row_d(job->op, m, xo, 1, xa, 1, job->p0, job->p1);
+            }
+            store_d(op, job->out_dtype, os, m, xo);
+        } else {
+            float xa[CHUNK], xb[CHUNK], xo[CHUNK];
+            load_f(ap, dt, as, m, xa);
+            if (job->binary) {
+                load_f(bp, dt, bs, m, xb);
+                binary_row_f(job->op, m, xo, 1, xa, 1, xb, 1, (float)job->p0);
+            } else {
+                unary_row_f(job->op, m, xo, 1, xa, 1, (float)job->p0, (float)job->p1);
+            }
+            store_f(op, job->out_dtype, os, m, xo);
+        }
+    }
+}
+
+static void run(const row_job *job, int ndim, const int64_t *shape_in, void *out, const int64_t *os_in,
+                const void *a, const int64_t *as_in, const void *b, const int64_t *bs_in) {
+    int64_t shape[CT_KMAX_DIMS], os[CT_KMAX_DIMS], as[CT_KMAX_DIMS], bs[CT_KMAX_DIMS];
+    int64_t total = 1;
+    for (int d = 0; d < ndim; d++) {
+        shape[d] = shape_in[d];
+        os[d] = os_in[d];
+        as[d] = as_in[d];
+        bs[d] = b ? bs_in[d] : 0;
+        total *= shape[d];
+    }
+    if (total == 0)
+        return;
+    int64_t *strides[3] = {os, as, bs};
+    ndim = ct_coalesce(ndim, shape, 3, strides);
+    if (ndim == 0) {
+        shape[0] = 1;
+        os[0] = as[0] = bs[0] = 1;
+        ndim = 1;
+    }
+    size_t ies = ct_dtype_size(job->dtype), oes = ct_dtype_size(job->out_dtype);
+    int64_t inner = shape[ndim - 1];
+    int64_t rows = total / inner;
+    int64_t ios = os[ndim - 1], ias = as[ndim - 1], ibs = bs[ndim - 1];
+    if (rows == 1) {
+        /* One long row: split it into per-thread pieces (cache-line aligned for contiguous output). */
+        int nthreads = total >= CT_PAR_THRESHOLD ? omp_get_max_threads() : 1;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+        {
+            int nt = omp_get_num_threads(), t = omp_get_thread_num();
+            int64_t chunk = ((inner + nt - 1) / nt + 15) & ~(int64_t)15;
+            int64_t begin = chunk * t, end = begin + chunk < inner ? begin + chunk : inner;
+            if (begin < end)
+                run_row(job, end - begin, (char *)out + (size_t)(begin * ios) * oes, ios,
+                        (const char *)a + (size_t)(begin * ias) * ies, ias,
+                        b ? (const char *)b + (size_t)(begin * ibs) * ies : NULL, ibs);
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static) if (total >= CT_PAR_THRESHOLD)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t off[3];
+        ct_outer_offsets(ndim, shape, 3, strides, r, off);
+        run_row(job, inner, (char *)out + off[0] * (int64_t)oes, ios, (const char *)a + off[1] * (int64_t)ies, ias,
+                b ? (const char *)b + off[2] * (int64_t)ies : NULL, ibs);
+    }
+}
+
+void ct_cpu_binary(ct_binary_op op, ct_dtype dtype, int ndim, const int64_t *shape, void *out,
+                   const int64_t *out_strides, const void *a, const int64_t *a_strides, const void *b,
+                   const int64_t *b_strides, double p0) {
+    row_job job = {true, op, dtype, is_comparison(op) ? CT_U8 : dtype, p0, 0};
+    run(&job, ndim, shape, out, out_strides, a, a_strides, b, b_strides);
+}
+
+void ct_cpu_unary(ct_unary_op op, ct_dtype dtype, int ndim, const int64_t *shape, void *out,
+                  const int64_t *out_strides, const void *a, const int64_t *a_strides, double p0, double p1) {
+    row_job job = {false, op, dtype, dtype, p0, p1};
+    run(&job, ndim, shape, out, out_strides, a, a_strides, NULL, NULL);
+}

@@ -1,0 +1,54 @@
+/* ctensor — Philox4x32-10 (Salmon, Moraes, Dror, Shaw: "Parallel random numbers: as easy
+ * as 1, 2, 3", SC'11). Header-only so the CUDA kernels can include the same code. */
+#ifndef CT_KERNELS_CPU_PHILOX_H
+#define CT_KERNELS_CPU_PHILOX_H
+
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define CT_PHILOX_FN __host__ __device__ static inline
+#else
+#define CT_PHILOX_FN static inline
+#endif
+
+#define CT_PHILOX_M0 0xD2511F53u
+#define CT_PHILOX_M1 0xCD9E8D57u
+#define CT_PHILOX_W0 0x9E3779B9u
+#define CT_PHILOX_W1 0xBB67AE85u
+
+CT_PHILOX_FN void ct_philox_block(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
+                                  uint32_t out[4]) {
+    for (int round = 0; round < 10; round++) {
+        uint64_t p0 = (uint64_t)CT_PHILOX_M0 * c0;
+        uint64_t p1 = (uint64_t)CT_PHILOX_M1 * c2;
+        uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
+        uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+        uint32_t n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
+        c0 = n0;
+        c1 = n1;
+        c2 = n2;
+        c3 = n3;
+        k0 += CT_PHILOX_W0;
+        k1 += CT_PHILOX_W1;
+    }
+    out[0] = c0;
+    out[1] = c1;
+    out[2] = c2;
+    out[3] = c3;
+}
+
+/* Word i of the stream (seed, offset): block offset + i/4, word i%4 (see random.h). */
+CT_PHILOX_FN uint32_t ct_philox_word(uint64_t seed, uint64_t offset, uint64_t i) {
+    uint64_t block = offset + i / 4;
+    uint32_t out[4];
+    ct_philox_block((uint32_t)block, (uint32_t)(block >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), out);
+    return out[i % 4];
+}
+
+/* (w >> 8) * 2^-24: uniform in [0, 1) with 24 random bits. */
+CT_PHILOX_FN float ct_philox_uniform_f32(uint32_t w) { return (float)(w >> 8) * 5.9604644775390625e-08f; }
+CT_PHILOX_FN double ct_philox_uniform_f64(uint32_t hi, uint32_t lo) {
+    return ((double)(hi >> 5) * 67108864.0 + (double)(lo >> 6)) * 1.1102230246251565e-16;
+}
+
+#endif

@@ -1,0 +1,133 @@
+/* Copies and dtype conversion: fill_, copy_, clone, contiguous, cast, to_device. */
+#include "runtime/internal.h"
+#include "kernels/cpu/copy.h"
+
+#include <string.h>
+
+ct_status ct_fill_(ct_tensor *a, double value) {
+    if (!ct__check("ct_fill_", "a", a))
+        return ct_last_error();
+    if (!ct__check_inplace("ct_fill_", a))
+        return ct_last_error();
+    if (!ct__require_cpu("ct_fill_", a))
+        return ct_last_error();
+    ct_cpu_fill(a->ndim, a->shape, ct__data(a), a->dtype, a->strides, value);
+    ct__bump_version(a);
+    return CT_OK;
+}
+
+/* Copy src (broadcast to dst's shape, converted to dst's dtype) into dst. No autograd. */
+static ct_status copy_into(const char *op, ct_tensor *dst, const ct_tensor *src) {
+    int64_t strides[CT_MAX_DIMS];
+    int nd;
+    int64_t shape[CT_MAX_DIMS];
+    if (!ct__broadcast_shape(op, dst->ndim, dst->shape, src->ndim, src->shape, &nd, shape))
+        return ct_last_error();
+    if (nd != dst->ndim || memcmp(shape, dst->shape, sizeof(int64_t) * (size_t)nd) != 0)
+        return ct__set_error(CT_ERR_SHAPE, "%s: source of shape %s does not broadcast to destination %s", op,
+                             ct_shape_str(src), ct_shape_str(dst));
+    ct__broadcast_strides(src, dst->ndim, dst->shape, strides);
+    if (dst->device.type == CT_DEVICE_CPU && src->device.type == CT_DEVICE_CPU) {
+        ct_cpu_copy_cast(dst->ndim, dst->shape, ct__data(dst), dst->dtype, dst->strides, ct__data(src), src->dtype,
+                         strides);
+        return CT_OK;
+    }
+    /* Across devices: same dtype and both contiguous is a plain byte copy. */
+    if (src->dtype == dst->dtype && ct__is_contiguous(dst) && ct__is_contiguous(src) &&
+        ct__numel(src->ndim, src->shape) == ct__numel(dst->ndim, dst->shape))
+        return ct__memcpy(dst->device, ct__data(dst), src->device, ct__data(src),
+                          (size_t)ct__numel(dst->ndim, dst->shape) * ct_dtype_size(dst->dtype));
+    return ct__set_error(CT_ERR_UNSUPPORTED, "%s: strided or converting copy between %s and %s is not implemented yet",
+                         op, ct_device_name(src->device), ct_device_name(dst->device));
+}
+
+ct_status ct_copy_(ct_tensor *a, const ct_tensor *src) {
+    if (!ct__check("ct_copy_", "a", a) || !ct__check("ct_copy_", "src", src))
+        return ct_last_error();
+    if (!ct__check_inplace("ct_copy_", a))
+        return ct_last_error();
+    ct_status st = copy_into("ct_copy_", a, src);
+    if (st == CT_OK)
+        ct__bump_version(a);
+    return st;
+}
+
+/* ---- differentiable copies ------------------------------------------------------------ */
+
+static ct_status identity_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    gin[0] = ct_cast(gout[0], node->in_dtype[0]);
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+/* A new handle on the same data (in the current scope), connected to the graph. */
+static ct_tensor *same_data(const char *op, const ct_tensor *t) {
+    ct_tensor *out = ct__view_of(t, t->ndim, t->shape, t->strides, t->offset);
+    ct__record(op, identity_backward, out, 1, (const ct_tensor *const[]){t});
+    return out;
+}
+
+static ct_tensor *copy_op(const char *op, const ct_tensor *a, ct_dtype dtype, ct_device device) {
+    ct_tensor *out = ct__new(dtype, device, a->ndim, a->shape);
+    if (!out)
+        return NULL;
+    if (copy_into(op, out, a) != CT_OK) {
+        ct_tensor_free(out);
+        return NULL;
+    }
+    if (ct_dtype_is_float(dtype))
+        ct__record(op, identity_backward, out, 1, (const ct_tensor *const[]){a});
+    return out;
+}
+
+ct_tensor *ct_clone(const ct_tensor *t) {
+    if (!ct__check("ct_clone", "t", t))
+        return NULL;
+    return copy_op("ct_clone", t, t->dtype, t->device);
+}
+
+ct_tensor *ct_contiguous(ct_tensor *t) {
+    if (!ct__check("ct_contiguous", "t", t))
+        return NULL;
+    if (ct__is_contiguous(t))
+        return same_data("ct_contiguous", t);
+    return copy_op("ct_contiguous", t, t->dtype, t->device);
+}
+
+ct_tensor *ct_cast(const ct_tensor *a, ct_dtype dtype) {
+    if (!ct__check("ct_cast", "a", a))
+        return NULL;
+    if (ct_dtype_size(dtype) == 0) {
+        ct__set_error(CT_ERR_DTYPE, "ct_cast: invalid dtype %d", (int)dtype);
+        return NULL;
+    }
+    if (dtype == a->dtype)
+        return same_data("ct_cast", a);
+    if (dtype == CT_F64 && a->device.type != CT_DEVICE_CPU) {
+        ct__set_error(CT_ERR_DTYPE, "ct_cast: f64 tensors are CPU only (input is on %s)", ct_device_name(a->device));
+        return NULL;
+    }
+    if (!ct__require_cpu("ct_cast", a))
+        return NULL;
+    return copy_op("ct_cast", a, dtype, a->device);
+}
+
+ct_tensor *ct_to_device(const ct_tensor *t, ct_device device) {
+    if (!ct__check("ct_to_device", "t", t))
+        return NULL;
+    if (ct_device_equal(t->device, device))
+        return same_data("ct_to_device", t);
+    if (device.type == CT_DEVICE_CUDA && (device.index < 0 || device.index >= ct_cuda_device_count())) {
+        ct__set_error(CT_ERR_DEVICE, "ct_to_device: %s is not available (%d CUDA devices usable)",
+                      ct_device_name(device), ct_cuda_device_count());
+        return NULL;
+    }
+    if (t->dtype == CT_F64 && device.type != CT_DEVICE_CPU) {
+        ct__set_error(CT_ERR_DTYPE, "ct_to_device: f64 tensors are CPU only");
+        return NULL;
+    }
+    ct_tensor *src = ct__is_contiguous(t) ? (ct_tensor *)t : ct_contiguous((ct_tensor *)t);
+    ct_tensor *out = src ? copy_op("ct_to_device", src, t->dtype, device) : NULL;
+    if (src != t)
+        ct_tensor_free(src);
+    return out;
+}

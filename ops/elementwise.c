@@ -1,0 +1,287 @@
+/* Elementwise ops with NumPy broadcasting: arithmetic, comparisons, unary math. */
+#include "runtime/internal.h"
+#include "kernels/cpu/elementwise.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- shared plumbing ------------------------------------------------------------------ */
+
+/* Run a binary kernel into a new output of the broadcast shape. */
+static ct_tensor *binary_forward(const char *op, ct_binary_op kop, const ct_tensor *a, const ct_tensor *b,
+                                 double p0) {
+    if (!ct__check(op, "a", a) || !ct__check(op, "b", b))
+        return NULL;
+    if (!ct__same_device_dtype(op, a, b))
+        return NULL;
+    int ndim;
+    int64_t shape[CT_MAX_DIMS], as[CT_MAX_DIMS], bs[CT_MAX_DIMS];
+    if (!ct__broadcast_shape(op, a->ndim, a->shape, b->ndim, b->shape, &ndim, shape))
+        return NULL;
+    if (!ct__require_cpu(op, a))
+        return NULL;
+    bool cmp = kop >= CT_BIN_EQ && kop <= CT_BIN_GE;
+    ct_tensor *out = ct__new(cmp ? CT_U8 : a->dtype, a->device, ndim, shape);
+    if (!out)
+        return NULL;
+    ct__broadcast_strides(a, ndim, shape, as);
+    ct__broadcast_strides(b, ndim, shape, bs);
+    ct_cpu_binary(kop, a->dtype, ndim, shape, ct__data(out), out->strides, ct__data(a), as, ct__data(b), bs, p0);
+    return out;
+}
+
+static ct_tensor *unary_forward(const char *op, ct_unary_op kop, const ct_tensor *a, double p0, double p1) {
+    if (!ct__check(op, "a", a) || !ct__require_cpu(op, a))
+        return NULL;
+    ct_tensor *out = ct__new(a->dtype, a->device, a->ndim, a->shape);
+    if (!out)
+        return NULL;
+    ct_cpu_unary(kop, a->dtype, a->ndim, a->shape, ct__data(out), out->strides, ct__data(a), a->strides, p0, p1);
+    return out;
+}
+
+/* Store a gradient for input i, summed back to that input's (pre-broadcast) shape. */
+static ct_status give(ct_node *node, ct_tensor **gin, int i, ct_tensor *g) {
+    if (!g)
+        return ct_last_error();
+    gin[i] = ct__sum_to_shape(g, node->in_ndim[i], node->in_shape[i]);
+    return gin[i] ? CT_OK : ct_last_error();
+}
+
+/* ---- add / sub / add_scaled --------------------------------------------------------- */
+
+static ct_status add_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    double alpha = node->dargs[0];
+    ct_status st = CT_OK;
+    if (node->needs_grad[0])
+        st = give(node, gin, 0, gout[0]);
+    if (st == CT_OK && node->needs_grad[1])
+        st = give(node, gin, 1, alpha == 1.0 ? gout[0] : ct_mul_scalar(gout[0], alpha));
+    return st;
+}
+
+ct_tensor *ct_add_scaled(const ct_tensor *a, const ct_tensor *b, double alpha) {
+    ct_tensor *out = binary_forward("ct_add_scaled", alpha == 1.0 ? CT_BIN_ADD : CT_BIN_ADD_SCALED, a, b, alpha);
+    ct_node *node = ct__record("ct_add_scaled", add_backward, out, 2, (const ct_tensor *const[]){a, b});
+    if (node)
+        node->dargs[0] = alpha;
+    return out;
+}
+
+ct_tensor *ct_add(const ct_tensor *a, const ct_tensor *b) {
+    ct_tensor *out = binary_forward("ct_add", CT_BIN_ADD, a, b, 0);
+    ct_node *node = ct__record("ct_add", add_backward, out, 2, (const ct_tensor *const[]){a, b});
+    if (node)
+        node->dargs[0] = 1.0;
+    return out;
+}
+
+ct_tensor *ct_sub(const ct_tensor *a, const ct_tensor *b) {
+    ct_tensor *out = binary_forward("ct_sub", CT_BIN_SUB, a, b, 0);
+    ct_node *node = ct__record("ct_sub", add_backward, out, 2, (const ct_tensor *const[]){a, b});
+    if (node)
+        node->dargs[0] = -1.0;
+    return out;
+}
+
+/* ---- mul / div ------------------------------------------------------------------------ */
+
+static ct_status mul_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *a = ct__node_saved(node, 0), *b = ct__node_saved(node, 1);
+    if (!a || !b)
+        return ct_last_error();
+    ct_status st = CT_OK;
+    if (node->needs_grad[0])
+        st = give(node, gin, 0, ct_mul(gout[0], b));
+    if (st == CT_OK && node->needs_grad[1])
+        st = give(node, gin, 1, ct_mul(gout[0], a));
+    return st;
+}
+
+ct_tensor *ct_mul(const ct_tensor *a, const ct_tensor *b) {
+    ct_tensor *out = binary_forward("ct_mul", CT_BIN_MUL, a, b, 0);
+    ct_node *node = ct__record("ct_mul", mul_backward, out, 2, (const ct_tensor *const[]){a, b});
+    if (node) {
+        ct__node_save(node, a);
+        ct__node_save(node, b);
+    }
+    return out;
+}
+
+/* d(a/b)/da = 1/b; d(a/b)/db = -a/b^2 = -out/b. */
+static ct_status div_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *b = ct__node_saved(node, 0), *out = ct__node_saved(node, 1);
+    if (!b || !out)
+        return ct_last_error();
+    ct_tensor *ga = ct_div(gout[0], b);
+    ct_status st = CT_OK;
+    if (node->needs_grad[0])
+        st = give(node, gin, 0, ga);
+    if (st == CT_OK && node->needs_grad[1])
+        st = give(node, gin, 1, ct_neg(ct_mul(ga, out)));
+    return st;
+}
+
+ct_tensor *ct_div(const ct_tensor *a, const ct_tensor *b) {
+    ct_tensor *out = binary_forward("ct_div", CT_BIN_DIV, a, b, 0);
+    ct_node *node = ct__record("ct_div", div_backward, out, 2, (const ct_tensor *const[]){a, b});
+    if (node) {
+        ct__node_save(node, b);
+        ct__node_save(node, out);
+    }
+    return out;
+}
+
+/* ---- comparisons (U8, not differentiable) ------------------------------------------- */
+
+ct_tensor *ct_eq(const ct_tensor *a, const ct_tensor *b) { return binary_forward("ct_eq", CT_BIN_EQ, a, b, 0); }
+ct_tensor *ct_ne(const ct_tensor *a, const ct_tensor *b) { return binary_forward("ct_ne", CT_BIN_NE, a, b, 0); }
+ct_tensor *ct_lt(const ct_tensor *a, const ct_tensor *b) { return binary_forward("ct_lt", CT_BIN_LT, a, b, 0); }
+ct_tensor *ct_le(const ct_tensor *a, const ct_tensor *b) { return binary_forward("ct_le", CT_BIN_LE, a, b, 0); }
+ct_tensor *ct_gt(const ct_tensor *a, const ct_tensor *b) { return binary_forward("ct_gt", CT_BIN_GT, a, b, 0); }
+ct_tensor *ct_ge(const ct_tensor *a, const ct_tensor *b) { return binary_forward("ct_ge", CT_BIN_GE, a, b, 0); }
+
+/* ---- unary ------------------------------------------------------------------------- */
+
+static ct_status neg_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    gin[0] = ct_neg(gout[0]);
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_neg(const ct_tensor *a) {
+    ct_tensor *out = unary_forward("ct_neg", CT_UN_NEG, a, 0, 0);
+    ct__record("ct_neg", neg_backward, out, 1, (const ct_tensor *const[]){a});
+    return out;
+}
+
+static ct_status exp_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *out = ct__node_saved(node, 0);
+    gin[0] = out ? ct_mul(gout[0], out) : NULL;
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_exp(const ct_tensor *a) {
+    ct_tensor *out = unary_forward("ct_exp", CT_UN_EXP, a, 0, 0);
+    ct__node_save(ct__record("ct_exp", exp_backward, out, 1, (const ct_tensor *const[]){a}), out);
+    return out;
+}
+
+static ct_status log_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *a = ct__node_saved(node, 0);
+    gin[0] = a ? ct_div(gout[0], a) : NULL;
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_log(const ct_tensor *a) {
+    ct_tensor *out = unary_forward("ct_log", CT_UN_LOG, a, 0, 0);
+    ct__node_save(ct__record("ct_log", log_backward, out, 1, (const ct_tensor *const[]){a}), a);
+    return out;
+}
+
+/* d sqrt(a) = g / (2 sqrt(a)) */
+static ct_status sqrt_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *out = ct__node_saved(node, 0);
+    gin[0] = out ? ct_div(ct_mul_scalar(gout[0], 0.5), out) : NULL;
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_sqrt(const ct_tensor *a) {
+    ct_tensor *out = unary_forward("ct_sqrt", CT_UN_SQRT, a, 0, 0);
+    ct__node_save(ct__record("ct_sqrt", sqrt_backward, out, 1, (const ct_tensor *const[]){a}), out);
+    return out;
+}
+
+/* d a^-1/2 = -1/2 a^-3/2 = -0.5 * out^3 */
+static ct_status rsqrt_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *out = ct__node_saved(node, 0);
+    gin[0] = out ? ct_mul(ct_mul_scalar(gout[0], -0.5), ct_pow_scalar(out, 3.0)) : NULL;
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_rsqrt(const ct_tensor *a) {
+    ct_tensor *out = unary_forward("ct_rsqrt", CT_UN_RSQRT, a, 0, 0);
+    ct__node_save(ct__record("ct_rsqrt", rsqrt_backward, out, 1, (const ct_tensor *const[]){a}), out);
+    return out;
+}
+
+static ct_status add_scalar_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    gin[0] = ct__view_of(gout[0], gout[0]->ndim, gout[0]->shape, gout[0]->strides, gout[0]->offset);
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_add_scalar(const ct_tensor *a, double s) {
+    ct_tensor *out = unary_forward("ct_add_scalar", CT_UN_ADD_SCALAR, a, s, 0);
+    ct__record("ct_add_scalar", add_scalar_backward, out, 1, (const ct_tensor *const[]){a});
+    return out;
+}
+
+static ct_status mul_scalar_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    gin[0] = ct_mul_scalar(gout[0], node->dargs[0]);
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_mul_scalar(const ct_tensor *a, double s) {
+    ct_tensor *out = unary_forward("ct_mul_scalar", CT_UN_MUL_SCALAR, a, s, 0);
+    ct_node *node = ct__record("ct_mul_scalar", mul_scalar_backward, out, 1, (const ct_tensor *const[]){a});
+    if (node)
+        node->dargs[0] = s;
+    return out;
+}
+
+/* d a^p = p a^(p-1) */
+static ct_status pow_scalar_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *a = ct__node_saved(node, 0);
+    double p = node->dargs[0];
+    if (!a)
+        return ct_last_error();
+    gin[0] = p == 1.0 ? ct_clone(gout[0]) : ct_mul(gout[0], ct_mul_scalar(ct_pow_scalar(a, p - 1.0), p));
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_pow_scalar(const ct_tensor *a, double exponent) {
+    ct_tensor *out = unary_forward("ct_pow_scalar", CT_UN_POW_SCALAR, a, exponent, 0);
+    ct_node *node = ct__record("ct_pow_scalar", pow_scalar_backward, out, 1, (const ct_tensor *const[]){a});
+    if (node) {
+        node->dargs[0] = exponent;
+        ct__node_save(node, a);
+    }
+    return out;
+}
+
+/* ---- in place -------------------------------------------------------------------------- */
+
+/* a op= b with b broadcast to a's shape. */
+static ct_status binary_inplace(const char *op, ct_binary_op kop, ct_tensor *a, const ct_tensor *b, double p0) {
+    if (!ct__check(op, "a", a) || !ct__check(op, "b", b))
+        return ct_last_error();
+    if (!ct__same_device_dtype(op, a, b) || !ct__check_inplace(op, a) || !ct__require_cpu(op, a))
+        return ct_last_error();
+    int ndim;
+    int64_t shape[CT_MAX_DIMS], bs[CT_MAX_DIMS];
+    if (!ct__broadcast_shape(op, a->ndim, a->shape, b->ndim, b->shape, &ndim, shape))
+        return ct_last_error();
+    if (ndim != a->ndim || memcmp(shape, a->shape, sizeof(int64_t) * (size_t)ndim) != 0)
+        return ct__set_error(CT_ERR_SHAPE, "%s: b of shape %s does not broadcast to a of shape %s", op,
+                             ct_shape_str(b), ct_shape_str(a));
+    ct__broadcast_strides(b, ndim, shape, bs);
+    ct_cpu_binary(kop, a->dtype, ndim, shape, ct__data(a), a->strides, ct__data(a), a->strides, ct__data(b), bs, p0);
+    ct__bump_version(a);
+    return CT_OK;
+}
+
+ct_status ct_add_(ct_tensor *a, const ct_tensor *b) { return binary_inplace("ct_add_", CT_BIN_ADD, a, b, 0); }
+ct_status ct_add_scaled_(ct_tensor *a, const ct_tensor *b, double alpha) {
+    return binary_inplace("ct_add_scaled_", CT_BIN_ADD_SCALED, a, b, alpha);
+}
+ct_status ct_mul_(ct_tensor *a, const ct_tensor *b) { return binary_inplace("ct_mul_", CT_BIN_MUL, a, b, 0); }
+
+ct_status ct_mul_scalar_(ct_tensor *a, double s) {
+    if (!ct__check("ct_mul_scalar_", "a", a))
+        return ct_last_error();
+    if (!ct__check_inplace("ct_mul_scalar_", a) || !ct__require_cpu("ct_mul_scalar_", a))
+        return ct_last_error();
+    ct_cpu_unary(CT_UN_MUL_SCALAR, a->dtype, a->ndim, a->shape, ct__data(a), a->strides, ct__data(a), a->strides, s,
+                 0);
+    ct__bump_version(a);
+    return CT_OK;
+}

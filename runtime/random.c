@@ -1,0 +1,172 @@
+/* The global Philox generator and the random tensor constructors (CPU). */
+#include "runtime/internal.h"
+#include "kernels/cpu/copy.h"
+#include "kernels/cpu/philox.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+static pthread_mutex_t rng_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t rng_seed = 0x5eed5eedull;
+static uint64_t rng_offset = 0;
+
+void ct_manual_seed(uint64_t seed) {
+    pthread_mutex_lock(&rng_lock);
+    rng_seed = seed;
+    rng_offset = 0;
+    pthread_mutex_unlock(&rng_lock);
+}
+uint64_t ct_random_seed(void) {
+    pthread_mutex_lock(&rng_lock);
+    uint64_t s = rng_seed;
+    pthread_mutex_unlock(&rng_lock);
+    return s;
+}
+uint64_t ct_random_offset(void) {
+    pthread_mutex_lock(&rng_lock);
+    uint64_t o = rng_offset;
+    pthread_mutex_unlock(&rng_lock);
+    return o;
+}
+void ct_random_set_offset(uint64_t offset) {
+    pthread_mutex_lock(&rng_lock);
+    rng_offset = offset;
+    pthread_mutex_unlock(&rng_lock);
+}
+
+uint64_t ct__philox_reserve(uint64_t words, uint64_t *seed) {
+    pthread_mutex_lock(&rng_lock);
+    uint64_t start = rng_offset;
+    rng_offset += (words + 3) / 4;
+    *seed = rng_seed;
+    pthread_mutex_unlock(&rng_lock);
+    return start;
+}
+
+uint32_t ct__philox_word(uint64_t seed, uint64_t offset, uint64_t i) { return ct_philox_word(seed, offset, i); }
+
+void ct_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]) {
+    ct_philox_block(counter[0], counter[1], counter[2], counter[3], key[0], key[1], out);
+}
+
+/* ---- constructors ------------------------------------------------------------------- */
+
+typedef enum { DIST_UNIFORM, DIST_NORMAL, DIST_BERNOULLI } dist_kind;
+
+static ct_tensor *random_tensor(const char *op, dist_kind kind, const int64_t *shape, int ndim, double p0, double p1,
+                                ct_dtype dtype, ct_device device) {
+    if (ct_dtype_size(dtype) == 0) {
+        ct__set_error(CT_ERR_DTYPE, "%s: invalid dtype %d", op, (int)dtype);
+        return NULL;
+    }
+    if (kind != DIST_BERNOULLI && !ct_dtype_is_float(dtype)) {
+        ct__set_error(CT_ERR_DTYPE, "%s: needs a floating dtype, not %s", op, ct_dtype_name(dtype));
+        return NULL;
+    }
+    ct_tensor *t = ct_empty(shape, ndim, dtype, device);
+    if (!t)
+        return NULL;
+    if (!ct__require_cpu(op, t)) {
+        ct_tensor_free(t);
+        return NULL;
+    }
+    int64_t n = ct__numel(ndim, shape);
+    bool f64 = dtype == CT_F64;
+    uint64_t words = kind == DIST_NORMAL ? (uint64_t)(n + 1) / 2 * 2 : (uint64_t)n * (f64 && kind == DIST_UNIFORM ? 2 : 1);
+    uint64_t seed;
+    uint64_t offset = ct__philox_reserve(words, &seed);
+    void *data = ct__data(t);
+#pragma omp parallel for schedule(static) if (n >= 4096)
+    for (int64_t i = 0; i < n; i++) {
+        double v;
+        if (kind == DIST_UNIFORM) {
+            double u = f64 ? ct_philox_uniform_f64(ct_philox_word(seed, offset, 2 * (uint64_t)i),
+                                                   ct_philox_word(seed, offset, 2 * (uint64_t)i + 1))
+                           : ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i));
+            v = p0 + (p1 - p0) * u;
+        } else if (kind == DIST_NORMAL) {
+            uint64_t pair = (uint64_t)i / 2;
+            uint32_t a = ct_philox_word(seed, offset, 2 * pair), b = ct_philox_word(seed, offset, 2 * pair + 1);
+            double u1 = ((double)a + 1.0) * 2.3283064365386963e-10, u2 = (double)b * 2.3283064365386963e-10;
+            double r = sqrt(-2.0 * log(u1));
+            double z = (i % 2 == 0) ? r * cos(2.0 * M_PI * u2) : r * sin(2.0 * M_PI * u2);
+            v = p0 + p1 * z;
+        } else {
+            v = ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i)) < p0 ? 1.0 : 0.0;
+        }
+        ct_cpu_store(data, dtype, i, v);
+    }
+    return t;
+}
+
+ct_tensor *ct_rand(const int64_t *shape, int ndim, ct_dtype dtype, ct_device device) {
+    return random_tensor("ct_rand", DIST_UNIFORM, shape, ndim, 0.0, 1.0, dtype, device);
+}
+ct_tensor *ct_uniform(const int64_t *shape, int ndim, double low, double high, ct_dtype dtype, ct_device device) {
+    if (!(low <= high) || !isfinite(low) || !isfinite(high)) {
+        ct__set_error(CT_ERR_VALUE, "ct_uniform: need finite low <= high, got [%g, %g)", low, high);
+        return NULL;
+    }
+    return random_tensor("ct_uniform", DIST_UNIFORM, shape, ndim, low, high, dtype, device);
+}
+ct_tensor *ct_randn(const int64_t *shape, int ndim, ct_dtype dtype, ct_device device) {
+    return random_tensor("ct_randn", DIST_NORMAL, shape, ndim, 0.0, 1.0, dtype, device);
+}
+ct_tensor *ct_normal(const int64_t *shape, int ndim, double mean, double std, ct_dtype dtype, ct_device device) {
+    if (!(std >= 0) || !isfinite(mean) || !isfinite(std)) {
+        ct__set_error(CT_ERR_VALUE, "ct_normal: need finite mean and std >= 0, got mean %g std %g", mean, std);
+        return NULL;
+    }
+    return random_tensor("ct_normal", DIST_NORMAL, shape, ndim, mean, std, dtype, device);
+}
+ct_tensor *ct_bernoulli(const int64_t *shape, int ndim, double p, ct_dtype dtype, ct_device device) {
+    if (!(p >= 0 && p <= 1)) {
+        ct__set_error(CT_ERR_VALUE, "ct_bernoulli: p must be in [0, 1], got %g", p);
+        return NULL;
+    }
+    return random_tensor("ct_bernoulli", DIST_BERNOULLI, shape, ndim, p, 0, dtype, device);
+}
+
+typedef struct key_index {
+    uint32_t key;
+    int32_t index;
+} key_index;
+
+static int cmp_key_index(const void *x, const void *y) {
+    const key_index *a = x, *b = y;
+    if (a->key != b->key)
+        return a->key < b->key ? -1 : 1;
+    return a->index < b->index ? -1 : (a->index > b->index);
+}
+
+ct_tensor *ct_randperm(int64_t n, ct_device device) {
+    if (n < 0 || n > INT32_MAX) {
+        ct__set_error(CT_ERR_VALUE, "ct_randperm: n must be in [0, 2^31), got %lld", (long long)n);
+        return NULL;
+    }
+    ct_tensor *t = ct_empty(&n, 1, CT_I32, device);
+    if (!t)
+        return NULL;
+    if (!ct__require_cpu("ct_randperm", t)) {
+        ct_tensor_free(t);
+        return NULL;
+    }
+    key_index *items = malloc((size_t)(n ? n : 1) * sizeof *items);
+    if (!items) {
+        ct_tensor_free(t);
+        ct__set_error(CT_ERR_MEMORY, "ct_randperm: out of host memory");
+        return NULL;
+    }
+    uint64_t seed, offset = ct__philox_reserve((uint64_t)n, &seed);
+    for (int64_t i = 0; i < n; i++) {
+        items[i].key = ct_philox_word(seed, offset, (uint64_t)i);
+        items[i].index = (int32_t)i;
+    }
+    qsort(items, (size_t)n, sizeof *items, cmp_key_index);
+    int32_t *out = ct__data(t);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = items[i].index;
+    free(items);
+    return t;
+}

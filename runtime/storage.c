@@ -1,0 +1,81 @@
+/* Storage: reference-counted buffers on a device. Host memory is 64-byte aligned. */
+#include "runtime/internal.h"
+
+#include <string.h>
+
+#ifdef CT_HAVE_CUDA
+void *ct__cuda_storage_alloc(size_t nbytes, int device_index); /* kernels/cuda; NULL + error */
+void ct__cuda_storage_free(void *ptr, int device_index);
+#endif
+
+void *ct__host_alloc(size_t nbytes) {
+    size_t rounded = (nbytes + 63) & ~(size_t)63;
+    if (rounded == 0)
+        rounded = 64;
+    void *p = aligned_alloc(64, rounded);
+    if (!p)
+        ct__set_error(CT_ERR_MEMORY, "out of host memory: could not allocate %zu bytes", nbytes);
+    return p;
+}
+
+void ct__host_free(void *p) { free(p); }
+
+ct_storage *ct__storage_new(size_t nbytes, ct_device device) {
+    ct_storage *s = malloc(sizeof *s);
+    if (!s) {
+        ct__set_error(CT_ERR_MEMORY, "out of host memory");
+        return NULL;
+    }
+    atomic_init(&s->refcount, 1);
+    atomic_init(&s->version, 0);
+    s->device = device;
+    s->nbytes = nbytes;
+    if (device.type == CT_DEVICE_CPU) {
+        s->data = ct__host_alloc(nbytes);
+    } else {
+#ifdef CT_HAVE_CUDA
+        s->data = ct__cuda_storage_alloc(nbytes, device.index);
+#else
+        ct__set_error(CT_ERR_DEVICE, "cannot allocate on %s: this ctensor was built without CUDA",
+                      ct_device_name(device));
+        s->data = NULL;
+#endif
+    }
+    if (!s->data) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void ct__storage_release(ct_storage *s) {
+    if (!s || atomic_fetch_sub(&s->refcount, 1) != 1)
+        return;
+    if (s->device.type == CT_DEVICE_CPU) {
+        ct__host_free(s->data);
+    } else {
+#ifdef CT_HAVE_CUDA
+        ct__cuda_storage_free(s->data, s->device.index);
+#endif
+    }
+    free(s);
+}
+
+#ifdef CT_HAVE_CUDA
+ct_status ct__cuda_memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes);
+#endif
+
+ct_status ct__memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes) {
+    if (nbytes == 0)
+        return CT_OK;
+    if (dst_device.type == CT_DEVICE_CPU && src_device.type == CT_DEVICE_CPU) {
+        memcpy(dst, src, nbytes);
+        return CT_OK;
+    }
+#ifdef CT_HAVE_CUDA
+    return ct__cuda_memcpy(dst_device, dst, src_device, src, nbytes);
+#else
+    return ct__set_error(CT_ERR_DEVICE, "copy between %s and %s: this ctensor was built without CUDA",
+                         ct_device_name(src_device), ct_device_name(dst_device));
+#endif
+}
