@@ -254,7 +254,10 @@ static bool same_shape(int ndim, const int64_t *shape, const ct_tensor *t) {
 
 static ct_status run_node(ct_node *node, bool retain_graph) {
     if (!node->backward)
-        return ct__set_error(CT_ERR_AUTOGRAD, "ct_backward: %s is not differentiable", node->name);
+        return ct__set_error(CT_ERR_AUTOGRAD,
+                             "ct_backward: the graph through %s was already freed by a previous backward (pass "
+                             "retain_graph to ct_backward_ex to run backward twice)",
+                             node->name);
     ct_tensor *grad_outputs[64];
     ct_tensor **gout = node->n_outputs <= 64 ? grad_outputs : calloc((size_t)node->n_outputs, sizeof *gout);
     if (!gout)
