@@ -69,6 +69,16 @@ test)
     log "examples"
     "$BUILD_DIR/python_free_examples/linear_regression" >/dev/null
     "$BUILD_DIR/python_free_examples/xor_mlp" >/dev/null
+    log "install and use from a downstream CMake project and via pkg-config"
+    prefix=$(mktemp -d)
+    cmake --install "$BUILD_DIR" --prefix "$prefix" >/dev/null
+    cmake -S tests/install -B "$prefix/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+    cmake --build "$prefix/consumer" >/dev/null
+    LD_LIBRARY_PATH="$prefix/lib:${LD_LIBRARY_PATH:-}" "$prefix/consumer/consumer"
+    PKG_CONFIG_PATH="$prefix/lib/pkgconfig" cc tests/install/main.c -o "$prefix/pc-consumer" \
+        $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs ctensor)
+    LD_LIBRARY_PATH="$prefix/lib:${LD_LIBRARY_PATH:-}" "$prefix/pc-consumer"
+    rm -rf "$prefix"
     "$BUILD_DIR/bench/ctbench" --quick >/dev/null 2>&1 || { "$BUILD_DIR/bench/ctbench" --quick; exit 1; }
     ;;
 test-sanitize)
