@@ -40,10 +40,17 @@ static ct_tensor *handle_alloc(void) {
 static void handle_free(ct_tensor *t) {
     t->magic = CT_TENSOR_DEAD;
     atomic_fetch_sub(&live_tensors, 1);
+    ct_tensor *oldest = NULL;
     pthread_mutex_lock(&pool_lock);
+    if (q_count == QUARANTINE) { /* full: the oldest handle leaves quarantine for good */
+        oldest = quarantine[q_head];
+        q_head = (q_head + 1) % QUARANTINE;
+        q_count--;
+    }
     quarantine[(q_head + q_count) % QUARANTINE] = t;
     q_count++;
     pthread_mutex_unlock(&pool_lock);
+    free(oldest);
 }
 
 int64_t ct_live_tensors(void) { return atomic_load(&live_tensors); }
