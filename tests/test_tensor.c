@@ -284,3 +284,30 @@ Test(devices, parse_and_default) {
     }
     unsetenv("CT_DEVICE");
 }
+
+Test(tensor, copy_and_fill_in_place) {
+    T_NO_LEAK({
+        ct_tensor *dst = ct_zeros((int64_t[]){2, 3}, 2, CT_F16, CT_CPU);
+        ct_tensor *row = ct_from_host((double[]){1.5, -2, 3.25}, (int64_t[]){3}, 1, CT_F64, CT_CPU);
+        cr_assert_eq(ct_copy_(dst, row), CT_OK, "%s", ct_last_error_message()); /* broadcast + cast */
+        t_assert_close(dst, (double[]){1.5, -2, 3.25, 1.5, -2, 3.25}, 0, 0);
+        /* into a strided view: the transpose of a (3, 2) buffer */
+        ct_tensor *buf = ct_zeros((int64_t[]){3, 2}, 2, CT_F32, CT_CPU);
+        cr_assert_eq(ct_copy_(ct_transpose(buf, 0, 1), dst), CT_OK);
+        t_assert_close(buf, (double[]){1.5, 1.5, -2, -2, 3.25, 3.25}, 0, 0);
+        cr_assert_eq(ct_fill_(ct_slice(buf, 0, 0, 3, 2), 7), CT_OK);
+        t_assert_close(buf, (double[]){7, 7, -2, -2, 7, 7}, 0, 0);
+        cr_assert_eq(ct_copy_(row, dst), CT_ERR_SHAPE);
+        t_assert_error(CT_ERR_SHAPE, "ct_copy_", "[2, 3]", "[3]", NULL);
+        cr_assert_eq(ct_copy_(row, NULL), CT_ERR_NULL);
+        t_assert_error(CT_ERR_NULL, "ct_copy_", "src", NULL);
+        /* to_device on the same device gives a handle on the same data */
+        ct_tensor *same = ct_to_device(row, CT_CPU);
+        cr_assert(ct_tensor_shares_storage(same, row));
+        if (!ct_cuda_is_available()) {
+            cr_assert_null(ct_to_device(row, CT_CUDA(0)));
+            t_assert_error(CT_ERR_DEVICE, "ct_to_device", "cuda:0", NULL);
+        }
+        ct_tensor_print(buf, "buf", 4);
+    });
+}
