@@ -1,0 +1,62 @@
+/* ctensor — CUDA streams and events: the scheduler.
+ *
+ * Each thread has a current stream per device; ops enqueue their kernels on it and return
+ * without waiting. Reading a value on the host (ct_item, ct_to_host) synchronizes; nothing
+ * else does. By default the current stream is the device's default stream (as in PyTorch).
+ * A pool of streams, and a dedicated copy stream and communication stream per device, let
+ * loading, compute and all-reduce overlap; events order work across streams.
+ *
+ * In a build without CUDA, or on a machine without a usable GPU, every call here that needs
+ * a device returns CT_ERR_DEVICE (or NULL) with a message; none aborts.
+ */
+#ifndef CTENSOR_STREAM_H
+#define CTENSOR_STREAM_H
+
+#include "types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ct_stream ct_stream;
+typedef struct ct_event ct_event;
+
+/* The calling thread's current stream on `device` (the default stream unless set). */
+ct_stream *ct_stream_current(int device);
+/* Make `stream` current for its device on the calling thread. */
+ct_status ct_stream_set_current(ct_stream *stream);
+/* A stream from the device's round-robin pool (32 non-blocking streams; owned by ctensor). */
+ct_stream *ct_stream_from_pool(int device);
+/* The device's dedicated copy stream and communication stream (owned by ctensor). */
+ct_stream *ct_stream_copy(int device);
+ct_stream *ct_stream_comm(int device);
+/* The device's default stream. */
+ct_stream *ct_stream_default(int device);
+int ct_stream_device(const ct_stream *stream);
+/* Wait on the host until all work queued on the stream has finished. */
+ct_status ct_stream_synchronize(ct_stream *stream);
+/* Make future work on `stream` wait for `event` (no host synchronization). */
+ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event);
+/* Make future work on `stream` wait for everything queued so far on `other`. */
+ct_status ct_stream_wait_stream(ct_stream *stream, ct_stream *other);
+
+/* Events. `timing` enables ct_event_elapsed_ms (slightly slower to record). */
+ct_event *ct_event_create(bool timing);
+void ct_event_free(ct_event *event);
+ct_status ct_event_record(ct_event *event, ct_stream *stream);
+ct_status ct_event_synchronize(ct_event *event);
+/* True when the work before the record has completed (false on error, with a message). */
+bool ct_event_query(ct_event *event);
+/* Milliseconds between two recorded timing events; NaN on error. */
+double ct_event_elapsed_ms(ct_event *start, ct_event *end);
+
+/* Wait until all work on `device` (every stream) has finished. */
+ct_status ct_device_synchronize(int device);
+/* Make `device` current for the calling thread (CUDA ordinal). */
+ct_status ct_cuda_set_device(int device);
+int ct_cuda_current_device(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,237 @@
+// ctensor — the stream scheduler: per-thread current streams, a stream pool, copy and
+// communication streams, events. Every CUDA call is checked (CT_CUDA_CHECK).
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/stream_internal.h"
+#include "ctensor/stream.h"
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+extern "C" int ct__cuda_device_count(void);
+
+#define POOL_SIZE 32
+#define MAX_DEVICES 64
+
+struct ct_event {
+    cudaEvent_t event;
+    int device;
+    bool recorded;
+};
+
+typedef struct device_streams {
+    bool ready;
+    ct_stream default_stream;
+    ct_stream copy, comm;
+    ct_stream pool[POOL_SIZE];
+    unsigned next;
+} device_streams;
+
+static device_streams devices[MAX_DEVICES];
+static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread ct_stream *current[MAX_DEVICES];
+
+static bool check_device(const char *op, int device) {
+    int count = ct__cuda_device_count();
+    if (device < 0 || device >= count || device >= MAX_DEVICES) {
+        ct__set_error(CT_ERR_DEVICE, "%s: cuda:%d is not available (%d CUDA device%s usable)", op, device, count,
+                      count == 1 ? "" : "s");
+        return false;
+    }
+    return true;
+}
+
+static bool make_stream(ct_stream *s, int device, int priority) {
+    s->device = device;
+    s->blas = NULL;
+    return CT_CUDA_CHECK(cudaStreamCreateWithPriority(&s->handle, cudaStreamNonBlocking, priority));
+}
+
+// Create a device's streams once. Returns the table or NULL with an error recorded.
+static device_streams *streams_for(const char *op, int device) {
+    if (!check_device(op, device))
+        return NULL;
+    device_streams *d = &devices[device];
+    pthread_mutex_lock(&streams_lock);
+    bool ok = d->ready;
+    if (!ok) {
+        int old = 0;
+        ok = CT_CUDA_CHECK(cudaGetDevice(&old)) && CT_CUDA_CHECK(cudaSetDevice(device));
+        int least = 0, greatest = 0;
+        ok = ok && CT_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+        d->default_stream.device = device;
+        d->default_stream.handle = 0;
+        d->default_stream.blas = NULL;
+        // Communication gets the highest priority so all-reduce is not starved by compute.
+        ok = ok && make_stream(&d->copy, device, least) && make_stream(&d->comm, device, greatest);
+        for (int i = 0; ok && i < POOL_SIZE; i++)
+            ok = make_stream(&d->pool[i], device, least);
+        if (ok)
+            d->ready = true;
+        cudaSetDevice(old);
+    }
+    pthread_mutex_unlock(&streams_lock);
+    return ok ? d : NULL;
+}
+
+extern "C" {
+
+ct_stream *ct_stream_default(int device) {
+    device_streams *d = streams_for("ct_stream_default", device);
+    return d ? &d->default_stream : NULL;
+}
+
+ct_stream *ct_stream_current(int device) {
+    device_streams *d = streams_for("ct_stream_current", device);
+    if (!d)
+        return NULL;
+    return current[device] ? current[device] : &d->default_stream;
+}
+
+ct_status ct_stream_set_current(ct_stream *stream) {
+    if (!stream)
+        return ct__set_error(CT_ERR_NULL, "ct_stream_set_current: stream is NULL");
+    current[stream->device] = stream;
+    return CT_OK;
+}
+
+ct_stream *ct_stream_from_pool(int device) {
+    device_streams *d = streams_for("ct_stream_from_pool", device);
+    if (!d)
+        return NULL;
+    unsigned i = __atomic_fetch_add(&d->next, 1u, __ATOMIC_RELAXED);
+    return &d->pool[i % POOL_SIZE];
+}
+
+ct_stream *ct_stream_copy(int device) {
+    device_streams *d = streams_for("ct_stream_copy", device);
+    return d ? &d->copy : NULL;
+}
+
+ct_stream *ct_stream_comm(int device) {
+    device_streams *d = streams_for("ct_stream_comm", device);
+    return d ? &d->comm : NULL;
+}
+
+int ct_stream_device(const ct_stream *stream) { return stream ? stream->device : -1; }
+
+ct_status ct_stream_synchronize(ct_stream *stream) {
+    if (!stream)
+        return ct__set_error(CT_ERR_NULL, "ct_stream_synchronize: stream is NULL");
+    return CT_CUDA_CHECK(cudaStreamSynchronize(stream->handle)) ? CT_OK : ct_last_error();
+}
+
+ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event) {
+    if (!stream || !event)
+        return ct__set_error(CT_ERR_NULL, "ct_stream_wait_event: %s is NULL", stream ? "event" : "stream");
+    if (!event->recorded)
+        return CT_OK;  // like CUDA: waiting on a never-recorded event is a no-op
+    return CT_CUDA_CHECK(cudaStreamWaitEvent(stream->handle, event->event, 0)) ? CT_OK : ct_last_error();
+}
+
+ct_status ct_stream_wait_stream(ct_stream *stream, ct_stream *other) {
+    if (!stream || !other)
+        return ct__set_error(CT_ERR_NULL, "ct_stream_wait_stream: stream is NULL");
+    if (stream == other)
+        return CT_OK;
+    ct_event *e = ct_event_create(false);
+    if (!e)
+        return ct_last_error();
+    ct_status st = ct_event_record(e, other);
+    if (st == CT_OK)
+        st = ct_stream_wait_event(stream, e);
+    ct_event_free(e);  // safe: CUDA keeps the dependency after the event is destroyed
+    return st;
+}
+
+ct_event *ct_event_create(bool timing) {
+    int device = 0;
+    if (ct__cuda_device_count() == 0) {
+        ct__set_error(CT_ERR_DEVICE, "ct_event_create: no usable CUDA device");
+        return NULL;
+    }
+    if (!CT_CUDA_CHECK(cudaGetDevice(&device)))
+        return NULL;
+    ct_event *e = (ct_event *)calloc(1, sizeof *e);
+    if (!e) {
+        ct__set_error(CT_ERR_MEMORY, "ct_event_create: out of host memory");
+        return NULL;
+    }
+    e->device = device;
+    if (!CT_CUDA_CHECK(cudaEventCreateWithFlags(&e->event, timing ? cudaEventDefault : cudaEventDisableTiming))) {
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+void ct_event_free(ct_event *event) {
+    if (!event)
+        return;
+    CT_CUDA_CHECK(cudaEventDestroy(event->event));
+    free(event);
+}
+
+ct_status ct_event_record(ct_event *event, ct_stream *stream) {
+    if (!event || !stream)
+        return ct__set_error(CT_ERR_NULL, "ct_event_record: %s is NULL", event ? "stream" : "event");
+    if (!CT_CUDA_CHECK(cudaEventRecord(event->event, stream->handle)))
+        return ct_last_error();
+    event->recorded = true;
+    return CT_OK;
+}
+
+ct_status ct_event_synchronize(ct_event *event) {
+    if (!event)
+        return ct__set_error(CT_ERR_NULL, "ct_event_synchronize: event is NULL");
+    return CT_CUDA_CHECK(cudaEventSynchronize(event->event)) ? CT_OK : ct_last_error();
+}
+
+bool ct_event_query(ct_event *event) {
+    if (!event) {
+        ct__set_error(CT_ERR_NULL, "ct_event_query: event is NULL");
+        return false;
+    }
+    cudaError_t err = cudaEventQuery(event->event);
+    if (err == cudaErrorNotReady) {
+        cudaGetLastError();
+        return false;
+    }
+    return CT_CUDA_CHECK(err);
+}
+
+double ct_event_elapsed_ms(ct_event *start, ct_event *end) {
+    float ms = 0;
+    if (!start || !end) {
+        ct__set_error(CT_ERR_NULL, "ct_event_elapsed_ms: event is NULL");
+        return NAN;
+    }
+    return CT_CUDA_CHECK(cudaEventElapsedTime(&ms, start->event, end->event)) ? (double)ms : NAN;
+}
+
+ct_status ct_device_synchronize(int device) {
+    if (!check_device("ct_device_synchronize", device))
+        return ct_last_error();
+    int old = 0;
+    if (!CT_CUDA_CHECK(cudaGetDevice(&old)) || !CT_CUDA_CHECK(cudaSetDevice(device)))
+        return ct_last_error();
+    bool ok = CT_CUDA_CHECK(cudaDeviceSynchronize());
+    cudaSetDevice(old);
+    return ok ? CT_OK : ct_last_error();
+}
+
+ct_status ct_cuda_set_device(int device) {
+    if (!check_device("ct_cuda_set_device", device))
+        return ct_last_error();
+    return CT_CUDA_CHECK(cudaSetDevice(device)) ? CT_OK : ct_last_error();
+}
+
+int ct_cuda_current_device(void) {
+    int device = -1;
+    if (ct__cuda_device_count() == 0 || !CT_CUDA_CHECK(cudaGetDevice(&device)))
+        return -1;
+    return device;
+}
+
+}  // extern "C"
