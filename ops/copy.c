@@ -9,9 +9,14 @@ ct_status ct_fill_(ct_tensor *a, double value) {
         return ct_last_error();
     if (!ct__check_inplace("ct_fill_", a))
         return ct_last_error();
-    if (!ct__require_cpu("ct_fill_", a))
-        return ct_last_error();
-    ct_cpu_fill(a->ndim, a->shape, ct__data(a), a->dtype, a->strides, value);
+    if (a->device.type == CT_DEVICE_CUDA) {
+        ct_status st = CT_ON_CUDA(
+            ct_cuda_fill(a->ndim, a->shape, ct__data(a), a->dtype, a->strides, value, ct__stream_for(a)));
+        if (st != CT_OK)
+            return st;
+    } else {
+        ct_cpu_fill(a->ndim, a->shape, ct__data(a), a->dtype, a->strides, value);
+    }
     ct__bump_version(a);
     return CT_OK;
 }
@@ -27,18 +32,41 @@ static ct_status copy_into(const char *op, ct_tensor *dst, const ct_tensor *src)
         return ct__set_error(CT_ERR_SHAPE, "%s: source of shape %s does not broadcast to destination %s", op,
                              ct_shape_str(src), ct_shape_str(dst));
     ct__broadcast_strides(src, dst->ndim, dst->shape, strides);
-    if (dst->device.type == CT_DEVICE_CPU && src->device.type == CT_DEVICE_CPU) {
-        ct_cpu_copy_cast(dst->ndim, dst->shape, ct__data(dst), dst->dtype, dst->strides, ct__data(src), src->dtype,
-                         strides);
-        return CT_OK;
+    if (ct_device_equal(dst->device, src->device)) {
+        if (dst->device.type == CT_DEVICE_CPU) {
+            ct_cpu_copy_cast(dst->ndim, dst->shape, ct__data(dst), dst->dtype, dst->strides, ct__data(src),
+                             src->dtype, strides);
+            return CT_OK;
+        }
+        return CT_ON_CUDA(ct_cuda_copy_cast(dst->ndim, dst->shape, ct__data(dst), dst->dtype, dst->strides,
+                                            ct__data(src), src->dtype, strides, ct__stream_for(dst)));
     }
-    /* Across devices: same dtype and both contiguous is a plain byte copy. */
+    /* Across devices: same dtype, same shape and both contiguous is one byte copy. */
+    int64_t n = ct__numel(dst->ndim, dst->shape);
     if (src->dtype == dst->dtype && ct__is_contiguous(dst) && ct__is_contiguous(src) &&
-        ct__numel(src->ndim, src->shape) == ct__numel(dst->ndim, dst->shape))
-        return ct__memcpy(dst->device, ct__data(dst), src->device, ct__data(src),
-                          (size_t)ct__numel(dst->ndim, dst->shape) * ct_dtype_size(dst->dtype));
-    return ct__set_error(CT_ERR_UNSUPPORTED, "%s: strided or converting copy between %s and %s is not implemented yet",
-                         op, ct_device_name(src->device), ct_device_name(dst->device));
+        ct__numel(src->ndim, src->shape) == n)
+        return ct__memcpy(dst->device, ct__data(dst), src->device, ct__data(src), (size_t)n * ct_dtype_size(dst->dtype));
+    /* Otherwise: broadcast and convert on the source's device into a contiguous buffer, move
+     * the bytes, then (if dst is strided) scatter on the destination's device. */
+    ct_status st = CT_OK;
+    ct_tensor *staged = ct__new(dst->dtype, src->device, dst->ndim, dst->shape);
+    ct_tensor *landing = NULL;
+    if (!staged)
+        return ct_last_error();
+    st = copy_into(op, staged, src);
+    if (st == CT_OK && ct__is_contiguous(dst)) {
+        st = ct__memcpy(dst->device, ct__data(dst), src->device, ct__data(staged), (size_t)n * ct_dtype_size(dst->dtype));
+    } else if (st == CT_OK) {
+        landing = ct__new(dst->dtype, dst->device, dst->ndim, dst->shape);
+        st = landing ? ct__memcpy(dst->device, ct__data(landing), src->device, ct__data(staged),
+                                  (size_t)n * ct_dtype_size(dst->dtype))
+                     : ct_last_error();
+        if (st == CT_OK)
+            st = copy_into(op, dst, landing);
+    }
+    ct_tensor_free(landing);
+    ct_tensor_free(staged);
+    return st;
 }
 
 ct_status ct_copy_(ct_tensor *a, const ct_tensor *src) {
@@ -106,8 +134,6 @@ ct_tensor *ct_cast(const ct_tensor *a, ct_dtype dtype) {
         ct__set_error(CT_ERR_DTYPE, "ct_cast: f64 tensors are CPU only (input is on %s)", ct_device_name(a->device));
         return NULL;
     }
-    if (!ct__require_cpu("ct_cast", a))
-        return NULL;
     return copy_op("ct_cast", a, dtype, a->device);
 }
 

@@ -107,6 +107,17 @@ static inline uint64_t ct__version(const ct_tensor *t) { return atomic_load(&t->
 /* Refuse in-place ops on leaves requiring grad while grad mode is on. */
 bool ct__check_inplace(const char *op, const ct_tensor *t);
 
+/* CUDA dispatch. CT_ON_CUDA(call) compiles the launcher call only in CUDA builds (in others,
+ * CUDA tensors cannot exist, so the branch is never taken; it still reports an error). */
+#ifdef CT_HAVE_CUDA
+#include "kernels/cuda/launch.h"
+#define CT_ON_CUDA(call) (call)
+#else
+#define CT_ON_CUDA(call) ct__set_error(CT_ERR_DEVICE, "this ctensor was built without CUDA")
+#endif
+/* The calling thread's current stream on t's device. */
+ct_stream *ct__stream_for(const ct_tensor *t);
+
 /* Until a CUDA kernel exists for an op: CT_ERR_UNSUPPORTED naming the op and device. */
 bool ct__require_cpu(const char *op, const ct_tensor *t);
 

@@ -67,16 +67,19 @@ static ct_tensor *random_tensor(const char *op, dist_kind kind, const int64_t *s
     ct_tensor *t = ct_empty(shape, ndim, dtype, device);
     if (!t)
         return NULL;
-    if (!ct__require_cpu(op, t)) {
-        ct_tensor_free(t);
-        return NULL;
-    }
     int64_t n = ct__numel(ndim, shape);
     bool f64 = dtype == CT_F64;
     uint64_t words = kind == DIST_NORMAL ? (uint64_t)(n + 1) / 2 * 2 : (uint64_t)n * (f64 && kind == DIST_UNIFORM ? 2 : 1);
     uint64_t seed;
     uint64_t offset = ct__philox_reserve(words, &seed);
     void *data = ct__data(t);
+    if (device.type == CT_DEVICE_CUDA) {
+        if (CT_ON_CUDA(ct_cuda_random((int)kind, data, dtype, n, seed, offset, p0, p1, ct__stream_for(t))) != CT_OK) {
+            ct_tensor_free(t);
+            return NULL;
+        }
+        return t;
+    }
 #pragma omp parallel for schedule(static) if (n >= 4096)
     for (int64_t i = 0; i < n; i++) {
         double v;

@@ -505,3 +505,5 @@ bool ct__require_cpu(const char *op, const ct_tensor *t) {
     ct__set_error(CT_ERR_UNSUPPORTED, "%s: not implemented on %s yet (CPU only)", op, ct_device_name(t->device));
     return false;
 }
+
+ct_stream *ct__stream_for(const ct_tensor *t) { return ct_stream_current(t->device.index); }

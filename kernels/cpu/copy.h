@@ -4,6 +4,10 @@
 
 #include "ctensor/types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* dst[i] = (dst_dtype) src[i] over an N-d index space; strides in elements.
  * Float -> integer truncates toward zero and saturates (NaN -> 0). */
 void ct_cpu_copy_cast(int ndim, const int64_t *shape, void *dst, ct_dtype dst_dtype, const int64_t *dst_strides,
@@ -15,4 +19,7 @@ double ct_cpu_load(const void *base, ct_dtype dtype, int64_t i);
 /* Store `value` as element i (rounded / saturated like ct_cpu_copy_cast). */
 void ct_cpu_store(void *base, ct_dtype dtype, int64_t i, double value);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,0 +1,111 @@
+// ctensor — helpers shared by the .cu files: dtype conversion, launch geometry, strided
+// iteration over up to CT_KMAX_DIMS dims for up to four operands.
+#ifndef CT_KERNELS_CUDA_COMMON_CUH
+#define CT_KERNELS_CUDA_COMMON_CUH
+
+#include "kernels/cpu/strided.h"
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/stream_internal.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+// Geometry of a strided N-d iteration passed to kernels by value.
+template <int NOPS>
+struct ct_iter {
+    int ndim;
+    int64_t shape[CT_KMAX_DIMS];
+    int64_t strides[NOPS][CT_KMAX_DIMS];
+};
+
+// Element offsets of each operand at linear index i (row-major over shape).
+template <int NOPS>
+__device__ __forceinline__ void ct_iter_offsets(const ct_iter<NOPS> &it, int64_t i, int64_t *off) {
+#pragma unroll
+    for (int k = 0; k < NOPS; k++)
+        off[k] = 0;
+    for (int d = it.ndim - 1; d >= 0; d--) {
+        int64_t c = i % it.shape[d];
+        i /= it.shape[d];
+#pragma unroll
+        for (int k = 0; k < NOPS; k++)
+            off[k] += c * it.strides[k][d];
+    }
+}
+
+// Build an iteration from host arrays, coalescing dims. Returns the element count.
+template <int NOPS>
+static int64_t ct_iter_make(ct_iter<NOPS> *it, int ndim, const int64_t *shape, const int64_t *const *strides) {
+    int64_t s[NOPS][CT_KMAX_DIMS];
+    int64_t *sp[NOPS];
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) {
+        it->shape[d] = shape[d];
+        n *= shape[d];
+    }
+    for (int k = 0; k < NOPS; k++) {
+        for (int d = 0; d < ndim; d++)
+            s[k][d] = strides[k][d];
+        sp[k] = s[k];
+    }
+    it->ndim = ct_coalesce(ndim, it->shape, NOPS, sp);
+    for (int k = 0; k < NOPS; k++)
+        for (int d = 0; d < it->ndim; d++)
+            it->strides[k][d] = s[k][d];
+    return n;
+}
+
+// Conversions through double, with the CPU's rules (RNE, saturating integers, NaN -> 0).
+template <typename T> __device__ __forceinline__ double ct_to_double(T x) { return (double)x; }
+template <> __device__ __forceinline__ double ct_to_double<__half>(__half x) { return (double)__half2float(x); }
+template <> __device__ __forceinline__ double ct_to_double<__nv_bfloat16>(__nv_bfloat16 x) {
+    return (double)__bfloat162float(x);
+}
+template <typename T> __device__ __forceinline__ T ct_from_double(double v) { return (T)v; }
+template <> __device__ __forceinline__ __half ct_from_double<__half>(double v) { return __double2half(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 ct_from_double<__nv_bfloat16>(double v) {
+    return __double2bfloat16(v);
+}
+template <> __device__ __forceinline__ int32_t ct_from_double<int32_t>(double v) {
+    if (v != v)
+        return 0;
+    if (v >= 2147483647.0)
+        return INT32_MAX;
+    if (v <= -2147483648.0)
+        return INT32_MIN;
+    return (int32_t)v;
+}
+template <> __device__ __forceinline__ uint8_t ct_from_double<uint8_t>(double v) {
+    if (v != v || v <= 0.0)
+        return 0;
+    if (v >= 255.0)
+        return 255;
+    return (uint8_t)v;
+}
+
+// Launch geometry for a grid-stride loop over n elements.
+static inline unsigned ct_grid_for(int64_t n, int threads) {
+    int64_t blocks = (n + threads - 1) / threads;
+    const int64_t max_blocks = 65535LL * 32;
+    return (unsigned)(blocks < 1 ? 1 : (blocks > max_blocks ? max_blocks : blocks));
+}
+
+static inline cudaStream_t ct_stream_handle(ct_stream *s) { return s ? s->handle : 0; }
+
+// Check the launch that just happened.
+#define CT_CUDA_CHECK_LAUNCH() CT_CUDA_CHECK(cudaGetLastError())
+
+// Call F<T>(args...) with T the C++ type of a ctensor dtype.
+#define CT_DISPATCH_DTYPE(dtype, T, ...)                                                                 \
+    switch (dtype) {                                                                                     \
+    case CT_F32: { typedef float T; __VA_ARGS__; } break;                                               \
+    case CT_F64: { typedef double T; __VA_ARGS__; } break;                                              \
+    case CT_F16: { typedef __half T; __VA_ARGS__; } break;                                              \
+    case CT_BF16: { typedef __nv_bfloat16 T; __VA_ARGS__; } break;                                      \
+    case CT_I32: { typedef int32_t T; __VA_ARGS__; } break;                                             \
+    case CT_U8: { typedef uint8_t T; __VA_ARGS__; } break;                                              \
+    default: break;                                                                                      \
+    }
+
+#endif

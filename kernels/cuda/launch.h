@@ -1,0 +1,34 @@
+/* ctensor — C prototypes of the CUDA kernel launchers, called by ops/ and runtime/.
+ *
+ * Conventions for every launcher: raw device pointers, shapes and strides in elements (the
+ * shape written next to each pointer), the stream to enqueue on, no synchronization, and a
+ * ct_status return: a failed launch or library call is a CT_ERR_CUDA error naming the call.
+ * The declarations are visible in every build; calls are compiled only with CT_HAVE_CUDA
+ * (see CT_ON_CUDA in runtime/internal.h). One .cu file per op family implements them. */
+#ifndef CT_KERNELS_CUDA_LAUNCH_H
+#define CT_KERNELS_CUDA_LAUNCH_H
+
+#include "ctensor/stream.h"
+#include "ctensor/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* copy.cu: dst = (dst_dtype) src over an N-d index space (same rules as the CPU:
+ * RNE for F16/BF16, float -> int truncates and saturates, NaN -> 0). */
+ct_status ct_cuda_copy_cast(int ndim, const int64_t *shape, void *dst, ct_dtype dst_dtype, const int64_t *dst_strides,
+                            const void *src, ct_dtype src_dtype, const int64_t *src_strides, ct_stream *stream);
+/* copy.cu: dst[i] = value over a strided N-d space. */
+ct_status ct_cuda_fill(int ndim, const int64_t *shape, void *dst, ct_dtype dtype, const int64_t *strides, double value,
+                       ct_stream *stream);
+
+/* random.cu: the Philox distributions of random.h, bit-identical to the CPU for the same
+ * (seed, offset). kind: 0 uniform(p0, p1), 1 normal(mean p0, std p1), 2 bernoulli(p0). */
+ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t n, uint64_t seed, uint64_t offset, double p0,
+                         double p1, ct_stream *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,42 @@
+// ctensor — Philox distributions on the GPU, following the scheme documented in random.h
+// word for word, so a CUDA tensor holds the same numbers as a CPU tensor made from the
+// same (seed, offset).
+#include "kernels/cpu/philox.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launch.h"
+
+template <typename T>
+__global__ void random_kernel(int kind, T *out, int64_t n, uint64_t seed, uint64_t offset, double p0, double p1,
+                              bool f64) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
+        double v;
+        if (kind == 0) {
+            double u = f64 ? ct_philox_uniform_f64(ct_philox_word(seed, offset, 2 * (uint64_t)i),
+                                                   ct_philox_word(seed, offset, 2 * (uint64_t)i + 1))
+                           : (double)ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i));
+            v = p0 + (p1 - p0) * u;
+        } else if (kind == 1) {
+            uint64_t pair = (uint64_t)i / 2;
+            uint32_t a = ct_philox_word(seed, offset, 2 * pair), b = ct_philox_word(seed, offset, 2 * pair + 1);
+            double u1 = ((double)a + 1.0) * 2.3283064365386963e-10, u2 = (double)b * 2.3283064365386963e-10;
+            double r = sqrt(-2.0 * log(u1));
+            double z = (i % 2 == 0) ? r * cos(2.0 * 3.14159265358979323846 * u2) : r * sin(2.0 * 3.14159265358979323846 * u2);
+            v = p0 + p1 * z;
+        } else {
+            v = ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i)) < p0 ? 1.0 : 0.0;
+        }
+        out[i] = ct_from_double<T>(v);
+    }
+}
+
+extern "C" ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t n, uint64_t seed, uint64_t offset,
+                                    double p0, double p1, ct_stream *stream) {
+    if (n == 0)
+        return CT_OK;
+    const int threads = 256;
+    cudaStream_t s = ct_stream_handle(stream);
+    CT_DISPATCH_DTYPE(dtype, T,
+        random_kernel<T><<<ct_grid_for(n, threads), threads, 0, s>>>(kind, (T *)out, n, seed, offset, p0, p1,
+                                                                      dtype == CT_F64));
+    return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
+}
