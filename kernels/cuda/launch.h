@@ -28,6 +28,14 @@ ct_status ct_cuda_fill(int ndim, const int64_t *shape, void *dst, ct_dtype dtype
 ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t n, uint64_t seed, uint64_t offset, double p0,
                          double p1, ct_stream *stream);
 
+/* matmul.cu: c = a @ b for every batch index on cuBLASLt (F32, F16, BF16; f32 accumulation;
+ * TF32 for F32 only when allow_tf32). Operands as in kernels/cpu/gemm.h, with layouts for
+ * which ct_cpu_gemm_is_direct holds (pack others first); c contiguous. */
+struct ct_gemm_operand;
+ct_status ct_cuda_gemm(ct_dtype dtype, int batch_ndim, const int64_t *batch_shape, int64_t M, int64_t N, int64_t K,
+                       const struct ct_gemm_operand *a, const struct ct_gemm_operand *b, void *c, bool allow_tf32,
+                       ct_stream *stream);
+
 #ifdef __cplusplus
 }
 #endif

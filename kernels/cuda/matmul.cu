@@ -1,0 +1,237 @@
+// ctensor — batched GEMM on cuBLASLt.
+//
+// Row-major C (M, N) = A (M, K) @ B (K, N) is computed as the column-major product
+// C^T (N, M) = B^T (N, K) @ A^T (K, M): a row-major operand is its own transpose in column-
+// major order, and a transposed (column-major) operand becomes a CUBLAS_OP_T, so neither
+// needs a copy. Batch dims that coalesce to one stride become cuBLASLt's strided batch;
+// others are looped over. Each stream has its own cuBLASLt handle and 32 MiB workspace,
+// and the algorithm chosen by the heuristic is cached per problem.
+#include "kernels/cpu/gemm.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launch.h"
+
+#include <cublasLt.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WORKSPACE_BYTES (32u << 20)
+#define ALGO_CACHE 128
+
+static bool lt_ok(cublasStatus_t st, const char *call, const char *file, int line) {
+    if (st == CUBLAS_STATUS_SUCCESS)
+        return true;
+    ct__set_error(CT_ERR_CUDA, "%s failed at %s:%d: cuBLAS status %d", call, file, line, (int)st);
+    return false;
+}
+#define CT_CUBLAS_CHECK(call) lt_ok((call), #call, __FILE__, __LINE__)
+
+typedef struct blas_state {
+    cublasLtHandle_t handle;
+    void *workspace;
+} blas_state;
+
+static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+
+// The stream's handle and workspace, made on first use.
+static blas_state *blas_for(ct_stream *stream) {
+    pthread_mutex_lock(&blas_lock);
+    blas_state *b = (blas_state *)stream->blas;
+    if (!b) {
+        b = (blas_state *)calloc(1, sizeof *b);
+        if (!b) {
+            ct__set_error(CT_ERR_MEMORY, "cuBLASLt state: out of host memory");
+        } else if (!CT_CUBLAS_CHECK(cublasLtCreate(&b->handle)) ||
+                   !CT_CUDA_CHECK(cudaMalloc(&b->workspace, WORKSPACE_BYTES))) {
+            free(b);
+            b = NULL;
+        } else {
+            stream->blas = b;
+        }
+    }
+    pthread_mutex_unlock(&blas_lock);
+    return b;
+}
+
+// One column-major operand as cuBLASLt sees it.
+typedef struct lt_operand {
+    cublasOperation_t op;
+    int64_t rows, cols, ld; // of the stored matrix (before op)
+} lt_operand;
+
+// Describe a row-major (rows, cols) matrix with strides (rs, cs) for the column-major
+// product, where we need its transpose: (cols, rows). False if the layout is not direct.
+static bool describe(int64_t rows, int64_t cols, int64_t rs, int64_t cs, lt_operand *o) {
+    if (cs == 1 || cols == 1) { // row-major: stored column-major as (cols, rows), no op
+        o->op = CUBLAS_OP_N;
+        o->rows = cols;
+        o->cols = rows;
+        o->ld = rows == 1 ? cols : (rs > cols ? rs : cols);
+        return rows == 1 || rs >= cols;
+    }
+    if (rs == 1 || rows == 1) { // column-major: stored as (rows, cols), transposed by the op
+        o->op = CUBLAS_OP_T;
+        o->rows = rows;
+        o->cols = cols;
+        o->ld = cols == 1 ? rows : (cs > rows ? cs : rows);
+        return cols == 1 || cs >= rows;
+    }
+    return false;
+}
+
+typedef struct algo_key {
+    int dtype, tf32, opa, opb;
+    int64_t m, n, k, lda, ldb, ldc, batch, sa, sb, sc;
+} algo_key;
+typedef struct algo_entry {
+    bool used;
+    algo_key key;
+    cublasLtMatmulAlgo_t algo;
+} algo_entry;
+static algo_entry algo_cache[ALGO_CACHE];
+
+static unsigned key_hash(const algo_key *k) {
+    const unsigned char *p = (const unsigned char *)k;
+    unsigned h = 2166136261u;
+    for (size_t i = 0; i < sizeof *k; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h % ALGO_CACHE;
+}
+
+static cudaDataType_t data_type(ct_dtype dtype) {
+    return dtype == CT_F16 ? CUDA_R_16F : (dtype == CT_BF16 ? CUDA_R_16BF : CUDA_R_32F);
+}
+
+// One (possibly strided-batched) cuBLASLt call.
+static ct_status lt_matmul(blas_state *bs, cudaStream_t s, ct_dtype dtype, bool tf32, const lt_operand *oa,
+                           const void *pa, int64_t sa, const lt_operand *ob, const void *pb, int64_t sb, void *pc,
+                           int64_t m, int64_t n, int64_t k, int64_t sc, int64_t batch) {
+    cudaDataType_t dt = data_type(dtype);
+    cublasComputeType_t compute = (dtype == CT_F32 && tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    ct_status st = CT_ERR_CUDA;
+    float alpha = 1.0f, beta = 0.0f;
+    int32_t count = (int32_t)batch;
+    size_t ws = WORKSPACE_BYTES;
+    algo_key key;
+    memset(&key, 0, sizeof key);
+    key = (algo_key){(int)dtype, tf32, (int)oa->op, (int)ob->op, m, n, k, oa->ld, ob->ld, m, batch, sa, sb, sc};
+    unsigned slot = key_hash(&key);
+    cublasLtMatmulAlgo_t algo;
+    bool have_algo = false;
+
+    if (!CT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F)) ||
+        !CT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &oa->op, sizeof oa->op)) ||
+        !CT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &ob->op, sizeof ob->op)) ||
+        !CT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, dt, oa->rows, oa->cols, oa->ld)) ||
+        !CT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, dt, ob->rows, ob->cols, ob->ld)) ||
+        !CT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, dt, m, n, m)))
+        goto done;
+    if (batch > 1) {
+        const struct { cublasLtMatrixLayout_t l; int64_t stride; } items[3] = {{la, sa}, {lb, sb}, {lc, sc}};
+        for (int i = 0; i < 3; i++)
+            if (!CT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(items[i].l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                                  &count, sizeof count)) ||
+                !CT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+                    items[i].l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &items[i].stride, sizeof(int64_t))))
+                goto done;
+    }
+    pthread_mutex_lock(&blas_lock);
+    if (algo_cache[slot].used && memcmp(&algo_cache[slot].key, &key, sizeof key) == 0) {
+        algo = algo_cache[slot].algo;
+        have_algo = true;
+    }
+    pthread_mutex_unlock(&blas_lock);
+    if (!have_algo) {
+        cublasLtMatmulHeuristicResult_t result;
+        int found = 0;
+        if (!CT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref)) ||
+            !CT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                                  sizeof ws)) ||
+            !CT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(bs->handle, desc, la, lb, lc, lc, pref, 1, &result, &found)))
+            goto done;
+        if (found == 0) {
+            ct__set_error(CT_ERR_CUDA, "cuBLASLt found no algorithm for a %s GEMM (%lld x %lld x %lld, batch %lld)",
+                          ct_dtype_name(dtype), (long long)m, (long long)n, (long long)k, (long long)batch);
+            goto done;
+        }
+        algo = result.algo;
+        pthread_mutex_lock(&blas_lock);
+        algo_cache[slot].used = true;
+        algo_cache[slot].key = key;
+        algo_cache[slot].algo = algo;
+        pthread_mutex_unlock(&blas_lock);
+    }
+    if (CT_CUBLAS_CHECK(cublasLtMatmul(bs->handle, desc, &alpha, pa, la, pb, lb, &beta, pc, lc, pc, lc, &algo,
+                                       bs->workspace, WORKSPACE_BYTES, s)))
+        st = CT_OK;
+done:
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (la)
+        cublasLtMatrixLayoutDestroy(la);
+    if (lb)
+        cublasLtMatrixLayoutDestroy(lb);
+    if (lc)
+        cublasLtMatrixLayoutDestroy(lc);
+    if (desc)
+        cublasLtMatmulDescDestroy(desc);
+    return st;
+}
+
+extern "C" ct_status ct_cuda_gemm(ct_dtype dtype, int batch_ndim, const int64_t *batch_shape, int64_t M, int64_t N,
+                                  int64_t K, const ct_gemm_operand *a, const ct_gemm_operand *b, void *c,
+                                  bool allow_tf32, ct_stream *stream) {
+    if (dtype != CT_F32 && dtype != CT_F16 && dtype != CT_BF16)
+        return ct__set_error(CT_ERR_DTYPE, "ct_matmul: %s is not supported on CUDA (f32, f16, bf16)",
+                             ct_dtype_name(dtype));
+    size_t es = ct_dtype_size(dtype);
+    cudaStream_t s = ct_stream_handle(stream);
+    int64_t batch = 1;
+    for (int d = 0; d < batch_ndim; d++)
+        batch *= batch_shape[d];
+    if (batch == 0 || M == 0 || N == 0)
+        return CT_OK;
+    if (K == 0)
+        return CT_CUDA_CHECK(cudaMemsetAsync(c, 0, (size_t)(batch * M * N) * es, s)) ? CT_OK : ct_last_error();
+    // In the column-major product, the first operand is B (N, K) and the second A^T (K, M).
+    lt_operand ob, oa;
+    if (!describe(K, N, b->row_stride, b->col_stride, &ob) || !describe(M, K, a->row_stride, a->col_stride, &oa))
+        return ct__set_error(CT_ERR_INTERNAL, "ct_cuda_gemm: an operand layout is not direct (pack it first)");
+    blas_state *bs = blas_for(stream);
+    if (!bs)
+        return ct_last_error();
+    // Coalesce the batch dims of (a, b, c); c is contiguous.
+    int64_t shape[CT_KMAX_DIMS], sa[CT_KMAX_DIMS], sb[CT_KMAX_DIMS], sc[CT_KMAX_DIMS];
+    int64_t cstride = M * N;
+    for (int d = batch_ndim - 1; d >= 0; d--) {
+        shape[d] = batch_shape[d];
+        sa[d] = a->batch_strides[d];
+        sb[d] = b->batch_strides[d];
+        sc[d] = cstride;
+        cstride *= batch_shape[d];
+    }
+    int64_t *strides[3] = {sa, sb, sc};
+    int nd = ct_coalesce(batch_ndim, shape, 3, strides);
+    int64_t inner = nd > 0 ? shape[nd - 1] : 1;
+    int64_t isa = nd > 0 ? sa[nd - 1] : 0, isb = nd > 0 ? sb[nd - 1] : 0, isc = nd > 0 ? sc[nd - 1] : 0;
+    int64_t outer = batch / inner;
+    for (int64_t o = 0; o < outer; o++) {
+        int64_t offa = 0, offb = 0, offc = 0, lin = o;
+        for (int d = nd - 2; d >= 0; d--) {
+            int64_t i = lin % shape[d];
+            lin /= shape[d];
+            offa += i * sa[d];
+            offb += i * sb[d];
+            offc += i * sc[d];
+        }
+        ct_status st = lt_matmul(bs, s, dtype, allow_tf32, &ob, (const char *)b->data + offb * (int64_t)es, isb, &oa,
+                                 (const char *)a->data + offa * (int64_t)es, isa, (char *)c + offc * (int64_t)es, N,
+                                 M, K, isc, inner);
+        if (st != CT_OK)
+            return st;
+    }
+    return CT_OK;
+}
