@@ -1,6 +1,8 @@
-/* Elementwise ops with NumPy broadcasting: arithmetic, comparisons, unary math. */
+/* Elementwise ops with NumPy broadcasting: arithmetic, comparisons, selection, unary math. */
 #include "runtime/internal.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/copy.h"
+#include "kernels/cpu/ternary.h"
 
 #include <math.h>
 #include <string.h>
@@ -37,6 +39,34 @@ static ct_tensor *unary_forward(const char *op, ct_unary_op kop, const ct_tensor
     if (!out)
         return NULL;
     ct_cpu_unary(kop, a->dtype, a->ndim, a->shape, ct__data(out), out->strides, ct__data(a), a->strides, p0, p1);
+    return out;
+}
+
+/* One fused backward pass over (grad, saved), same shape: the input gradient of a unary op. */
+static ct_tensor *unary_grad(ct_binary_op kop, const ct_tensor *g, const ct_tensor *saved, double p0, double p1) {
+    if (!ct__same_device_dtype("ct_backward", g, saved))
+        return NULL;
+    CT_ASSERT(g->ndim == saved->ndim && memcmp(g->shape, saved->shape, sizeof(int64_t) * (size_t)g->ndim) == 0,
+              NULL);
+    ct_tensor *out = ct__new(g->dtype, g->device, g->ndim, g->shape);
+    if (out)
+        ct_cpu_binary_ex(kop, g->dtype, g->ndim, g->shape, ct__data(out), out->strides, ct__data(g), g->strides,
+                         ct__data(saved), saved->strides, p0, p1);
+    return out;
+}
+
+/* One fused backward pass over (grad, a, b), with a and b broadcast to grad's shape (the
+ * output's); the caller sums the result back to the input's shape. */
+static ct_tensor *binary_grad(ct_ternary_op kop, const ct_tensor *g, const ct_tensor *a, const ct_tensor *b) {
+    if (!ct__same_device_dtype("ct_backward", g, a))
+        return NULL;
+    int64_t as[CT_MAX_DIMS], bs[CT_MAX_DIMS];
+    ct__broadcast_strides(a, g->ndim, g->shape, as);
+    ct__broadcast_strides(b, g->ndim, g->shape, bs);
+    ct_tensor *out = ct__new(g->dtype, g->device, g->ndim, g->shape);
+    if (out)
+        ct_cpu_ternary(kop, g->dtype, g->ndim, g->shape, ct__data(out), out->strides, ct__data(g), g->strides,
+                       ct__data(a), as, ct__data(b), bs);
     return out;
 }
 
@@ -131,6 +161,59 @@ ct_tensor *ct_div(const ct_tensor *a, const ct_tensor *b) {
     }
     return out;
 }
+
+/* ---- pow / maximum / minimum ---------------------------------------------------------- */
+
+static ct_status pow_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *a = ct__node_saved(node, 0), *b = ct__node_saved(node, 1);
+    if (!a || !b)
+        return ct_last_error();
+    ct_status st = CT_OK;
+    if (node->needs_grad[0])
+        st = give(node, gin, 0, binary_grad(CT_TER_POW_BASE_BW, gout[0], a, b));
+    if (st == CT_OK && node->needs_grad[1])
+        st = give(node, gin, 1, binary_grad(CT_TER_POW_EXP_BW, gout[0], a, b));
+    return st;
+}
+
+ct_tensor *ct_pow(const ct_tensor *a, const ct_tensor *b) {
+    ct_tensor *out = binary_forward("ct_pow", CT_BIN_POW, a, b, 0);
+    ct_node *node = ct__record("ct_pow", pow_backward, out, 2, (const ct_tensor *const[]){a, b});
+    if (node) {
+        ct__node_save(node, a);
+        ct__node_save(node, b);
+    }
+    return out;
+}
+
+/* The gradient goes to the larger input (the smaller for minimum), half to each on ties, and
+ * whole to both where one is NaN, as in PyTorch. iargs[0] is 1 for minimum. */
+static ct_status maxmin_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *a = ct__node_saved(node, 0), *b = ct__node_saved(node, 1);
+    if (!a || !b)
+        return ct_last_error();
+    bool is_min = node->iargs[0] != 0;
+    ct_status st = CT_OK;
+    if (node->needs_grad[0])
+        st = give(node, gin, 0, binary_grad(CT_TER_MAX_BW, gout[0], is_min ? b : a, is_min ? a : b));
+    if (st == CT_OK && node->needs_grad[1])
+        st = give(node, gin, 1, binary_grad(CT_TER_MAX_BW, gout[0], is_min ? a : b, is_min ? b : a));
+    return st;
+}
+
+static ct_tensor *maxmin(const char *op, bool is_min, const ct_tensor *a, const ct_tensor *b) {
+    ct_tensor *out = binary_forward(op, is_min ? CT_BIN_MIN : CT_BIN_MAX, a, b, 0);
+    ct_node *node = ct__record(op, maxmin_backward, out, 2, (const ct_tensor *const[]){a, b});
+    if (node) {
+        node->iargs[0] = is_min;
+        ct__node_save(node, a);
+        ct__node_save(node, b);
+    }
+    return out;
+}
+
+ct_tensor *ct_maximum(const ct_tensor *a, const ct_tensor *b) { return maxmin("ct_maximum", false, a, b); }
+ct_tensor *ct_minimum(const ct_tensor *a, const ct_tensor *b) { return maxmin("ct_minimum", true, a, b); }
 
 /* ---- comparisons (U8, not differentiable) ------------------------------------------- */
 
@@ -245,6 +328,147 @@ ct_tensor *ct_pow_scalar(const ct_tensor *a, double exponent) {
         node->dargs[0] = exponent;
         ct__node_save(node, a);
     }
+    return out;
+}
+
+/* d|a| = g * sign(a) (0 at 0, like PyTorch). */
+static ct_status abs_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *a = ct__node_saved(node, 0);
+    gin[0] = a ? unary_grad(CT_BIN_ABS_BW, gout[0], a, 0, 0) : NULL;
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_abs(const ct_tensor *a) {
+    ct_tensor *out = unary_forward("ct_abs", CT_UN_ABS, a, 0, 0);
+    ct__node_save(ct__record("ct_abs", abs_backward, out, 1, (const ct_tensor *const[]){a}), a);
+    return out;
+}
+
+/* The gradient passes where lo <= a <= hi (bounds included, as in PyTorch). */
+static ct_status clamp_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *a = ct__node_saved(node, 0);
+    gin[0] = a ? unary_grad(CT_BIN_CLAMP_BW, gout[0], a, node->dargs[0], node->dargs[1]) : NULL;
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_clamp(const ct_tensor *a, double lo, double hi) {
+    if (!ct__check("ct_clamp", "a", a))
+        return NULL;
+    if (isnan(lo) || isnan(hi)) {
+        ct__set_error(CT_ERR_VALUE, "ct_clamp: bounds must not be NaN (lo %g, hi %g)", lo, hi);
+        return NULL;
+    }
+    ct_tensor *out = unary_forward("ct_clamp", CT_UN_CLAMP, a, lo, hi);
+    ct_node *node = ct__record("ct_clamp", clamp_backward, out, 1, (const ct_tensor *const[]){a});
+    if (node) {
+        node->dargs[0] = lo;
+        node->dargs[1] = hi;
+        ct__node_save(node, a);
+    }
+    return out;
+}
+
+/* ---- where / masked_fill ------------------------------------------------------------------- */
+
+static bool check_mask(const char *op, const char *name, const ct_tensor *mask, const ct_tensor *t) {
+    if (mask->dtype != CT_U8) {
+        ct__set_error(CT_ERR_DTYPE, "%s: %s must be u8 (0 or nonzero), not %s (make one with a comparison such as ct_gt)",
+                      op, name, ct_dtype_name(mask->dtype));
+        return false;
+    }
+    if (!ct_device_equal(mask->device, t->device)) {
+        ct__set_error(CT_ERR_DEVICE, "%s: %s is on %s, the data on %s", op, name, ct_device_name(mask->device),
+                      ct_device_name(t->device));
+        return false;
+    }
+    return true;
+}
+
+/* out = (mask ? value : t) or, with `invert`, (mask ? t : value); out has the broadcast shape
+ * of mask and t. Not recorded for autograd. */
+static ct_tensor *select_scalar(const char *op, const ct_tensor *mask, const ct_tensor *t, double value,
+                                bool invert) {
+    int ndim;
+    int64_t shape[CT_MAX_DIMS], ms[CT_MAX_DIMS], ts[CT_MAX_DIMS], zero[CT_MAX_DIMS] = {0};
+    if (!ct__broadcast_shape(op, mask->ndim, mask->shape, t->ndim, t->shape, &ndim, shape))
+        return NULL;
+    ct_tensor *out = ct__new(t->dtype, t->device, ndim, shape);
+    if (!out)
+        return NULL;
+    uint64_t scalar = 0; /* one element of t's dtype, read with stride 0 */
+    ct_cpu_store(&scalar, t->dtype, 0, value);
+    ct__broadcast_strides(mask, ndim, shape, ms);
+    ct__broadcast_strides(t, ndim, shape, ts);
+    if (invert)
+        ct_cpu_where(t->dtype, ndim, shape, ct__data(out), out->strides, ct__data(mask), ms, ct__data(t), ts,
+                     &scalar, zero);
+    else
+        ct_cpu_where(t->dtype, ndim, shape, ct__data(out), out->strides, ct__data(mask), ms, &scalar, zero,
+                     ct__data(t), ts);
+    return out;
+}
+
+/* Input 0 is a, input 1 is b; the condition is saved. */
+static ct_status where_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *cond = ct__node_saved(node, 0);
+    if (!cond)
+        return ct_last_error();
+    ct_status st = CT_OK;
+    if (node->needs_grad[0])
+        st = give(node, gin, 0, select_scalar("ct_where", cond, gout[0], 0.0, true));
+    if (st == CT_OK && node->needs_grad[1])
+        st = give(node, gin, 1, select_scalar("ct_where", cond, gout[0], 0.0, false));
+    return st;
+}
+
+ct_tensor *ct_where(const ct_tensor *cond, const ct_tensor *a, const ct_tensor *b) {
+    const char *op = "ct_where";
+    if (!ct__check(op, "cond", cond) || !ct__check(op, "a", a) || !ct__check(op, "b", b))
+        return NULL;
+    if (!ct__same_device_dtype(op, a, b) || !check_mask(op, "cond", cond, a) || !ct__require_cpu(op, a))
+        return NULL;
+    int ab_ndim, ndim;
+    int64_t ab_shape[CT_MAX_DIMS], shape[CT_MAX_DIMS], cs[CT_MAX_DIMS], as[CT_MAX_DIMS], bs[CT_MAX_DIMS];
+    if (!ct__broadcast_shape(op, a->ndim, a->shape, b->ndim, b->shape, &ab_ndim, ab_shape) ||
+        !ct__broadcast_shape(op, cond->ndim, cond->shape, ab_ndim, ab_shape, &ndim, shape)) {
+        ct__set_error(CT_ERR_SHAPE, "%s: cond %s, a %s and b %s cannot be broadcast together", op,
+                      ct_shape_str(cond), ct_shape_str(a), ct_shape_str(b));
+        return NULL;
+    }
+    ct_tensor *out = ct__new(a->dtype, a->device, ndim, shape);
+    if (!out)
+        return NULL;
+    ct__broadcast_strides(cond, ndim, shape, cs);
+    ct__broadcast_strides(a, ndim, shape, as);
+    ct__broadcast_strides(b, ndim, shape, bs);
+    ct_cpu_where(a->dtype, ndim, shape, ct__data(out), out->strides, ct__data(cond), cs, ct__data(a), as,
+                 ct__data(b), bs);
+    ct__node_save(ct__record(op, where_backward, out, 2, (const ct_tensor *const[]){a, b}), cond);
+    return out;
+}
+
+static ct_status masked_fill_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_tensor *mask = ct__node_saved(node, 0);
+    gin[0] = mask ? select_scalar("ct_masked_fill", mask, gout[0], 0.0, false) : NULL;
+    return gin[0] ? CT_OK : ct_last_error();
+}
+
+ct_tensor *ct_masked_fill(const ct_tensor *t, const ct_tensor *mask, double value) {
+    const char *op = "ct_masked_fill";
+    if (!ct__check(op, "t", t) || !ct__check(op, "mask", mask))
+        return NULL;
+    if (!check_mask(op, "mask", mask, t) || !ct__require_cpu(op, t))
+        return NULL;
+    int ndim;
+    int64_t shape[CT_MAX_DIMS];
+    if (!ct__broadcast_shape(op, mask->ndim, mask->shape, t->ndim, t->shape, &ndim, shape) || ndim != t->ndim ||
+        memcmp(shape, t->shape, sizeof(int64_t) * (size_t)ndim) != 0) {
+        ct__set_error(CT_ERR_SHAPE, "%s: mask of shape %s does not broadcast to t of shape %s", op,
+                      ct_shape_str(mask), ct_shape_str(t));
+        return NULL;
+    }
+    ct_tensor *out = select_scalar(op, mask, t, value, false);
+    ct__node_save(ct__record(op, masked_fill_backward, out, 1, (const ct_tensor *const[]){t}), mask);
     return out;
 }
 
