@@ -9,6 +9,7 @@
 #include "autograd.h"
 #include "ops.h"
 #include "random.h"
+#include "memory.h"
 #include "stream.h"
 
 #define CT_VERSION_MAJOR 0

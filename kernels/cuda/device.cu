@@ -2,6 +2,7 @@
 // Every CUDA call goes through CT_CUDA_CHECK, which turns a failure into a ctensor error
 // naming the call, the file and the line. The caching allocator and streams build on this.
 #include "kernels/cuda/check.h"
+#include "runtime/allocator.h"
 
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -24,27 +25,15 @@ int ct__cuda_device_count(void) {
     return count;
 }
 
+// Storage memory comes from the caching allocator (kernels/cuda/allocator.cu), on the
+// calling thread's current stream.
 void *ct__cuda_storage_alloc(size_t nbytes, int device_index) {
-    void *ptr = NULL;
-    if (!CT_CUDA_CHECK(cudaSetDevice(device_index)))
-        return NULL;
-    if (nbytes == 0)
-        nbytes = 1;
-    cudaError_t err = cudaMalloc(&ptr, nbytes);
-    if (err != cudaSuccess) {
-        cudaGetLastError();
-        size_t free_bytes = 0, total_bytes = 0;
-        cudaMemGetInfo(&free_bytes, &total_bytes);
-        ct__set_error(CT_ERR_MEMORY, "out of memory on cuda:%d: requested %zu bytes, %zu free of %zu (%s)",
-                      device_index, nbytes, free_bytes, total_bytes, cudaGetErrorString(err));
-        return NULL;
-    }
-    return ptr;
+    return ct__cuda_allocator_malloc(device_index, nbytes);
 }
 
 void ct__cuda_storage_free(void *ptr, int device_index) {
-    if (ptr && CT_CUDA_CHECK(cudaSetDevice(device_index)))
-        CT_CUDA_CHECK(cudaFree(ptr));
+    if (ptr)
+        ct__cuda_allocator_free(device_index, ptr);
 }
 
 ct_status ct__cuda_memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes) {
