@@ -123,6 +123,8 @@ bool ct__require_cpu(const char *op, const ct_tensor *t);
 
 /* Scopes: register a new tensor (called by ct__new / ct__view_of). */
 void ct__scope_register(ct_tensor *t);
+/* Take `t` out of the scope holding it (if any): the caller now owns that reference. */
+void ct__scope_detach(ct_tensor *t);
 
 /* ---- autograd ---------------------------------------------------------------------- */
 #define CT_NODE_MAX_INPUTS 8

@@ -58,7 +58,7 @@ static void scope_remove(ct_tensor *t) {
     t->scope = NULL;
 }
 
-void ct__tensor_release(ct_tensor *t); /* tensor.c */
+void ct__scope_detach(ct_tensor *t) { scope_remove(t); }
 
 ct_status ct_scope_end(void) {
     ct_scope *s = current_scope;

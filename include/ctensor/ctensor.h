@@ -11,6 +11,7 @@
 #include "random.h"
 #include "memory.h"
 #include "stream.h"
+#include "nn.h"
 
 #define CT_VERSION_MAJOR 0
 #define CT_VERSION_MINOR 1
