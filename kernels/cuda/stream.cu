@@ -53,6 +53,9 @@ static device_streams *streams_for(const char *op, int device) {
     if (!check_device(op, device))
         return NULL;
     device_streams *d = &devices[device];
+    // Fast path: once a device's streams exist they never change, so no lock is needed.
+    if (__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE))
+        return d;
     pthread_mutex_lock(&streams_lock);
     bool ok = d->ready;
     if (!ok) {
@@ -68,7 +71,7 @@ static device_streams *streams_for(const char *op, int device) {
         for (int i = 0; ok && i < POOL_SIZE; i++)
             ok = make_stream(&d->pool[i], device, least);
         if (ok)
-            d->ready = true;
+            __atomic_store_n(&d->ready, true, __ATOMIC_RELEASE);
         cudaSetDevice(old);
     }
     pthread_mutex_unlock(&streams_lock);
