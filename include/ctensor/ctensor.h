@@ -12,6 +12,9 @@
 #include "memory.h"
 #include "stream.h"
 #include "nn.h"
+#include "data.h"
+#include "metrics.h"
+#include "checkpoint.h"
 
 #define CT_VERSION_MAJOR 0
 #define CT_VERSION_MINOR 1

@@ -1,0 +1,251 @@
+/* safetensors checkpoints: byte-level format, round trips, every corrupt header, strict and
+ * partial loading, and a file written by PyTorch's safetensors. */
+#include "tests/common.h"
+
+#include <string.h>
+#include <unistd.h>
+
+static char dir[256];
+static void make_dir(void) {
+    snprintf(dir, sizeof dir, "/tmp/ct_test_ckpt_%d", (int)getpid());
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+static void remove_dir(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+static const char *file(const char *name) {
+    static char path[8][512];
+    static int next;
+    char *p = path[next++ & 7];
+    snprintf(p, 512, "%s/%s", dir, name);
+    return p;
+}
+static size_t slurp(const char *path, unsigned char *buf, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    size_t n = fread(buf, 1, cap, f);
+    fclose(f);
+    return n;
+}
+static void spit(const char *path, const void *buf, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(buf, 1, n, f), n);
+    fclose(f);
+}
+
+Test(safetensors, exact_bytes_on_disk, .init = make_dir, .fini = remove_dir) {
+    T_NO_LEAK({
+        ct_tensor *a = ct_from_host((float[]){1, 2, 3, 4, 5, 6}, (int64_t[]){2, 3}, 2, CT_F32, CT_CPU);
+        ct_tensor *b = ct_from_host((uint8_t[]){7, 8}, (int64_t[]){2}, 1, CT_U8, CT_CPU);
+        ct_tensor *at = ct_transpose(a, 0, 1); /* written row-major: 1 4 2 5 3 6 */
+        cr_assert_eq(ct_safetensors_save(file("x.safetensors"), (const char *[]){"w", "b"}, (ct_tensor *[]){at, b}, 2,
+                                         (const char *[]){"epoch"}, (const char *[]){"3"}, 1),
+                     CT_OK, "%s", ct_last_error_message());
+        unsigned char buf[4096];
+        size_t n = slurp(file("x.safetensors"), buf, sizeof buf);
+        uint64_t hlen = 0;
+        for (int i = 0; i < 8; i++)
+            hlen |= (uint64_t)buf[i] << (8 * i);
+        cr_assert_eq(hlen % 8, 0, "header padded to 8 bytes");
+        cr_assert_eq(n, 8 + hlen + 24 + 2);
+        char header[1024];
+        memcpy(header, buf + 8, hlen);
+        header[hlen] = '\0';
+        cr_assert(strstr(header, "\"__metadata__\":{\"epoch\":\"3\"}"), "%s", header);
+        cr_assert(strstr(header, "\"w\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]}"), "%s", header);
+        cr_assert(strstr(header, "\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[24,26]}"), "%s", header);
+        float w[6];
+        memcpy(w, buf + 8 + hlen, 24);
+        float expect[6] = {1, 4, 2, 5, 3, 6};
+        cr_assert_arr_eq(w, expect, sizeof w);
+        cr_assert(buf[8 + hlen + 24] == 7 && buf[8 + hlen + 25] == 8);
+        cr_assert_eq(access(file("x.safetensors.tmp"), F_OK), -1, "no temporary file left");
+        ct_safetensors *f = ct_safetensors_load(file("x.safetensors"));
+        cr_assert_not_null(f, "%s", ct_last_error_message());
+        cr_assert_eq(ct_safetensors_count(f), 2);
+        t_assert_close(ct_safetensors_get(f, "w"), (double[]){1, 4, 2, 5, 3, 6}, 0, 0);
+        cr_assert_str_eq(ct_safetensors_metadata(f, "epoch"), "3");
+        cr_assert_null(ct_safetensors_get(f, "nope"));
+        ct_safetensors_free(f);
+    });
+}
+
+/* Build a file from a header string and `data_len` zero bytes. */
+static void forge(const char *name, const char *header, size_t data_len, int64_t claimed_len) {
+    unsigned char buf[4096] = {0};
+    size_t hlen = strlen(header);
+    uint64_t l = claimed_len >= 0 ? (uint64_t)claimed_len : hlen;
+    for (int i = 0; i < 8; i++)
+        buf[i] = (unsigned char)(l >> (8 * i));
+    memcpy(buf + 8, header, hlen);
+    spit(file(name), buf, 8 + hlen + data_len);
+}
+
+static void expect_corrupt(const char *name, const char *fragment) {
+    ct_clear_error();
+    cr_assert_null(ct_safetensors_load(file(name)), "%s should be rejected", name);
+    t_assert_error(CT_ERR_IO, fragment, NULL);
+}
+
+Test(safetensors, every_corrupt_header_is_an_error, .init = make_dir, .fini = remove_dir) {
+    T_NO_LEAK({
+        spit(file("short"), "abc", 3);
+        expect_corrupt("short", "too short");
+        forge("len", "{}", 0, 1000);
+        expect_corrupt("len", "header length 1000");
+        forge("huge", "{}", 0, (int64_t)1 << 40);
+        expect_corrupt("huge", "header length");
+        forge("notobj", "[1, 2]", 0, -1);
+        expect_corrupt("notobj", "not a JSON object");
+        forge("json", "{\"a\":{\"dtype\":\"F32\",", 0, -1);
+        expect_corrupt("json", "bad JSON");
+        forge("trail", "{} x", 0, -1);
+        expect_corrupt("trail", "bad JSON");
+        forge("range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, -1);
+        expect_corrupt("range", "outside");
+        forge("size", "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, -1);
+        expect_corrupt("size", "offsets span 8 bytes");
+        forge("dtype", "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, -1);
+        expect_corrupt("dtype", "unsupported dtype F8_E4M3");
+        forge("missingkey", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, -1);
+        expect_corrupt("missingkey", "data_offsets");
+        forge("overlap",
+              "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+              "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+              8, -1);
+        expect_corrupt("overlap", "overlap or gap");
+        forge("gap", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, -1);
+        expect_corrupt("gap", "overlap or gap");
+        forge("extra", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, -1);
+        expect_corrupt("extra", "cover 4");
+        forge("dup",
+              "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+              "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+              2, -1);
+        expect_corrupt("dup", "twice");
+        forge("negshape", "{\"a\":{\"dtype\":\"U8\",\"shape\":[-1],\"data_offsets\":[0,0]}}", 0, -1);
+        expect_corrupt("negshape", "invalid shape");
+        forge("meta", "{\"__metadata__\":{\"k\":3}}", 0, -1);
+        expect_corrupt("meta", "not a string");
+        unsigned char i64[8] = {0, 0, 0, 0, 1, 0, 0, 0}; /* 2^32 */
+        unsigned char buf[256];
+        const char *h = "{\"a\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]}}";
+        size_t hl = strlen(h);
+        for (int i = 0; i < 8; i++)
+            buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+        memcpy(buf + 8, h, hl);
+        memcpy(buf + 8 + hl, i64, 8);
+        spit(file("i64"), buf, 8 + hl + 8);
+        expect_corrupt("i64", "outside the range of i32");
+        cr_assert_null(ct_safetensors_load(file("does-not-exist")));
+        t_assert_error(CT_ERR_IO, "cannot open", NULL);
+    });
+}
+
+/* A two-layer module for the checkpoint tests. */
+static ct_tensor *net_forward(ct_module *m, ct_tensor *x) { return x; }
+static const ct_module_vtable net_vt = {"Net", net_forward, NULL, NULL};
+static ct_module *net(int64_t hidden) {
+    ct_module *root = ct_module_create(&net_vt, NULL);
+    ct_module *a = ct_module_create(&net_vt, NULL), *b = ct_module_create(&net_vt, NULL);
+    ct_module_add_parameter(a, "weight", ct_randn((int64_t[]){hidden, 4}, 2, CT_F32, CT_CPU));
+    ct_module_add_buffer(a, "count", ct_full((int64_t[]){}, 0, 5, CT_I32, CT_CPU));
+    ct_module_add_parameter(b, "weight", ct_randn((int64_t[]){2, hidden}, 2, CT_F32, CT_CPU));
+    ct_module_add_parameter(b, "bias", ct_randn((int64_t[]){2}, 1, CT_F32, CT_CPU));
+    ct_module_add_child(root, "body", a);
+    ct_module_add_child(root, "head", b);
+    return root;
+}
+
+Test(checkpoint, module_round_trip_strict_and_partial, .init = make_dir, .fini = remove_dir) {
+    int64_t before = ct_live_tensors();
+    ct_manual_seed(1);
+    ct_module *src = net(3);
+    cr_assert_eq(ct_module_save(src, file("m.safetensors"), NULL, NULL, 0), CT_OK, "%s", ct_last_error_message());
+    ct_module *dst = net(3);
+    ct_load_report r;
+    cr_assert_eq(ct_module_load(dst, file("m.safetensors"), NULL, &r), CT_OK, "%s", ct_last_error_message());
+    cr_assert(r.loaded == 4 && r.missing == 0 && r.unexpected == 0);
+    ct_named_tensors *s = ct_module_state(src), *d = ct_module_state(dst);
+    for (int i = 0; i < s->count; i++) {
+        double *v = t_values(s->tensors[i]);
+        t_assert_close(d->tensors[i], v, 0, 0);
+        free(v);
+    }
+    ct_named_tensors_free(s);
+    ct_named_tensors_free(d);
+    /* shape mismatches are listed, and nothing is loaded */
+    ct_module *other = net(5);
+    double *before_vals = t_values(ct_module_find(other, "head.bias"));
+    ct_clear_error();
+    cr_assert_eq(ct_module_load(other, file("m.safetensors"), NULL, NULL), CT_ERR_VALUE);
+    cr_assert(strstr(ct_last_error_message(), "2 mismatches"), "%s", ct_last_error_message());
+    cr_assert(strstr(ct_last_error_message(), "body.weight: shape [3, 4] in the file, [5, 4] in the module"), "%s",
+              ct_last_error_message());
+    cr_assert(strstr(ct_last_error_message(), "head.weight"), "%s", ct_last_error_message());
+    ct_clear_error();
+    t_assert_close(ct_module_find(other, "head.bias"), before_vals, 0, 0);
+    free(before_vals);
+    /* transfer learning: load only the body, then strict fails on a missing name */
+    ct_module *fresh = net(3);
+    ct_load_opts partial = {false, "body."};
+    cr_assert_eq(ct_module_load(fresh, file("m.safetensors"), &partial, &r), CT_OK, "%s", ct_last_error_message());
+    cr_assert_eq(r.loaded, 2);
+    double *bw = t_values(ct_module_find(src, "body.weight"));
+    t_assert_close(ct_module_find(fresh, "body.weight"), bw, 0, 0);
+    free(bw);
+    ct_module *bigger = net(3);
+    ct_module_add_parameter(ct_module_child(bigger, "head"), "scale", ct_ones((int64_t[]){2}, 1, CT_F32, CT_CPU));
+    cr_assert_eq(ct_module_load(bigger, file("m.safetensors"), &CT_LOAD_OPTS_STRICT, NULL), CT_ERR_VALUE);
+    cr_assert(strstr(ct_last_error_message(), "missing head.scale"), "%s", ct_last_error_message());
+    ct_clear_error();
+    cr_assert_eq(ct_module_load(bigger, file("m.safetensors"), &CT_LOAD_OPTS_PARTIAL, &r), CT_OK);
+    cr_assert(r.loaded == 4 && r.missing == 1);
+    ct_module *modules[] = {src, dst, other, fresh, bigger};
+    for (int i = 0; i < 5; i++)
+        ct_module_free(modules[i]);
+    cr_assert_eq(ct_live_tensors(), before);
+}
+
+Test(checkpoint, write_failure_keeps_the_old_file, .init = make_dir, .fini = remove_dir) {
+    ct_module *m = net(2);
+    cr_assert_eq(ct_module_save(m, file("keep.safetensors"), NULL, NULL, 0), CT_OK);
+    unsigned char a[4096], b[4096];
+    size_t na = slurp(file("keep.safetensors"), a, sizeof a);
+    ct_clear_error();
+    cr_assert_eq(ct_module_save(m, "/nonexistent-dir/x.safetensors", NULL, NULL, 0), CT_ERR_IO);
+    t_assert_error(CT_ERR_IO, "cannot create", NULL);
+    size_t nb = slurp(file("keep.safetensors"), b, sizeof b);
+    cr_assert(na == nb && memcmp(a, b, na) == 0);
+    ct_module_free(m);
+}
+
+Test(checkpoint, loads_a_file_written_by_pytorch) {
+    T_NO_LEAK({
+        ct_safetensors *f = ct_safetensors_load(CT_TEST_DATA_DIR "/torch_cnn.safetensors");
+        cr_assert_not_null(f, "%s", ct_last_error_message());
+        cr_assert_str_eq(ct_safetensors_metadata(f, "producer"), "pytorch");
+        ct_tensor *w = ct_safetensors_get(f, "0.weight");
+        t_assert_shape(w, (int64_t[]){4, 1, 3, 3}, 4);
+        double *v = t_values(w);
+        cr_assert_float_eq(v[0], -0.0024956068955361843, 1e-9);
+        cr_assert_float_eq(v[1], 0.17881453037261963, 1e-9);
+        free(v);
+        cr_assert_float_eq(ct_item(ct_sum(w, NULL, 0, false)), -1.43379245698452, 1e-5);
+        cr_assert_float_eq(ct_item(ct_sum(ct_safetensors_get(f, "1.running_var"), NULL, 0, false)),
+                           3.7067835330963135, 1e-6);
+        ct_tensor *nbt = ct_safetensors_get(f, "1.num_batches_tracked"); /* int64 in the file */
+        cr_assert_eq(ct_tensor_dtype(nbt), CT_I32);
+        cr_assert_eq(ct_tensor_ndim(nbt), 0);
+        cr_assert_eq(ct_item(nbt), 1);
+        t_assert_close(ct_safetensors_get(f, "extra.half"), (double[]){1.5, -2.25}, 0, 0);
+        t_assert_close(ct_safetensors_get(f, "extra.bf16"), (double[]){3.0, 0.10009765625}, 0, 0);
+        t_assert_shape(ct_safetensors_get(f, "4.weight"), (int64_t[]){3, 100}, 2);
+        ct_safetensors_free(f);
+    });
+}
