@@ -7,20 +7,16 @@
 double ct_init_calculate_gain(ct_nonlinearity nonlinearity, double param) {
     switch (nonlinearity) {
     case CT_NONLINEARITY_LINEAR:
-    case CT_NONLINEARITY_SIGMOID:
-        return 1.0;
-    case CT_NONLINEARITY_TANH:
-        return 5.0 / 3.0;
-    case CT_NONLINEARITY_RELU:
-        return sqrt(2.0);
+    case CT_NONLINEARITY_SIGMOID: return 1.0;
+    case CT_NONLINEARITY_TANH: return 5.0 / 3.0;
+    case CT_NONLINEARITY_RELU: return sqrt(2.0);
     case CT_NONLINEARITY_LEAKY_RELU:
         if (!isfinite(param)) {
             ct__set_error(CT_ERR_VALUE, "ct_init_calculate_gain: the negative slope must be finite, got %g", param);
             return NAN;
         }
         return sqrt(2.0 / (1.0 + param * param));
-    case CT_NONLINEARITY_SELU:
-        return 0.75;
+    case CT_NONLINEARITY_SELU: return 0.75;
     }
     ct__set_error(CT_ERR_VALUE, "ct_init_calculate_gain: unknown nonlinearity %d", (int)nonlinearity);
     return NAN;
@@ -30,8 +26,7 @@ static ct_status fans(const char *op, const ct_tensor *t, int64_t *fan_in, int64
     if (!ct__check(op, "t", t))
         return ct_last_error();
     if (t->ndim < 2)
-        return ct__set_error(CT_ERR_SHAPE,
-                             "%s: fan in and fan out need a tensor of at least 2 dims, got %s", op,
+        return ct__set_error(CT_ERR_SHAPE, "%s: fan in and fan out need a tensor of at least 2 dims, got %s", op,
                              ct__shape_fmt(t->ndim, t->shape));
     int64_t receptive = 1;
     for (int d = 2; d < t->ndim; d++)
@@ -100,8 +95,12 @@ ct_status ct_init_constant(ct_tensor *t, double value) {
     ct_no_grad_end();
     return st;
 }
-ct_status ct_init_zeros(ct_tensor *t) { return ct_init_constant(t, 0.0); }
-ct_status ct_init_ones(ct_tensor *t) { return ct_init_constant(t, 1.0); }
+ct_status ct_init_zeros(ct_tensor *t) {
+    return ct_init_constant(t, 0.0);
+}
+ct_status ct_init_ones(ct_tensor *t) {
+    return ct_init_constant(t, 1.0);
+}
 
 static ct_status check_gain(const char *op, double gain) {
     if (!isfinite(gain) || gain < 0)

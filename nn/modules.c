@@ -23,7 +23,9 @@ ct_module *ct__layer_new(const ct_module_vtable *vt, const void *impl, size_t si
     return m;
 }
 
-void ct__layer_free_impl(ct_module *m) { free(ct_module_impl(m)); }
+void ct__layer_free_impl(ct_module *m) {
+    free(ct_module_impl(m));
+}
 
 ct_tensor *ct__layer_buffer(ct_module *m, const char *name, const int64_t *shape, int ndim, ct_dtype dtype) {
     ct_tensor *t = ct_zeros(shape, ndim, dtype, CT_CPU);
@@ -58,7 +60,9 @@ ct_status ct__layer_init_affine(ct_tensor *weight, ct_tensor *bias) {
     return ct_init_uniform(bias, -bound, bound);
 }
 
-ct_tensor *ct__layer_identity(ct_tensor *x) { return ct_reshape(x, x->shape, x->ndim); }
+ct_tensor *ct__layer_identity(ct_tensor *x) {
+    return ct_reshape(x, x->shape, x->ndim);
+}
 
 /* ---- Linear ------------------------------------------------------------------------ */
 
@@ -125,22 +129,14 @@ typedef struct activation_impl {
 static ct_tensor *activation_forward(ct_module *m, ct_tensor *x) {
     const activation_impl *p = ct_module_impl(m);
     switch (p->kind) {
-    case ACT_RELU:
-        return ct_relu(x);
-    case ACT_LEAKY_RELU:
-        return ct_leaky_relu(x, p->p0);
-    case ACT_GELU:
-        return ct_gelu(x, (ct_gelu_approx)p->p0);
-    case ACT_SILU:
-        return ct_silu(x);
-    case ACT_SIGMOID:
-        return ct_sigmoid(x);
-    case ACT_TANH:
-        return ct_tanh(x);
-    case ACT_ELU:
-        return ct_elu(x, p->p0);
-    case ACT_SOFTPLUS:
-        return ct_softplus(x, p->p0, p->p1);
+    case ACT_RELU: return ct_relu(x);
+    case ACT_LEAKY_RELU: return ct_leaky_relu(x, p->p0);
+    case ACT_GELU: return ct_gelu(x, (ct_gelu_approx)p->p0);
+    case ACT_SILU: return ct_silu(x);
+    case ACT_SIGMOID: return ct_sigmoid(x);
+    case ACT_TANH: return ct_tanh(x);
+    case ACT_ELU: return ct_elu(x, p->p0);
+    case ACT_SOFTPLUS: return ct_softplus(x, p->p0, p->p1);
     }
     ct__set_error(CT_ERR_INTERNAL, "internal error: activation kind %d", (int)p->kind);
     return NULL;
@@ -149,24 +145,15 @@ static ct_tensor *activation_forward(ct_module *m, ct_tensor *x) {
 static void activation_describe(const ct_module *m, char *buf, size_t size) {
     const activation_impl *p = ct_module_impl(m);
     switch (p->kind) {
-    case ACT_LEAKY_RELU:
-        snprintf(buf, size, "negative_slope=%g", p->p0);
-        break;
-    case ACT_GELU:
-        snprintf(buf, size, "approximate='%s'", p->p0 == CT_GELU_TANH ? "tanh" : "none");
-        break;
-    case ACT_ELU:
-        snprintf(buf, size, "alpha=%g", p->p0);
-        break;
-    case ACT_SOFTPLUS:
-        snprintf(buf, size, "beta=%g, threshold=%g", p->p0, p->p1);
-        break;
-    default:
-        buf[0] = '\0';
+    case ACT_LEAKY_RELU: snprintf(buf, size, "negative_slope=%g", p->p0); break;
+    case ACT_GELU: snprintf(buf, size, "approximate='%s'", p->p0 == CT_GELU_TANH ? "tanh" : "none"); break;
+    case ACT_ELU: snprintf(buf, size, "alpha=%g", p->p0); break;
+    case ACT_SOFTPLUS: snprintf(buf, size, "beta=%g, threshold=%g", p->p0, p->p1); break;
+    default: buf[0] = '\0';
     }
 }
 
-#define ACTIVATION_VT(var, name) \
+#define ACTIVATION_VT(var, name)                                                                                       \
     static const ct_module_vtable var = {name, activation_forward, activation_describe, ct__layer_free_impl}
 ACTIVATION_VT(relu_vt, "ReLU");
 ACTIVATION_VT(leaky_relu_vt, "LeakyReLU");
@@ -181,10 +168,18 @@ static ct_module *activation(const ct_module_vtable *vt, activation_kind kind, d
     return ct__layer_new(vt, &(activation_impl){kind, p0, p1}, sizeof(activation_impl));
 }
 
-ct_module *ct_relu_layer(void) { return activation(&relu_vt, ACT_RELU, 0, 0); }
-ct_module *ct_silu_layer(void) { return activation(&silu_vt, ACT_SILU, 0, 0); }
-ct_module *ct_sigmoid_layer(void) { return activation(&sigmoid_vt, ACT_SIGMOID, 0, 0); }
-ct_module *ct_tanh_layer(void) { return activation(&tanh_vt, ACT_TANH, 0, 0); }
+ct_module *ct_relu_layer(void) {
+    return activation(&relu_vt, ACT_RELU, 0, 0);
+}
+ct_module *ct_silu_layer(void) {
+    return activation(&silu_vt, ACT_SILU, 0, 0);
+}
+ct_module *ct_sigmoid_layer(void) {
+    return activation(&sigmoid_vt, ACT_SIGMOID, 0, 0);
+}
+ct_module *ct_tanh_layer(void) {
+    return activation(&tanh_vt, ACT_TANH, 0, 0);
+}
 
 ct_module *ct_leaky_relu_layer(double negative_slope) {
     if (!isfinite(negative_slope)) {
@@ -213,8 +208,9 @@ ct_module *ct_elu_layer(double alpha) {
 
 ct_module *ct_softplus_layer(double beta, double threshold) {
     if (!(beta > 0) || !isfinite(beta) || isnan(threshold)) {
-        ct__set_error(CT_ERR_VALUE, "ct_softplus_layer: need a finite beta > 0 and a threshold, got beta %g, threshold %g",
-                      beta, threshold);
+        ct__set_error(CT_ERR_VALUE,
+                      "ct_softplus_layer: need a finite beta > 0 and a threshold, got beta %g, threshold %g", beta,
+                      threshold);
         return NULL;
     }
     return activation(&softplus_vt, ACT_SOFTPLUS, beta, threshold);

@@ -26,6 +26,8 @@ ct_status ct__layer_init_affine(ct_tensor *weight, ct_tensor *bias);
 ct_tensor *ct__layer_identity(ct_tensor *x);
 
 /* "Conv2d(1, 32, ...)"-like prefix for module error messages: the type name. */
-static inline const char *ct__layer_name(const ct_module *m) { return ct_module_type(m); }
+static inline const char *ct__layer_name(const ct_module *m) {
+    return ct_module_type(m);
+}
 
 #endif
