@@ -2,14 +2,23 @@
  *
  * Every index is checked before anything is allocated or written, and an out-of-range one
  * (negative included: there is no wrap-around) is CT_ERR_DIM naming the value, the dim and
- * its size. The gradients of the reading ops are scatter-adds into zeros, which are
- * deterministic on the CPU (kernels/cpu/index.c). */
+ * its size. On CUDA the check is a kernel whose answer is read back, so these ops
+ * synchronize their stream once (the price of reporting bad indices as errors rather than
+ * as corrupted memory or a dead context). The gradients of the reading ops are scatter-adds
+ * into zeros: deterministic on the CPU (kernels/cpu/index.c), atomic on CUDA unless
+ * ct_set_deterministic(true). */
 #include "runtime/internal.h"
-#include "kernels/cpu/copy.h"
 #include "kernels/cpu/index.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <string.h>
+
+static atomic_bool deterministic = false;
+
+void ct_set_deterministic(bool on) { atomic_store(&deterministic, on); }
+
+bool ct_deterministic(void) { return atomic_load(&deterministic); }
 
 /* ---- checks ----------------------------------------------------------------------------- */
 
@@ -25,17 +34,64 @@ static bool check_index(const char *op, const ct_tensor *a, const ct_tensor *ind
                       ct_device_name(a->device));
         return false;
     }
-    return ct__require_cpu(op, index);
+    return true;
 }
 
 /* Every element of `index` in [0, size), the size of dim `dim` (named in the message). */
 static bool check_range(const char *op, const ct_tensor *index, int dim, int64_t size) {
-    int32_t bad;
-    if (!ct_cpu_index_find_bad(index->ndim, index->shape, ct__data(index), index->strides, size, &bad))
+    int32_t bad = 0;
+    bool found = false;
+    if (index->device.type == CT_DEVICE_CUDA) {
+        ct_tensor *scratch = ct__new(CT_I32, index->device, 1, (const int64_t[]){2}); /* 8 bytes */
+        ct_status st = scratch ? CT_ON_CUDA(ct_cuda_index_find_bad(index->ndim, index->shape, ct__data(index),
+                                                                   index->strides, size, ct__data(scratch), &found,
+                                                                   &bad, ct__stream_for(index)))
+                               : ct_last_error();
+        ct_tensor_free(scratch);
+        if (st != CT_OK)
+            return false;
+    } else {
+        found = ct_cpu_index_find_bad(index->ndim, index->shape, ct__data(index), index->strides, size, &bad);
+    }
+    if (!found)
         return true;
     ct__set_error(CT_ERR_DIM, "%s: index %" PRId32 " out of range for dim %d of size %" PRId64, op, bad, dim,
                   size);
     return false;
+}
+
+/* ---- kernels by device -------------------------------------------------------------------
+ * Over the index space (ndim, shape), with q = p except that coordinate `dim` is the index:
+ * gather_into: out[p] = src[q]; scatter_add_into: dst[q] += src[p]. Indices already checked. */
+
+static ct_status gather_into(int ndim, const int64_t *shape, int dim, ct_tensor *out, const ct_tensor *src,
+                             const ct_tensor *index, const int64_t *index_strides) {
+    size_t es = ct_dtype_size(src->dtype);
+    if (out->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_gather(es, ndim, shape, dim, ct__data(out), out->strides, ct__data(src),
+                                         src->strides, ct__data(index), index_strides, ct__stream_for(out)));
+    ct_cpu_gather(es, ndim, shape, dim, ct__data(out), out->strides, ct__data(src), src->strides, ct__data(index),
+                  index_strides);
+    return CT_OK;
+}
+
+static ct_status scatter_add_into(int ndim, const int64_t *shape, int dim, ct_tensor *dst, const ct_tensor *src,
+                                  const ct_tensor *index, const int64_t *index_strides) {
+    if (dst->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_scatter_add(dst->dtype, ndim, shape, dim, ct__data(dst), dst->strides,
+                                              ct__data(src), src->strides, ct__data(index), index_strides,
+                                              ct_deterministic(), ct__stream_for(dst)));
+    ct_cpu_scatter_add(dst->dtype, ndim, shape, dim, ct__data(dst), dst->strides, ct__data(src), src->strides,
+                       ct__data(index), index_strides);
+    return CT_OK;
+}
+
+/* `out` when its kernel succeeded; otherwise it is freed and NULL returned. */
+static ct_tensor *finish(ct_tensor *out, ct_status st) {
+    if (st == CT_OK)
+        return out;
+    ct_tensor_free(out);
+    return NULL;
 }
 
 /* ---- index_select ------------------------------------------------------------------------ */
@@ -57,15 +113,13 @@ static ct_status index_select_backward(ct_node *node, ct_tensor **gout, ct_tenso
         return ct_last_error();
     int64_t istrides[CT_MAX_DIMS];
     select_strides(index, g->ndim, dim, istrides);
-    ct_cpu_scatter_add(g->dtype, g->ndim, g->shape, dim, ct__data(z), z->strides, ct__data(g), g->strides,
-                       ct__data(index), istrides);
-    gin[0] = z;
-    return CT_OK;
+    gin[0] = finish(z, scatter_add_into(g->ndim, g->shape, dim, z, g, index, istrides));
+    return gin[0] ? CT_OK : ct_last_error();
 }
 
 ct_tensor *ct_index_select(const ct_tensor *a, int dim, const ct_tensor *index) {
     const char *op = "ct_index_select";
-    if (!ct__check(op, "a", a) || !check_index(op, a, index, "index") || !ct__require_cpu(op, a))
+    if (!ct__check(op, "a", a) || !check_index(op, a, index, "index"))
         return NULL;
     if (a->ndim == 0) {
         ct__set_error(CT_ERR_DIM, "%s: a is 0-dimensional", op);
@@ -85,10 +139,8 @@ ct_tensor *ct_index_select(const ct_tensor *a, int dim, const ct_tensor *index) 
     if (!check_range(op, index, d, a->shape[d]))
         return NULL;
     ct_tensor *out = ct__new(a->dtype, a->device, a->ndim, shape);
-    if (!out)
+    if (!out || !(out = finish(out, gather_into(a->ndim, shape, d, out, a, index, istrides))))
         return NULL;
-    ct_cpu_gather(ct_dtype_size(a->dtype), a->ndim, shape, d, ct__data(out), out->strides, ct__data(a), a->strides,
-                  ct__data(index), istrides);
     ct_node *node = ct__record(op, index_select_backward, out, 2, (const ct_tensor *const[]){a, index});
     if (node) {
         node->iargs[0] = d;
@@ -122,15 +174,13 @@ static ct_status gather_backward(ct_node *node, ct_tensor **gout, ct_tensor **gi
     ct_tensor *z = ct_zeros(node->in_shape[0], node->in_ndim[0], node->in_dtype[0], node->device);
     if (!z)
         return ct_last_error();
-    ct_cpu_scatter_add(g->dtype, index->ndim, index->shape, (int)node->iargs[0], ct__data(z), z->strides,
-                       ct__data(g), g->strides, ct__data(index), index->strides);
-    gin[0] = z;
-    return CT_OK;
+    gin[0] = finish(z, scatter_add_into(index->ndim, index->shape, (int)node->iargs[0], z, g, index, index->strides));
+    return gin[0] ? CT_OK : ct_last_error();
 }
 
 ct_tensor *ct_gather(const ct_tensor *a, int dim, const ct_tensor *index) {
     const char *op = "ct_gather";
-    if (!ct__check(op, "a", a) || !check_index(op, a, index, "index") || !ct__require_cpu(op, a))
+    if (!ct__check(op, "a", a) || !check_index(op, a, index, "index"))
         return NULL;
     if (a->ndim == 0) {
         ct__set_error(CT_ERR_DIM, "%s: a is 0-dimensional", op);
@@ -142,10 +192,8 @@ ct_tensor *ct_gather(const ct_tensor *a, int dim, const ct_tensor *index) {
     if (!check_range(op, index, d, a->shape[d]))
         return NULL;
     ct_tensor *out = ct__new(a->dtype, a->device, index->ndim, index->shape);
-    if (!out)
+    if (!out || !(out = finish(out, gather_into(index->ndim, index->shape, d, out, a, index, index->strides))))
         return NULL;
-    ct_cpu_gather(ct_dtype_size(a->dtype), index->ndim, index->shape, d, ct__data(out), out->strides, ct__data(a),
-                  a->strides, ct__data(index), index->strides);
     ct_node *node = ct__record(op, gather_backward, out, 2, (const ct_tensor *const[]){a, index});
     if (node) {
         node->iargs[0] = d;
@@ -173,17 +221,15 @@ static ct_status scatter_add_backward(ct_node *node, ct_tensor **gout, ct_tensor
                             : ct_zeros(src_shape, index->ndim, g->dtype, g->device);
     if (!gs)
         return ct_last_error();
-    ct_cpu_gather(ct_dtype_size(g->dtype), index->ndim, index->shape, (int)node->iargs[0], ct__data(gs), gs->strides,
-                  ct__data(g), g->strides, ct__data(index), index->strides);
-    gin[2] = gs;
-    return CT_OK;
+    gin[2] = finish(gs, gather_into(index->ndim, index->shape, (int)node->iargs[0], gs, g, index, index->strides));
+    return gin[2] ? CT_OK : ct_last_error();
 }
 
 ct_tensor *ct_scatter_add(const ct_tensor *a, int dim, const ct_tensor *index, const ct_tensor *src) {
     const char *op = "ct_scatter_add";
     if (!ct__check(op, "a", a) || !check_index(op, a, index, "index") || !ct__check(op, "src", src))
         return NULL;
-    if (!ct__same_device_dtype(op, a, src) || !ct__require_cpu(op, a))
+    if (!ct__same_device_dtype(op, a, src))
         return NULL;
     if (a->ndim == 0) {
         ct__set_error(CT_ERR_DIM, "%s: a is 0-dimensional", op);
@@ -197,9 +243,11 @@ ct_tensor *ct_scatter_add(const ct_tensor *a, int dim, const ct_tensor *index, c
     ct_tensor *out = ct__new(a->dtype, a->device, a->ndim, a->shape);
     if (!out)
         return NULL;
-    ct_cpu_copy_cast(a->ndim, a->shape, ct__data(out), out->dtype, out->strides, ct__data(a), a->dtype, a->strides);
-    ct_cpu_scatter_add(a->dtype, index->ndim, index->shape, d, ct__data(out), out->strides, ct__data(src),
-                       src->strides, ct__data(index), index->strides);
+    ct_status st = ct_copy_(out, a);
+    if (st == CT_OK)
+        st = scatter_add_into(index->ndim, index->shape, d, out, src, index, index->strides);
+    if (!(out = finish(out, st)))
+        return NULL;
     ct_node *node = ct__record(op, scatter_add_backward, out, 3, (const ct_tensor *const[]){a, index, src});
     if (node) {
         node->iargs[0] = d;
@@ -218,6 +266,11 @@ ct_tensor *ct_one_hot(const ct_tensor *labels, int num_classes, ct_dtype dtype) 
         ct__set_error(CT_ERR_DTYPE, "%s: invalid dtype %d", op, (int)dtype);
         return NULL;
     }
+    if (dtype == CT_F64 && labels->device.type != CT_DEVICE_CPU) {
+        ct__set_error(CT_ERR_DTYPE, "%s: f64 tensors are CPU only (labels are on %s)", op,
+                      ct_device_name(labels->device));
+        return NULL;
+    }
     if (num_classes < 1) {
         ct__set_error(CT_ERR_VALUE, "%s: num_classes must be at least 1, got %d", op, num_classes);
         return NULL;
@@ -233,8 +286,14 @@ ct_tensor *ct_one_hot(const ct_tensor *labels, int num_classes, ct_dtype dtype) 
     memcpy(shape, labels->shape, sizeof(int64_t) * (size_t)labels->ndim);
     shape[labels->ndim] = num_classes;
     ct_tensor *out = ct__new(dtype, labels->device, labels->ndim + 1, shape);
-    if (out)
+    if (!out)
+        return NULL;
+    if (out->device.type == CT_DEVICE_CPU) {
         ct_cpu_one_hot(dtype, labels->ndim, labels->shape, ct__data(labels), labels->strides, num_classes,
                        ct__data(out));
-    return out;
+        return out;
+    }
+    return finish(out, CT_ON_CUDA(ct_cuda_one_hot(dtype, labels->ndim, labels->shape, ct__data(labels),
+                                                  labels->strides, num_classes, ct__data(out),
+                                                  ct__stream_for(out))));
 }

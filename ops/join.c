@@ -1,5 +1,6 @@
-/* Joining and splitting: ct_cat and ct_stack copy into a new tensor; ct_split and
- * ct_chunk return views made by ct_slice, so their gradients come from ct_slice's. */
+/* Joining and splitting: ct_cat and ct_stack copy into a new tensor (one strided copy per
+ * input, on the CPU or as one copy kernel per input on CUDA); ct_split and ct_chunk return
+ * views made by ct_slice, so their gradients come from ct_slice's, on any device. */
 #include "runtime/internal.h"
 #include "kernels/cpu/copy.h"
 
@@ -88,7 +89,16 @@ static bool check_list(const char *op, ct_tensor *const *tensors, int n) {
             return false;
         }
     }
-    return ct__require_cpu(op, first);
+    return true;
+}
+
+/* Copy t into the part of `out` that starts at dst (same dims, out's strides). */
+static ct_status copy_part(ct_tensor *out, char *dst, const ct_tensor *t) {
+    if (out->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_copy_cast(t->ndim, t->shape, dst, out->dtype, out->strides, ct__data(t), t->dtype,
+                                            t->strides, ct__stream_for(out)));
+    ct_cpu_copy_cast(t->ndim, t->shape, dst, out->dtype, out->strides, ct__data(t), t->dtype, t->strides);
+    return CT_OK;
 }
 
 /* Concatenate a checked list along a wrapped dim (shapes checked here). */
@@ -117,7 +127,10 @@ static ct_tensor *cat_impl(const char *op, ct_tensor *const *tensors, int n, int
     size_t es = ct_dtype_size(out->dtype);
     for (int i = 0; i < n; i++) {
         const ct_tensor *t = tensors[i];
-        ct_cpu_copy_cast(t->ndim, t->shape, dst, out->dtype, out->strides, ct__data(t), t->dtype, t->strides);
+        if (copy_part(out, dst, t) != CT_OK) {
+            ct_tensor_free(out);
+            return NULL;
+        }
         dst += (size_t)(t->shape[dim] * out->strides[dim]) * es;
     }
     if (!record_cat(op, out, tensors, n, dim)) {

@@ -3,12 +3,26 @@
  * Operands reach the GEMM kernel with their own strides, so a transposed view (ct_transpose
  * of a weight, or the transposes taken by backward) costs no copy: the kernel folds it into
  * the BLAS call. Floating dtypes only: integer inputs are CT_ERR_DTYPE (there is no integer
- * GEMM in BLAS or cuBLAS to keep the two backends alike; cast to a float dtype first). */
+ * GEMM in BLAS or cuBLAS to keep the two backends alike; cast to a float dtype first).
+ *
+ * On CUDA the product is one cuBLASLt call per coalesced batch (kernels/cuda/matmul.cu) in
+ * F32, F16 or BF16. cuBLASLt takes row- and column-major matrices with a leading dimension,
+ * the layouts ct_cpu_gemm_is_direct accepts; the CPU kernel packs any other layout itself,
+ * the CUDA path first makes a contiguous copy of such an operand (an expanded or otherwise
+ * overlapping view: rare, and a copy the size of the operand). F32 products use TF32
+ * tensor cores only after ct_matmul_set_allow_tf32(true), as in PyTorch. */
 #include "runtime/internal.h"
 #include "kernels/cpu/gemm.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <string.h>
+
+static atomic_bool allow_tf32 = false;
+
+void ct_matmul_set_allow_tf32(bool allow) { atomic_store(&allow_tf32, allow); }
+
+bool ct_matmul_allow_tf32(void) { return atomic_load(&allow_tf32); }
 
 /* A (rows, cols) matrix stack as seen by the kernel, from a tensor promoted to >= 2-D. */
 typedef struct mat_geom {
@@ -48,7 +62,7 @@ static void geom_of(const ct_tensor *t, bool is_left, mat_geom *g) {
 
 /* When b has no batch dims and a's batch dims lie at a fixed stride from its rows
  * (a row-major stack such as (B, T, C) activations), the whole stack is one (B*T, K)
- * matrix: one large GEMM instead of B small ones. */
+ * matrix: one large GEMM instead of B small ones (unless B*T would not fit BLAS's int). */
 static void fold_batch_into_rows(mat_geom *a) {
     if (a->batch_ndim == 0 || (a->cols > 1 && a->col_stride != 1))
         return;
@@ -59,6 +73,8 @@ static void fold_batch_into_rows(mat_geom *a) {
         if (a->batch_shape[d] != 1 && a->batch_strides[d] != rows * row_stride)
             return;
         rows *= a->batch_shape[d];
+        if (rows > INT_MAX)
+            return;
     }
     a->rows = rows;
     a->row_stride = row_stride;
@@ -75,16 +91,49 @@ static bool check_operands(const char *op, const ct_tensor *a, const ct_tensor *
                       ct_dtype_name(a->dtype));
         return false;
     }
+    if (a->device.type == CT_DEVICE_CUDA && a->dtype == CT_F64) {
+        ct__set_error(CT_ERR_DTYPE, "%s: f64 is not supported on %s (f32, f16 or bf16; f64 is CPU only)", op,
+                      ct_device_name(a->device));
+        return false;
+    }
     if (a->ndim == 0 || b->ndim == 0) {
         ct__set_error(CT_ERR_SHAPE, "%s: both operands need at least 1 dimension: a is %s, b is %s", op,
                       ct_shape_str(a), ct_shape_str(b));
         return false;
     }
-    return ct__require_cpu(op, a);
+    return true;
 }
 
-/* The product without autograd; checks shapes (operands already checked). */
-static ct_tensor *matmul_forward(const char *op, const ct_tensor *a, const ct_tensor *b) {
+/* On CUDA, a contiguous copy of an operand whose matrices cuBLASLt cannot read as they lie
+ * (no autograd: the product records the original operands); NULL when none is needed or
+ * on error (*failed set). */
+static ct_tensor *packed_for_cuda(const ct_tensor *t, bool is_left, bool *failed) {
+    mat_geom g;
+    geom_of(t, is_left, &g);
+    if (t->device.type != CT_DEVICE_CUDA || ct_cpu_gemm_is_direct(g.rows, g.cols, g.row_stride, g.col_stride))
+        return NULL;
+    ct_tensor *copy = ct__new(t->dtype, t->device, t->ndim, t->shape);
+    if (copy && ct_copy_(copy, t) == CT_OK)
+        return copy;
+    ct_tensor_free(copy);
+    *failed = true;
+    return NULL;
+}
+
+static ct_status run_gemm(const char *op, const ct_tensor *a, const ct_tensor *b, ct_tensor *out, int batch_ndim,
+                          const int64_t *batch_shape, int64_t M, int64_t N, int64_t K, const ct_gemm_operand *ka,
+                          const ct_gemm_operand *kb) {
+    if (out->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_gemm(out->dtype, batch_ndim, batch_shape, M, N, K, ka, kb, ct__data(out),
+                                       ct_matmul_allow_tf32(), ct__stream_for(out)));
+    if (ct_cpu_gemm(out->dtype, batch_ndim, batch_shape, M, N, K, ka, kb, ct__data(out)))
+        return CT_OK;
+    return ct__set_error(CT_ERR_MEMORY, "%s: out of host memory for GEMM scratch (a is %s, b is %s)", op,
+                         ct_shape_str(a), ct_shape_str(b));
+}
+
+/* The product of operands the kernel takes as they lie; checks shapes. */
+static ct_tensor *gemm_forward(const char *op, const ct_tensor *a, const ct_tensor *b) {
     mat_geom ga, gb;
     geom_of(a, true, &ga);
     geom_of(b, false, &gb);
@@ -139,12 +188,21 @@ static ct_tensor *matmul_forward(const char *op, const ct_tensor *a, const ct_te
     kb.data = ct__data(b);
     kb.row_stride = gb.row_stride;
     kb.col_stride = gb.col_stride;
-    if (!ct_cpu_gemm(a->dtype, batch_ndim, batch_shape, M, N, K, &ka, &kb, ct__data(out))) {
+    if (run_gemm(op, a, b, out, batch_ndim, batch_shape, M, N, K, &ka, &kb) != CT_OK) {
         ct_tensor_free(out);
-        ct__set_error(CT_ERR_MEMORY, "%s: out of host memory for GEMM scratch (a is %s, b is %s)", op,
-                      ct_shape_str(a), ct_shape_str(b));
         return NULL;
     }
+    return out;
+}
+
+/* The product without autograd; checks shapes (operands already checked). */
+static ct_tensor *matmul_forward(const char *op, const ct_tensor *a, const ct_tensor *b) {
+    bool failed = false;
+    ct_tensor *packed_a = packed_for_cuda(a, true, &failed);
+    ct_tensor *packed_b = failed ? NULL : packed_for_cuda(b, false, &failed);
+    ct_tensor *out = failed ? NULL : gemm_forward(op, packed_a ? packed_a : a, packed_b ? packed_b : b);
+    ct_tensor_free(packed_a);
+    ct_tensor_free(packed_b);
     return out;
 }
 

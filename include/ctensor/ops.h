@@ -91,6 +91,12 @@ ct_tensor *ct_argmin(const ct_tensor *a, int dim, bool keepdim); /* I32 */
 ct_tensor *ct_matmul(const ct_tensor *a, const ct_tensor *b);
 /* Batched (B, M, K) x (B, K, N), no broadcasting. */
 ct_tensor *ct_bmm(const ct_tensor *a, const ct_tensor *b);
+/* Whether F32 products on CUDA may use TF32 tensor cores (10-bit mantissa inputs, f32
+ * accumulation: about 1e-3 relative error, several times faster), like PyTorch's
+ * torch.backends.cuda.matmul.allow_tf32. Off by default; process-wide; F16/BF16 products
+ * and the CPU are not affected. */
+void ct_matmul_set_allow_tf32(bool allow);
+bool ct_matmul_allow_tf32(void);
 
 /* ---- softmax ------------------------------------------------------------------------ */
 ct_tensor *ct_softmax(const ct_tensor *a, int dim);
@@ -120,6 +126,16 @@ ct_tensor *ct_gather(const ct_tensor *a, int dim, const ct_tensor *index);
 ct_tensor *ct_scatter_add(const ct_tensor *a, int dim, const ct_tensor *index, const ct_tensor *src);
 /* (..., num_classes) of `dtype` from I32 labels in [0, num_classes). */
 ct_tensor *ct_one_hot(const ct_tensor *labels, int num_classes, ct_dtype dtype);
+/* Deterministic mode (process-wide, off by default), like PyTorch's
+ * torch.use_deterministic_algorithms. On CUDA, scatter_add (and the gradients of
+ * index_select and gather, which are scatter-adds) otherwise adds with atomics, in an
+ * order that varies from run to run; in deterministic mode each destination element is
+ * summed by one thread in source order, the CPU's order (same results), which is slower
+ * when few destination slices share the work. CPU kernels are always deterministic.
+ * Note: on CUDA, indexing ops read their indices back to check them (one synchronization
+ * per call) before they write anything. */
+void ct_set_deterministic(bool on);
+bool ct_deterministic(void);
 
 /* ---- in place ------------------------------------------------------------------------ */
 ct_status ct_add_(ct_tensor *a, const ct_tensor *b);        /* a += b (b broadcast to a) */

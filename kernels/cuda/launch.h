@@ -36,6 +36,24 @@ ct_status ct_cuda_gemm(ct_dtype dtype, int batch_ndim, const int64_t *batch_shap
                        const struct ct_gemm_operand *a, const struct ct_gemm_operand *b, void *c, bool allow_tf32,
                        ct_stream *stream);
 
+/* index.cu: the kernels of kernels/cpu/index.h with the same shapes, strides and rules (I32
+ * indices, trusted: validate them first; F32, F16, BF16, I32, U8 — F64 is CPU only).
+ * find_bad: the first index (row-major) outside [0, limit) into *found / *bad_value, using
+ * `scratch` (8 bytes of device memory); it synchronizes the stream to read the answer.
+ * scatter_add: atomic unless `deterministic` (then one thread per destination slice, in
+ * the CPU's order). one_hot: out (shape..., num_classes) contiguous, written entirely. */
+ct_status ct_cuda_index_find_bad(int ndim, const int64_t *shape, const int32_t *index, const int64_t *strides,
+                                 int64_t limit, void *scratch, bool *found, int32_t *bad_value, ct_stream *stream);
+ct_status ct_cuda_gather(size_t elem_size, int ndim, const int64_t *shape, int dim, void *out,
+                         const int64_t *out_strides, const void *src, const int64_t *src_strides,
+                         const int32_t *index, const int64_t *index_strides, ct_stream *stream);
+ct_status ct_cuda_scatter_add(ct_dtype dtype, int ndim, const int64_t *shape, int dim, void *dst,
+                              const int64_t *dst_strides, const void *src, const int64_t *src_strides,
+                              const int32_t *index, const int64_t *index_strides, bool deterministic,
+                              ct_stream *stream);
+ct_status ct_cuda_one_hot(ct_dtype dtype, int ndim, const int64_t *shape, const int32_t *labels,
+                          const int64_t *strides, int64_t num_classes, void *out, ct_stream *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,11 @@
 // needs a copy. Batch dims that coalesce to one stride become cuBLASLt's strided batch;
 // others are looped over. Each stream has its own cuBLASLt handle and 32 MiB workspace,
 // and the algorithm chosen by the heuristic is cached per problem.
+//
+// Alignment: the heuristic assumes 256-byte aligned matrices unless told otherwise, and an
+// operand that is a view at an odd offset (a slice of a weight, a batch of a strided stack)
+// is not. So each call states the alignment its pointers and batch strides really have,
+// as PyTorch does, and that alignment is part of the cached problem.
 #include "kernels/cpu/gemm.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launch.h"
@@ -33,20 +38,32 @@ typedef struct blas_state {
 
 static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
 
-// The stream's handle and workspace, made on first use.
+// The stream's handle and workspace, made on first use (on the stream's device, whichever
+// device is current).
 static blas_state *blas_for(ct_stream *stream) {
     pthread_mutex_lock(&blas_lock);
     blas_state *b = (blas_state *)stream->blas;
     if (!b) {
+        int old = 0;
         b = (blas_state *)calloc(1, sizeof *b);
         if (!b) {
             ct__set_error(CT_ERR_MEMORY, "cuBLASLt state: out of host memory");
-        } else if (!CT_CUBLAS_CHECK(cublasLtCreate(&b->handle)) ||
-                   !CT_CUDA_CHECK(cudaMalloc(&b->workspace, WORKSPACE_BYTES))) {
+        } else if (!CT_CUDA_CHECK(cudaGetDevice(&old)) || !CT_CUDA_CHECK(cudaSetDevice(stream->device))) {
             free(b);
             b = NULL;
         } else {
-            stream->blas = b;
+            bool ok = CT_CUBLAS_CHECK(cublasLtCreate(&b->handle));
+            if (ok && !CT_CUDA_CHECK(cudaMalloc(&b->workspace, WORKSPACE_BYTES))) {
+                cublasLtDestroy(b->handle);
+                ok = false;
+            }
+            ok = CT_CUDA_CHECK(cudaSetDevice(old)) && ok;
+            if (ok) {
+                stream->blas = b;
+            } else {
+                free(b);
+                b = NULL;
+            }
         }
     }
     pthread_mutex_unlock(&blas_lock);
@@ -80,7 +97,8 @@ static bool describe(int64_t rows, int64_t cols, int64_t rs, int64_t cs, lt_oper
 }
 
 typedef struct algo_key {
-    int dtype, tf32, opa, opb;
+    int device, dtype, tf32, opa, opb;
+    uint32_t align_a, align_b, align_c;
     int64_t m, n, k, lda, ldb, ldc, batch, sa, sb, sc;
 } algo_key;
 typedef struct algo_entry {
@@ -98,15 +116,27 @@ static unsigned key_hash(const algo_key *k) {
     return h % ALGO_CACHE;
 }
 
+// The largest power of two up to 256 dividing the address of every matrix of a batch.
+static uint32_t alignment_of(const void *p, int64_t batch_stride_bytes, int64_t batch) {
+    uint64_t bits = (uint64_t)(uintptr_t)p | (batch > 1 ? (uint64_t)batch_stride_bytes : 0);
+    uint32_t align = 256;
+    while (align > 1 && (bits & (align - 1)) != 0)
+        align >>= 1;
+    return align;
+}
+
 static cudaDataType_t data_type(ct_dtype dtype) {
     return dtype == CT_F16 ? CUDA_R_16F : (dtype == CT_BF16 ? CUDA_R_16BF : CUDA_R_32F);
 }
 
 // One (possibly strided-batched) cuBLASLt call.
-static ct_status lt_matmul(blas_state *bs, cudaStream_t s, ct_dtype dtype, bool tf32, const lt_operand *oa,
+static ct_status lt_matmul(blas_state *bs, ct_stream *stream, ct_dtype dtype, bool tf32, const lt_operand *oa,
                            const void *pa, int64_t sa, const lt_operand *ob, const void *pb, int64_t sb, void *pc,
                            int64_t m, int64_t n, int64_t k, int64_t sc, int64_t batch) {
     cudaDataType_t dt = data_type(dtype);
+    int64_t es = (int64_t)ct_dtype_size(dtype);
+    uint32_t align_a = alignment_of(pa, sa * es, batch), align_b = alignment_of(pb, sb * es, batch),
+             align_c = alignment_of(pc, sc * es, batch);
     cublasComputeType_t compute = (dtype == CT_F32 && tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
@@ -117,7 +147,8 @@ static ct_status lt_matmul(blas_state *bs, cudaStream_t s, ct_dtype dtype, bool 
     size_t ws = WORKSPACE_BYTES;
     algo_key key;
     memset(&key, 0, sizeof key);
-    key = (algo_key){(int)dtype, tf32, (int)oa->op, (int)ob->op, m, n, k, oa->ld, ob->ld, m, batch, sa, sb, sc};
+    key = (algo_key){stream->device, (int)dtype, tf32, (int)oa->op, (int)ob->op, align_a, align_b, align_c,
+                     m, n, k, oa->ld, ob->ld, m, batch, sa, sb, sc};
     unsigned slot = key_hash(&key);
     cublasLtMatmulAlgo_t algo;
     bool have_algo = false;
@@ -150,6 +181,14 @@ static ct_status lt_matmul(blas_state *bs, cudaStream_t s, ct_dtype dtype, bool 
         if (!CT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref)) ||
             !CT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                                   sizeof ws)) ||
+            !CT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                                  &align_a, sizeof align_a)) ||
+            !CT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                                  &align_b, sizeof align_b)) ||
+            !CT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                                  &align_c, sizeof align_c)) ||
+            !CT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                                  &align_c, sizeof align_c)) ||
             !CT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(bs->handle, desc, la, lb, lc, lc, pref, 1, &result, &found)))
             goto done;
         if (found == 0) {
@@ -165,7 +204,7 @@ static ct_status lt_matmul(blas_state *bs, cudaStream_t s, ct_dtype dtype, bool 
         pthread_mutex_unlock(&blas_lock);
     }
     if (CT_CUBLAS_CHECK(cublasLtMatmul(bs->handle, desc, &alpha, pa, la, pb, lb, &beta, pc, lc, pc, lc, &algo,
-                                       bs->workspace, WORKSPACE_BYTES, s)))
+                                       bs->workspace, WORKSPACE_BYTES, ct_stream_handle(stream))))
         st = CT_OK;
 done:
     if (pref)
@@ -187,15 +226,19 @@ extern "C" ct_status ct_cuda_gemm(ct_dtype dtype, int batch_ndim, const int64_t 
     if (dtype != CT_F32 && dtype != CT_F16 && dtype != CT_BF16)
         return ct__set_error(CT_ERR_DTYPE, "ct_matmul: %s is not supported on CUDA (f32, f16, bf16)",
                              ct_dtype_name(dtype));
+    if (!stream) // ct_stream_current failed and recorded why
+        return ct_last_error() != CT_OK ? ct_last_error()
+                                        : ct__set_error(CT_ERR_INTERNAL, "ct_cuda_gemm: no stream to run on");
     size_t es = ct_dtype_size(dtype);
-    cudaStream_t s = ct_stream_handle(stream);
     int64_t batch = 1;
     for (int d = 0; d < batch_ndim; d++)
         batch *= batch_shape[d];
     if (batch == 0 || M == 0 || N == 0)
         return CT_OK;
     if (K == 0)
-        return CT_CUDA_CHECK(cudaMemsetAsync(c, 0, (size_t)(batch * M * N) * es, s)) ? CT_OK : ct_last_error();
+        return CT_CUDA_CHECK(cudaMemsetAsync(c, 0, (size_t)(batch * M * N) * es, ct_stream_handle(stream)))
+                   ? CT_OK
+                   : ct_last_error();
     // In the column-major product, the first operand is B (N, K) and the second A^T (K, M).
     lt_operand ob, oa;
     if (!describe(K, N, b->row_stride, b->col_stride, &ob) || !describe(M, K, a->row_stride, a->col_stride, &oa))
@@ -218,6 +261,8 @@ extern "C" ct_status ct_cuda_gemm(ct_dtype dtype, int batch_ndim, const int64_t 
     int64_t inner = nd > 0 ? shape[nd - 1] : 1;
     int64_t isa = nd > 0 ? sa[nd - 1] : 0, isb = nd > 0 ? sb[nd - 1] : 0, isc = nd > 0 ? sc[nd - 1] : 0;
     int64_t outer = batch / inner;
+    // cuBLASLt counts a batch in an int32: longer strided batches go in pieces.
+    const int64_t max_count = INT32_MAX;
     for (int64_t o = 0; o < outer; o++) {
         int64_t offa = 0, offb = 0, offc = 0, lin = o;
         for (int d = nd - 2; d >= 0; d--) {
@@ -227,11 +272,16 @@ extern "C" ct_status ct_cuda_gemm(ct_dtype dtype, int batch_ndim, const int64_t 
             offb += i * sb[d];
             offc += i * sc[d];
         }
-        ct_status st = lt_matmul(bs, s, dtype, allow_tf32, &ob, (const char *)b->data + offb * (int64_t)es, isb, &oa,
-                                 (const char *)a->data + offa * (int64_t)es, isa, (char *)c + offc * (int64_t)es, N,
-                                 M, K, isc, inner);
-        if (st != CT_OK)
-            return st;
+        for (int64_t first = 0; first < inner; first += max_count) {
+            int64_t count = inner - first < max_count ? inner - first : max_count;
+            const char *pa = (const char *)a->data + (offa + first * isa) * (int64_t)es;
+            const char *pb = (const char *)b->data + (offb + first * isb) * (int64_t)es;
+            char *pc = (char *)c + (offc + first * isc) * (int64_t)es;
+            ct_status st = lt_matmul(bs, stream, dtype, allow_tf32, &ob, pb, isb, &oa, pa, isa, pc, N, M, K, isc,
+                                     count);
+            if (st != CT_OK)
+                return st;
+        }
     }
     return CT_OK;
 }
