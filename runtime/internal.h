@@ -107,13 +107,14 @@ static inline uint64_t ct__version(const ct_tensor *t) { return atomic_load(&t->
 /* Refuse in-place ops on leaves requiring grad while grad mode is on. */
 bool ct__check_inplace(const char *op, const ct_tensor *t);
 
-/* CUDA dispatch. CT_ON_CUDA(call) compiles the launcher call only in CUDA builds (in others,
- * CUDA tensors cannot exist, so the branch is never taken; it still reports an error). */
-#ifdef CT_HAVE_CUDA
+/* CUDA dispatch. CT_ON_CUDA(call) runs the launcher call in CUDA builds. In others, CUDA
+ * tensors cannot exist, so the branch is never taken; the call is still type-checked (inside
+ * sizeof, which does not evaluate it, so nothing needs to link) and an error is reported. */
 #include "kernels/cuda/launch.h"
+#ifdef CT_HAVE_CUDA
 #define CT_ON_CUDA(call) (call)
 #else
-#define CT_ON_CUDA(call) ct__set_error(CT_ERR_DEVICE, "this ctensor was built without CUDA")
+#define CT_ON_CUDA(call) ((void)sizeof(call), ct__set_error(CT_ERR_DEVICE, "this ctensor was built without CUDA"))
 #endif
 /* The calling thread's current stream on t's device. */
 ct_stream *ct__stream_for(const ct_tensor *t);
