@@ -15,7 +15,7 @@ double *t_values(const ct_tensor *t) {
     cr_assert_not_null(out);
     ct_scope_begin();
     ct_no_grad_begin();
-    ct_tensor *d = ct_cast(t, CT_F64);
+    ct_tensor *d = ct_cast(ct_to_device(t, CT_CPU), CT_F64); /* f64 is CPU-only: move first */
     cr_assert_not_null(d, "t_values: %s", ct_last_error_message());
     cr_assert_eq(ct_to_host(d, out, (size_t)n * sizeof(double)), CT_OK, "%s", ct_last_error_message());
     ct_no_grad_end();
