@@ -43,8 +43,12 @@ ct_module *ct_module_create(const ct_module_vtable *vtable, void *impl) {
     return m;
 }
 
-void *ct_module_impl(const ct_module *m) { return m ? m->impl : NULL; }
-const char *ct_module_type(const ct_module *m) { return m ? m->vt->type_name : NULL; }
+void *ct_module_impl(const ct_module *m) {
+    return m ? m->impl : NULL;
+}
+const char *ct_module_type(const ct_module *m) {
+    return m ? m->vt->type_name : NULL;
+}
 
 void ct_module_free(ct_module *m) {
     if (!m)
@@ -142,6 +146,27 @@ ct_status ct_module_add_child(ct_module *m, const char *name, ct_module *child) 
     return CT_OK;
 }
 
+ct_status ct_module_set_child(ct_module *m, const char *name, ct_module *child) {
+    if (!m || !name || !child)
+        return ct_last_error() ? ct_last_error()
+                               : ct__null_arg("ct_module_set_child", !m ? "module" : (!name ? "name" : "child"));
+    if (child->parent)
+        return ct__set_error(CT_ERR_VALUE, "ct_module_set_child: the module already belongs to a parent");
+    for (int i = 0; i < m->n_children; i++) {
+        if (strcmp(m->children[i].name, name) != 0)
+            continue;
+        ct_module *old = m->children[i].module;
+        old->parent = NULL;
+        ct_module_free(old);
+        m->children[i].module = child;
+        child->parent = m;
+        child->name_in_parent = m->children[i].name;
+        child->training = m->training;
+        return CT_OK;
+    }
+    return ct_module_add_child(m, name, child);
+}
+
 static ct_tensor *member(const ct_module *m, const char *name, int want_buffer) {
     if (!m || !name)
         return NULL;
@@ -150,8 +175,12 @@ static ct_tensor *member(const ct_module *m, const char *name, int want_buffer) 
             return m->tensors[i].tensor;
     return NULL;
 }
-ct_tensor *ct_module_param(const ct_module *m, const char *name) { return member(m, name, 0); }
-ct_tensor *ct_module_buffer(const ct_module *m, const char *name) { return member(m, name, 1); }
+ct_tensor *ct_module_param(const ct_module *m, const char *name) {
+    return member(m, name, 0);
+}
+ct_tensor *ct_module_buffer(const ct_module *m, const char *name) {
+    return member(m, name, 1);
+}
 
 ct_module *ct_module_child(const ct_module *m, const char *name) {
     if (!m || !name)
@@ -161,7 +190,9 @@ ct_module *ct_module_child(const ct_module *m, const char *name) {
             return m->children[i].module;
     return NULL;
 }
-int ct_module_num_children(const ct_module *m) { return m ? m->n_children : 0; }
+int ct_module_num_children(const ct_module *m) {
+    return m ? m->n_children : 0;
+}
 ct_module *ct_module_child_at(const ct_module *m, int i) {
     return (m && i >= 0 && i < m->n_children) ? m->children[i].module : NULL;
 }
@@ -209,7 +240,9 @@ void ct_module_train(ct_module *m, bool training) {
     for (int i = 0; i < m->n_children; i++)
         ct_module_train(m->children[i].module, training);
 }
-bool ct_module_is_training(const ct_module *m) { return m && m->training; }
+bool ct_module_is_training(const ct_module *m) {
+    return m && m->training;
+}
 
 /* ---- traversal -------------------------------------------------------------------- */
 
@@ -278,8 +311,12 @@ static ct_named_tensors *gather(const char *op, const ct_module *m, bool trainab
     return list;
 }
 
-ct_named_tensors *ct_module_parameters(const ct_module *m) { return gather("ct_module_parameters", m, true, false); }
-ct_named_tensors *ct_module_state(const ct_module *m) { return gather("ct_module_state", m, false, true); }
+ct_named_tensors *ct_module_parameters(const ct_module *m) {
+    return gather("ct_module_parameters", m, true, false);
+}
+ct_named_tensors *ct_module_state(const ct_module *m) {
+    return gather("ct_module_state", m, false, true);
+}
 
 void ct_named_tensors_free(ct_named_tensors *list) {
     if (!list)
@@ -428,7 +465,9 @@ ct_status ct_module_summary(ct_module *m, const int64_t *input_shape, int ndim, 
         return st;
     char path[256], desc[160], shape[160];
     fprintf(out, "%-34s %-44s %-20s %12s\n", "Layer", "Type", "Output shape", "Params");
-    fprintf(out, "%.*s\n", 113, "==================================================================================================================");
+    fprintf(out, "%.*s\n", 113,
+            "=========================================================================================================="
+            "========");
     fprintf(out, "%-34s %-44s %-20s %12s\n", "input", "", ct__shape_fmt(ndim, input_shape), "");
     for (int i = 0; i < recorded; i++) {
         const ct_module *mod = rows[i].module;
@@ -447,7 +486,9 @@ ct_status ct_module_summary(ct_module *m, const int64_t *input_shape, int ndim, 
                 count);
     }
     int64_t total = ct_module_num_parameters(m, false), trainable = ct_module_num_parameters(m, true);
-    fprintf(out, "%.*s\n", 113, "==================================================================================================================");
+    fprintf(out, "%.*s\n", 113,
+            "=========================================================================================================="
+            "========");
     fprintf(out, "Total params: %lld\nTrainable params: %lld\nNon-trainable params: %lld\n", (long long)total,
             (long long)trainable, (long long)(total - trainable));
     return CT_OK;

@@ -111,6 +111,22 @@ Test(module, registration_errors) {
     ct_module_free(m);
 }
 
+Test(module, replace_a_child) {
+    int64_t before = ct_live_tensors();
+    ct_module *m = mlp();
+    cr_assert_eq(ct_module_set_child(m, "fc2", affine(8, 5)), CT_OK);
+    ct_scope_begin();
+    t_assert_shape(ct_module_forward(m, ct_zeros((int64_t[]){2, 4}, 2, CT_F32, CT_CPU)), (int64_t[]){2, 5}, 2);
+    ct_scope_end();
+    cr_assert_eq(ct_module_num_children(m), 2);
+    cr_assert_eq(ct_module_set_child(m, "extra", affine(5, 1)), CT_OK, "adds when absent");
+    cr_assert_eq(ct_module_num_children(m), 3);
+    cr_assert_eq(ct_module_set_child(m, "fc1", ct_module_child(m, "extra")), CT_ERR_VALUE);
+    ct_clear_error();
+    ct_module_free(m);
+    cr_assert_eq(ct_live_tensors(), before);
+}
+
 Test(module, summary_lists_layers_shapes_and_counts) {
     ct_module *m = mlp();
     char *text = NULL;

@@ -57,6 +57,11 @@ ct_status ct_module_add_parameter(ct_module *m, const char *name, ct_tensor *t);
 ct_status ct_module_add_buffer(ct_module *m, const char *name, ct_tensor *t);
 ct_status ct_module_add_child(ct_module *m, const char *name, ct_module *child);
 
+/* Replace the child `name` with `child` (freeing the old one and its tensors), like
+ * PyTorch's `model.fc = nn.Linear(...)`; adds it when absent. On error nothing changes and
+ * `child` stays the caller's. */
+ct_status ct_module_set_child(ct_module *m, const char *name, ct_module *child);
+
 /* Direct members by name (NULL when absent; no error recorded). */
 ct_tensor *ct_module_param(const ct_module *m, const char *name);
 ct_tensor *ct_module_buffer(const ct_module *m, const char *name);
