@@ -12,6 +12,7 @@
 #include "memory.h"
 #include "stream.h"
 #include "nn.h"
+#include "optim.h"
 #include "data.h"
 #include "metrics.h"
 #include "checkpoint.h"

@@ -54,6 +54,48 @@ ct_status ct_cuda_scatter_add(ct_dtype dtype, int ndim, const int64_t *shape, in
 ct_status ct_cuda_one_hot(ct_dtype dtype, int ndim, const int64_t *shape, const int32_t *labels,
                           const int64_t *strides, int64_t num_classes, void *out, ct_stream *stream);
 
+/* optim.cu: optimizer updates and gradient clipping fused over many F32 tensors (a
+ * "multi-tensor apply": the tensors' pointers and sizes travel in the kernel's argument
+ * struct, CT_CUDA_OPTIM_TENSORS_PER_LAUNCH per launch, so a typical model's step is one
+ * launch). The rules and the order of floating-point operations are those of the CPU loops
+ * in nn/optim_cpu.c (PyTorch's single-tensor forms); ct_optim_hyper and ct_optim_slot
+ * describe an update for both backends. */
+#define CT_CUDA_OPTIM_TENSORS_PER_LAUNCH 32
+typedef enum ct_optim_rule { CT_RULE_SGD, CT_RULE_ADAM, CT_RULE_ADAMW, CT_RULE_RMSPROP, CT_RULE_ADAGRAD } ct_optim_rule;
+typedef struct ct_optim_hyper {
+    ct_optim_rule rule;
+    double lr, weight_decay;
+    double momentum, dampening; /* SGD; RMSprop's momentum */
+    double beta1, beta2;        /* Adam, AdamW */
+    double alpha;               /* RMSprop's smoothing constant */
+    double eps;
+    double lr_decay, initial_accumulator_value; /* Adagrad (used on the host) */
+    bool nesterov, amsgrad, centered;
+} ct_optim_hyper;
+typedef struct ct_optim_slot {
+    void *param;      /* (numel) updated in place */
+    const void *grad; /* (numel) */
+    /* SGD {momentum_buffer}; Adam(W) {exp_avg, exp_avg_sq, max_exp_avg_sq};
+     * RMSprop {square_avg, momentum_buffer, grad_avg}; Adagrad {sum}; NULL where unused. */
+    void *state[3];
+    int64_t numel;
+    /* Per tensor: Adam(W) {lr / (1 - beta1^t), sqrt(1 - beta2^t)}; Adagrad
+     * {lr / (1 + (t - 1) lr_decay)}; SGD {1 when the momentum buffer starts as the gradient}. */
+    double scalar[2];
+} ct_optim_slot;
+ct_status ct_cuda_optim_step(const ct_optim_hyper *hyper, int n, const ct_optim_slot *slots, ct_stream *stream);
+/* optim.cu: partial sums for a global gradient norm over n F32 tensors: partials (device
+ * memory, n * CT_CUDA_NORM_BLOCKS doubles) gets, at [i * CT_CUDA_NORM_BLOCKS + b], block b's
+ * sum of |x|^norm_type over tensor i, or its largest |x| when norm_type is infinite (NaN
+ * propagates). Sum (or max) them on the host in order: the result is deterministic. */
+#define CT_CUDA_NORM_BLOCKS 64
+ct_status ct_cuda_multi_norm(int n, const void *const *tensors, const int64_t *numel, double norm_type,
+                             double *partials, ct_stream *stream);
+/* optim.cu: x = clamp(x * scale, -clip, clip) in place over n F32 tensors (clip = INFINITY
+ * scales only; scale = 1 clamps only). */
+ct_status ct_cuda_multi_scale_clamp(int n, void *const *tensors, const int64_t *numel, double scale, double clip,
+                                    ct_stream *stream);
+
 #ifdef __cplusplus
 }
 #endif
