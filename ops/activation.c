@@ -1,12 +1,32 @@
-/* Activations. The forward is one pass of a CPU unary kernel; the backward is one fused pass
+/* Activations. The forward is one pass of a unary kernel; the backward is one fused pass
  * over (grad, x), or (grad, y) where the derivative is cheapest from the output (relu,
  * sigmoid, tanh), so no intermediate tensors are made. Formulas follow PyTorch; see
- * kernels/cpu/elementwise.c. */
+ * kernels/cpu/elementwise.c (and kernels/cuda/elementwise.cu for CUDA tensors). */
 #include "runtime/internal.h"
 #include "kernels/cpu/elementwise.h"
 
 #include <math.h>
 #include <string.h>
+
+/* The unary kernel `kop` from a into out (same shape), on out's device. */
+static ct_status run_unary(ct_unary_op kop, ct_tensor *out, const ct_tensor *a, double p0, double p1) {
+    if (out->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_unary(kop, a->dtype, a->ndim, a->shape, ct__data(out), out->strides, ct__data(a),
+                                        a->strides, p0, p1, ct__stream_for(out)));
+    ct_cpu_unary(kop, a->dtype, a->ndim, a->shape, ct__data(out), out->strides, ct__data(a), a->strides, p0, p1);
+    return CT_OK;
+}
+
+/* The fused backward kernel `kop` over (g, saved) into out (all the same shape). */
+static ct_status run_backward(ct_binary_op kop, ct_tensor *out, const ct_tensor *g, const ct_tensor *saved, double p0,
+                              double p1) {
+    if (out->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_binary(kop, g->dtype, g->ndim, g->shape, ct__data(out), out->strides, ct__data(g),
+                                         g->strides, ct__data(saved), saved->strides, p0, p1, ct__stream_for(out)));
+    ct_cpu_binary_ex(kop, g->dtype, g->ndim, g->shape, ct__data(out), out->strides, ct__data(g), g->strides,
+                     ct__data(saved), saved->strides, p0, p1);
+    return CT_OK;
+}
 
 /* node->iargs[0]: the fused backward kernel; dargs[0..1]: its parameters; saved 0: x or y. */
 static ct_status activation_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
@@ -17,11 +37,15 @@ static ct_status activation_backward(ct_node *node, ct_tensor **gout, ct_tensor 
         return ct_last_error();
     CT_ASSERT(g->ndim == saved->ndim && memcmp(g->shape, saved->shape, sizeof(int64_t) * (size_t)g->ndim) == 0,
               CT_ERR_INTERNAL);
-    gin[0] = ct__new(g->dtype, g->device, g->ndim, g->shape);
-    if (!gin[0])
+    ct_tensor *out = ct__new(g->dtype, g->device, g->ndim, g->shape);
+    if (!out)
         return ct_last_error();
-    ct_cpu_binary_ex((ct_binary_op)node->iargs[0], g->dtype, g->ndim, g->shape, ct__data(gin[0]), gin[0]->strides,
-                     ct__data(g), g->strides, ct__data(saved), saved->strides, node->dargs[0], node->dargs[1]);
+    ct_status st = run_backward((ct_binary_op)node->iargs[0], out, g, saved, node->dargs[0], node->dargs[1]);
+    if (st != CT_OK) {
+        ct_tensor_free(out);
+        return st;
+    }
+    gin[0] = out;
     return CT_OK;
 }
 
@@ -41,13 +65,13 @@ static ct_tensor *activate(const activation *act, const ct_tensor *a, double p0,
                       act->op, ct_dtype_name(a->dtype));
         return NULL;
     }
-    if (!ct__require_cpu(act->op, a))
-        return NULL;
     ct_tensor *out = ct__new(a->dtype, a->device, a->ndim, a->shape);
     if (!out)
         return NULL;
-    ct_cpu_unary(act->forward, a->dtype, a->ndim, a->shape, ct__data(out), out->strides, ct__data(a), a->strides,
-                 p0, p1);
+    if (run_unary(act->forward, out, a, p0, p1) != CT_OK) {
+        ct_tensor_free(out);
+        return NULL;
+    }
     ct_node *node = ct__record(act->op, activation_backward, out, 1, (const ct_tensor *const[]){a});
     if (node) {
         node->iargs[0] = act->backward;

@@ -1,11 +1,57 @@
 /* Elementwise ops with NumPy broadcasting: arithmetic, comparisons, selection, unary math. */
 #include "runtime/internal.h"
 #include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/copy.h"
 #include "kernels/cpu/ternary.h"
 
 #include <math.h>
 #include <string.h>
+
+/* ---- kernels on the output's device ---------------------------------------------------- */
+
+/* out = kop(a, b) over out's shape, a and b (of `dtype`) with strides broadcast to it. */
+static ct_status run_binary(ct_binary_op kop, ct_dtype dtype, ct_tensor *out, const void *a, const int64_t *as,
+                            const void *b, const int64_t *bs, double p0, double p1) {
+    if (out->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_binary(kop, dtype, out->ndim, out->shape, ct__data(out), out->strides, a, as, b, bs,
+                                         p0, p1, ct__stream_for(out)));
+    ct_cpu_binary_ex(kop, dtype, out->ndim, out->shape, ct__data(out), out->strides, a, as, b, bs, p0, p1);
+    return CT_OK;
+}
+
+static ct_status run_unary(ct_unary_op kop, ct_tensor *out, const void *a, const int64_t *as, double p0, double p1) {
+    if (out->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_unary(kop, out->dtype, out->ndim, out->shape, ct__data(out), out->strides, a, as, p0,
+                                        p1, ct__stream_for(out)));
+    ct_cpu_unary(kop, out->dtype, out->ndim, out->shape, ct__data(out), out->strides, a, as, p0, p1);
+    return CT_OK;
+}
+
+/* out = cond ? a : b over out's shape. */
+static ct_status run_where(ct_tensor *out, const uint8_t *cond, const int64_t *cs, const void *a, const int64_t *as,
+                           const void *b, const int64_t *bs) {
+    if (out->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_where(out->dtype, out->ndim, out->shape, ct__data(out), out->strides, cond, cs, a, as,
+                                        b, bs, ct__stream_for(out)));
+    ct_cpu_where(out->dtype, out->ndim, out->shape, ct__data(out), out->strides, cond, cs, a, as, b, bs);
+    return CT_OK;
+}
+
+static ct_status run_ternary(ct_ternary_op kop, ct_tensor *out, const void *g, const int64_t *gs, const void *a,
+                             const int64_t *as, const void *b, const int64_t *bs) {
+    if (out->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_ternary(kop, out->dtype, out->ndim, out->shape, ct__data(out), out->strides, g, gs, a,
+                                          as, b, bs, ct__stream_for(out)));
+    ct_cpu_ternary(kop, out->dtype, out->ndim, out->shape, ct__data(out), out->strides, g, gs, a, as, b, bs);
+    return CT_OK;
+}
+
+/* A new output once its kernel ran: itself, or NULL (freed) when the kernel failed. */
+static ct_tensor *filled(ct_tensor *out, ct_status st) {
+    if (st == CT_OK)
+        return out;
+    ct_tensor_free(out);
+    return NULL;
+}
 
 /* ---- shared plumbing ------------------------------------------------------------------ */
 
@@ -20,26 +66,22 @@ static ct_tensor *binary_forward(const char *op, ct_binary_op kop, const ct_tens
     int64_t shape[CT_MAX_DIMS], as[CT_MAX_DIMS], bs[CT_MAX_DIMS];
     if (!ct__broadcast_shape(op, a->ndim, a->shape, b->ndim, b->shape, &ndim, shape))
         return NULL;
-    if (!ct__require_cpu(op, a))
-        return NULL;
     bool cmp = kop >= CT_BIN_EQ && kop <= CT_BIN_GE;
     ct_tensor *out = ct__new(cmp ? CT_U8 : a->dtype, a->device, ndim, shape);
     if (!out)
         return NULL;
     ct__broadcast_strides(a, ndim, shape, as);
     ct__broadcast_strides(b, ndim, shape, bs);
-    ct_cpu_binary(kop, a->dtype, ndim, shape, ct__data(out), out->strides, ct__data(a), as, ct__data(b), bs, p0);
-    return out;
+    return filled(out, run_binary(kop, a->dtype, out, ct__data(a), as, ct__data(b), bs, p0, 0));
 }
 
 static ct_tensor *unary_forward(const char *op, ct_unary_op kop, const ct_tensor *a, double p0, double p1) {
-    if (!ct__check(op, "a", a) || !ct__require_cpu(op, a))
+    if (!ct__check(op, "a", a))
         return NULL;
     ct_tensor *out = ct__new(a->dtype, a->device, a->ndim, a->shape);
     if (!out)
         return NULL;
-    ct_cpu_unary(kop, a->dtype, a->ndim, a->shape, ct__data(out), out->strides, ct__data(a), a->strides, p0, p1);
-    return out;
+    return filled(out, run_unary(kop, out, ct__data(a), a->strides, p0, p1));
 }
 
 /* One fused backward pass over (grad, saved), same shape: the input gradient of a unary op. */
@@ -49,10 +91,10 @@ static ct_tensor *unary_grad(ct_binary_op kop, const ct_tensor *g, const ct_tens
     CT_ASSERT(g->ndim == saved->ndim && memcmp(g->shape, saved->shape, sizeof(int64_t) * (size_t)g->ndim) == 0,
               NULL);
     ct_tensor *out = ct__new(g->dtype, g->device, g->ndim, g->shape);
-    if (out)
-        ct_cpu_binary_ex(kop, g->dtype, g->ndim, g->shape, ct__data(out), out->strides, ct__data(g), g->strides,
-                         ct__data(saved), saved->strides, p0, p1);
-    return out;
+    if (!out)
+        return NULL;
+    return filled(out,
+                  run_binary(kop, g->dtype, out, ct__data(g), g->strides, ct__data(saved), saved->strides, p0, p1));
 }
 
 /* One fused backward pass over (grad, a, b), with a and b broadcast to grad's shape (the
@@ -64,10 +106,9 @@ static ct_tensor *binary_grad(ct_ternary_op kop, const ct_tensor *g, const ct_te
     ct__broadcast_strides(a, g->ndim, g->shape, as);
     ct__broadcast_strides(b, g->ndim, g->shape, bs);
     ct_tensor *out = ct__new(g->dtype, g->device, g->ndim, g->shape);
-    if (out)
-        ct_cpu_ternary(kop, g->dtype, g->ndim, g->shape, ct__data(out), out->strides, ct__data(g), g->strides,
-                       ct__data(a), as, ct__data(b), bs);
-    return out;
+    if (!out)
+        return NULL;
+    return filled(out, run_ternary(kop, out, ct__data(g), g->strides, ct__data(a), as, ct__data(b), bs));
 }
 
 /* Store a gradient for input i, summed back to that input's (pre-broadcast) shape. */
@@ -395,17 +436,15 @@ static ct_tensor *select_scalar(const char *op, const ct_tensor *mask, const ct_
     ct_tensor *out = ct__new(t->dtype, t->device, ndim, shape);
     if (!out)
         return NULL;
-    uint64_t scalar = 0; /* one element of t's dtype, read with stride 0 */
-    ct_cpu_store(&scalar, t->dtype, 0, value);
+    ct_tensor *fill = ct_scalar(value, t->dtype, t->device); /* one element, read with stride 0 */
+    if (!fill)
+        return filled(out, ct_last_error());
     ct__broadcast_strides(mask, ndim, shape, ms);
     ct__broadcast_strides(t, ndim, shape, ts);
-    if (invert)
-        ct_cpu_where(t->dtype, ndim, shape, ct__data(out), out->strides, ct__data(mask), ms, ct__data(t), ts,
-                     &scalar, zero);
-    else
-        ct_cpu_where(t->dtype, ndim, shape, ct__data(out), out->strides, ct__data(mask), ms, &scalar, zero,
-                     ct__data(t), ts);
-    return out;
+    ct_status st = invert ? run_where(out, ct__data(mask), ms, ct__data(t), ts, ct__data(fill), zero)
+                          : run_where(out, ct__data(mask), ms, ct__data(fill), zero, ct__data(t), ts);
+    ct_tensor_free(fill);
+    return filled(out, st);
 }
 
 /* Input 0 is a, input 1 is b; the condition is saved. */
@@ -425,7 +464,7 @@ ct_tensor *ct_where(const ct_tensor *cond, const ct_tensor *a, const ct_tensor *
     const char *op = "ct_where";
     if (!ct__check(op, "cond", cond) || !ct__check(op, "a", a) || !ct__check(op, "b", b))
         return NULL;
-    if (!ct__same_device_dtype(op, a, b) || !check_mask(op, "cond", cond, a) || !ct__require_cpu(op, a))
+    if (!ct__same_device_dtype(op, a, b) || !check_mask(op, "cond", cond, a))
         return NULL;
     int ab_ndim, ndim;
     int64_t ab_shape[CT_MAX_DIMS], shape[CT_MAX_DIMS], cs[CT_MAX_DIMS], as[CT_MAX_DIMS], bs[CT_MAX_DIMS];
@@ -441,8 +480,8 @@ ct_tensor *ct_where(const ct_tensor *cond, const ct_tensor *a, const ct_tensor *
     ct__broadcast_strides(cond, ndim, shape, cs);
     ct__broadcast_strides(a, ndim, shape, as);
     ct__broadcast_strides(b, ndim, shape, bs);
-    ct_cpu_where(a->dtype, ndim, shape, ct__data(out), out->strides, ct__data(cond), cs, ct__data(a), as,
-                 ct__data(b), bs);
+    if (!filled(out, run_where(out, ct__data(cond), cs, ct__data(a), as, ct__data(b), bs)))
+        return NULL;
     ct__node_save(ct__record(op, where_backward, out, 2, (const ct_tensor *const[]){a, b}), cond);
     return out;
 }
@@ -457,7 +496,7 @@ ct_tensor *ct_masked_fill(const ct_tensor *t, const ct_tensor *mask, double valu
     const char *op = "ct_masked_fill";
     if (!ct__check(op, "t", t) || !ct__check(op, "mask", mask))
         return NULL;
-    if (!check_mask(op, "mask", mask, t) || !ct__require_cpu(op, t))
+    if (!check_mask(op, "mask", mask, t))
         return NULL;
     int ndim;
     int64_t shape[CT_MAX_DIMS];
@@ -478,7 +517,7 @@ ct_tensor *ct_masked_fill(const ct_tensor *t, const ct_tensor *mask, double valu
 static ct_status binary_inplace(const char *op, ct_binary_op kop, ct_tensor *a, const ct_tensor *b, double p0) {
     if (!ct__check(op, "a", a) || !ct__check(op, "b", b))
         return ct_last_error();
-    if (!ct__same_device_dtype(op, a, b) || !ct__check_inplace(op, a) || !ct__require_cpu(op, a))
+    if (!ct__same_device_dtype(op, a, b) || !ct__check_inplace(op, a))
         return ct_last_error();
     int ndim;
     int64_t shape[CT_MAX_DIMS], bs[CT_MAX_DIMS];
@@ -488,9 +527,10 @@ static ct_status binary_inplace(const char *op, ct_binary_op kop, ct_tensor *a, 
         return ct__set_error(CT_ERR_SHAPE, "%s: b of shape %s does not broadcast to a of shape %s", op,
                              ct_shape_str(b), ct_shape_str(a));
     ct__broadcast_strides(b, ndim, shape, bs);
-    ct_cpu_binary(kop, a->dtype, ndim, shape, ct__data(a), a->strides, ct__data(a), a->strides, ct__data(b), bs, p0);
-    ct__bump_version(a);
-    return CT_OK;
+    ct_status st = run_binary(kop, a->dtype, a, ct__data(a), a->strides, ct__data(b), bs, p0, 0);
+    if (st == CT_OK)
+        ct__bump_version(a);
+    return st;
 }
 
 ct_status ct_add_(ct_tensor *a, const ct_tensor *b) { return binary_inplace("ct_add_", CT_BIN_ADD, a, b, 0); }
@@ -502,10 +542,10 @@ ct_status ct_mul_(ct_tensor *a, const ct_tensor *b) { return binary_inplace("ct_
 ct_status ct_mul_scalar_(ct_tensor *a, double s) {
     if (!ct__check("ct_mul_scalar_", "a", a))
         return ct_last_error();
-    if (!ct__check_inplace("ct_mul_scalar_", a) || !ct__require_cpu("ct_mul_scalar_", a))
+    if (!ct__check_inplace("ct_mul_scalar_", a))
         return ct_last_error();
-    ct_cpu_unary(CT_UN_MUL_SCALAR, a->dtype, a->ndim, a->shape, ct__data(a), a->strides, ct__data(a), a->strides, s,
-                 0);
-    ct__bump_version(a);
-    return CT_OK;
+    ct_status st = run_unary(CT_UN_MUL_SCALAR, a, ct__data(a), a->strides, s, 0);
+    if (st == CT_OK)
+        ct__bump_version(a);
+    return st;
 }

@@ -54,6 +54,28 @@ ct_status ct_cuda_scatter_add(ct_dtype dtype, int ndim, const int64_t *shape, in
 ct_status ct_cuda_one_hot(ct_dtype dtype, int ndim, const int64_t *shape, const int32_t *labels,
                           const int64_t *strides, int64_t num_classes, void *out, ct_stream *stream);
 
+/* elementwise.cu: the kernels of kernels/cpu/elementwise.h and kernels/cpu/ternary.h with
+ * the same ops, parameters and results: F32, F16 and BF16 compute in float (F16/BF16
+ * rounded once, to nearest even), I32 and U8 in double, stored truncated and saturated (the
+ * fused backward ops and the activations other than relu are floating only; F64 is CPU
+ * only). Comparisons write U8. ct_cuda_binary takes both parameters (ct_cpu_binary and
+ * ct_cpu_binary_ex in one). Strides in elements, 0 on broadcast dims; `cond` is U8 and
+ * `where` moves elements of any dtype unconverted. */
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/ternary.h"
+ct_status ct_cuda_binary(ct_binary_op op, ct_dtype dtype, int ndim, const int64_t *shape, void *out,
+                         const int64_t *out_strides, const void *a, const int64_t *a_strides, const void *b,
+                         const int64_t *b_strides, double p0, double p1, ct_stream *stream);
+ct_status ct_cuda_unary(ct_unary_op op, ct_dtype dtype, int ndim, const int64_t *shape, void *out,
+                        const int64_t *out_strides, const void *a, const int64_t *a_strides, double p0, double p1,
+                        ct_stream *stream);
+ct_status ct_cuda_where(ct_dtype dtype, int ndim, const int64_t *shape, void *out, const int64_t *out_strides,
+                        const uint8_t *cond, const int64_t *cond_strides, const void *a, const int64_t *a_strides,
+                        const void *b, const int64_t *b_strides, ct_stream *stream);
+ct_status ct_cuda_ternary(ct_ternary_op op, ct_dtype dtype, int ndim, const int64_t *shape, void *out,
+                          const int64_t *out_strides, const void *g, const int64_t *g_strides, const void *a,
+                          const int64_t *a_strides, const void *b, const int64_t *b_strides, ct_stream *stream);
+
 /* optim.cu: optimizer updates and gradient clipping fused over many F32 tensors (a
  * "multi-tensor apply": the tensors' pointers and sizes travel in the kernel's argument
  * struct, CT_CUDA_OPTIM_TENSORS_PER_LAUNCH per launch, so a typical model's step is one
