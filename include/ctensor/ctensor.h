@@ -11,6 +11,8 @@
 #include "random.h"
 #include "memory.h"
 #include "stream.h"
+#include "nnops.h"
+#include "loss.h"
 #include "nn.h"
 #include "optim.h"
 #include "data.h"

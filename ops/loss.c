@@ -1,0 +1,466 @@
+/* Losses: cross-entropy and NLL over class dim 1, pointwise losses (BCE with logits, MSE,
+ * L1, smooth L1, Huber, KL divergence), and distillation composed from them.
+ *
+ * The classification losses keep per-sample results (loss, weight of the target and, for
+ * cross-entropy, the log-sum-exp) so that the reduction and the fused backward need no
+ * second softmax. Class weights are constants, kept in the node as doubles. */
+#include "runtime/internal.h"
+#include "kernels/cpu/copy.h"
+#include "kernels/cpu/loss.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- shared helpers ---------------------------------------------------------------------- */
+
+static bool is_half(ct_dtype dt) {
+    return dt == CT_F16 || dt == CT_BF16;
+}
+
+static bool check_reduction(const char *op, ct_reduction r, bool batchmean_ok) {
+    if (r == CT_REDUCTION_MEAN || r == CT_REDUCTION_SUM || r == CT_REDUCTION_NONE ||
+        (batchmean_ok && r == CT_REDUCTION_BATCHMEAN))
+        return true;
+    ct__set_error(CT_ERR_VALUE, "%s: reduction %d is not one of MEAN, SUM, NONE%s", op, (int)r,
+                  batchmean_ok ? ", BATCHMEAN" : " (BATCHMEAN is for ct_kl_div)");
+    return false;
+}
+
+static bool check_floating(const char *op, const char *name, const ct_tensor *t) {
+    if (ct_dtype_is_float(t->dtype))
+        return true;
+    ct__set_error(CT_ERR_DTYPE, "%s: %s must be a floating tensor, not %s", op, name, ct_dtype_name(t->dtype));
+    return false;
+}
+
+/* A constant operand p (weight, pos_weight): on input's device, of input's dtype or F32 for
+ * F16/BF16 input. */
+static bool check_constant(const char *op, const char *name, const ct_tensor *p, const ct_tensor *input) {
+    if (!ct__check(op, name, p))
+        return false;
+    if (!ct_device_equal(p->device, input->device)) {
+        ct__set_error(CT_ERR_DEVICE, "%s: %s is on %s, the input on %s", op, name, ct_device_name(p->device),
+                      ct_device_name(input->device));
+        return false;
+    }
+    if (p->dtype != input->dtype && !(is_half(input->dtype) && p->dtype == CT_F32)) {
+        ct__set_error(CT_ERR_DTYPE, "%s: %s is %s but the input is %s (use the input's dtype, or f32 for f16/bf16)", op,
+                      name, ct_dtype_name(p->dtype), ct_dtype_name(input->dtype));
+        return false;
+    }
+    return true;
+}
+
+/* t itself when contiguous, else a contiguous copy made outside the graph. */
+static ct_tensor *contiguous_data(const ct_tensor *t) {
+    if (ct__is_contiguous(t))
+        return (ct_tensor *)t;
+    ct_no_grad_begin();
+    ct_tensor *c = ct_contiguous((ct_tensor *)t);
+    ct_no_grad_end();
+    return c;
+}
+
+static void release_copy(const ct_tensor *original, ct_tensor *copy) {
+    if (copy != original)
+        ct_tensor_free(copy);
+}
+
+/* A 0-dim result holding v, or the per-element/per-sample doubles as a tensor. */
+static ct_tensor *result_of(ct_reduction r, double total, double divisor, const double *elems, ct_dtype dtype, int ndim,
+                            const int64_t *shape) {
+    if (r != CT_REDUCTION_NONE)
+        return ct_scalar(r == CT_REDUCTION_SUM ? total : total / divisor, dtype, CT_CPU);
+    ct_tensor *t = ct__new(dtype, CT_CPU, ndim, shape);
+    if (t) {
+        int64_t strides[CT_MAX_DIMS];
+        ct__contiguous_strides(ndim, shape, strides);
+        ct_cpu_copy_cast(ndim, shape, ct__data(t), dtype, t->strides, elems, CT_F64, strides);
+    }
+    return t;
+}
+
+/* ---- cross-entropy and NLL ------------------------------------------------------------------ */
+
+typedef struct class_geometry {
+    int64_t N, C, K;
+    int ndim; /* of the targets and the unreduced loss */
+    int64_t shape[CT_MAX_DIMS];
+} class_geometry;
+
+/* input (C) / (N, C, d...) with targets () / (N, d...) I32; weight (C) or NULL. */
+static bool check_class_inputs(const char *op, const ct_tensor *input, const ct_tensor *targets,
+                               const ct_tensor *weight, class_geometry *g) {
+    if (!ct__check(op, "input", input) || !ct__check(op, "targets", targets))
+        return false;
+    if (!check_floating(op, "input", input))
+        return false;
+    if (targets->dtype != CT_I32) {
+        ct__set_error(CT_ERR_DTYPE, "%s: targets must be i32 class indices, not %s", op, ct_dtype_name(targets->dtype));
+        return false;
+    }
+    if (!ct_device_equal(targets->device, input->device)) {
+        ct__set_error(CT_ERR_DEVICE, "%s: targets are on %s, the input on %s", op, ct_device_name(targets->device),
+                      ct_device_name(input->device));
+        return false;
+    }
+    if (input->ndim == 0) {
+        ct__set_error(CT_ERR_SHAPE, "%s: input must be (C), (N, C) or (N, C, d1, ...), got a 0-dim tensor", op);
+        return false;
+    }
+    bool batched = input->ndim >= 2;
+    g->N = batched ? input->shape[0] : 1;
+    g->C = input->shape[batched ? 1 : 0];
+    g->K = batched ? ct__numel(input->ndim - 2, input->shape + 2) : 1;
+    g->ndim = batched ? input->ndim - 1 : 0;
+    if (batched) {
+        g->shape[0] = g->N;
+        memcpy(g->shape + 1, input->shape + 2, sizeof(int64_t) * (size_t)(input->ndim - 2));
+    }
+    if (targets->ndim != g->ndim || memcmp(targets->shape, g->shape, sizeof(int64_t) * (size_t)g->ndim) != 0) {
+        ct__set_error(CT_ERR_SHAPE, "%s: targets must have shape %s for input of shape %s, got %s", op,
+                      ct__shape_fmt(g->ndim, g->shape), ct_shape_str(input), ct_shape_str(targets));
+        return false;
+    }
+    if (weight) {
+        if (!check_constant(op, "weight", weight, input))
+            return false;
+        if (weight->ndim != 1 || weight->shape[0] != g->C) {
+            ct__set_error(CT_ERR_SHAPE, "%s: weight must have shape [%lld] (one per class), got %s", op,
+                          (long long)g->C, ct_shape_str(weight));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Every target in [0, C) or equal to ignore_index (targets contiguous, on the host). */
+static bool check_target_values(const char *op, const int32_t *t, int64_t n, int64_t C, int ignore_index) {
+    for (int64_t i = 0; i < n; i++)
+        if (t[i] != ignore_index && (t[i] < 0 || t[i] >= C)) {
+            ct__set_error(CT_ERR_DIM,
+                          "%s: target %d (sample %lld) is out of range for %lld classes and is not ignore_index %d", op,
+                          (int)t[i], (long long)i, (long long)C, ignore_index);
+            return false;
+        }
+    return true;
+}
+
+/* The node's ctx: the class weights as doubles (has_weight), the divisor of MEAN. */
+typedef struct class_ctx {
+    double divisor;
+    bool has_weight;
+    double weight[];
+} class_ctx;
+
+/* Saved: 0 input (contiguous), 1 targets (contiguous), 2 log-sum-exp (cross-entropy).
+ * iargs: 0 cross-entropy?, 1 ignore_index, 2 reduction, 3..5 N, C, K; dargs[0] smoothing. */
+static ct_status class_loss_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    bool ce = node->iargs[0];
+    int ignore = (int)node->iargs[1];
+    ct_reduction r = (ct_reduction)node->iargs[2];
+    int64_t N = node->iargs[3], C = node->iargs[4], K = node->iargs[5];
+    const class_ctx *cc = node->ctx;
+    ct_tensor *x = ct__node_saved(node, 0), *t = ct__node_saved(node, 1), *lse = ce ? ct__node_saved(node, 2) : NULL;
+    if (!x || !t || (ce && !lse))
+        return ct_last_error();
+    if (!ct__require_cpu(node->name, x))
+        return ct_last_error();
+    ct_tensor *g = gout[0];
+    double *gs = malloc(sizeof(double) * (size_t)(N * K > 0 ? N * K : 1));
+    if (!gs)
+        return ct__set_error(CT_ERR_MEMORY, "%s backward: out of host memory", node->name);
+    if (r == CT_REDUCTION_NONE) {
+        int64_t strides[CT_MAX_DIMS];
+        ct__contiguous_strides(g->ndim, g->shape, strides);
+        ct_cpu_copy_cast(g->ndim, g->shape, gs, CT_F64, strides, ct__data(g), g->dtype, g->strides);
+    } else {
+        double v = ct_cpu_load(ct__data(g), g->dtype, 0) / (r == CT_REDUCTION_MEAN ? cc->divisor : 1.0);
+        for (int64_t s = 0; s < N * K; s++)
+            gs[s] = v;
+    }
+    ct_tensor *dx = ct__new(x->dtype, x->device, x->ndim, x->shape);
+    const double *w = cc->has_weight ? cc->weight : NULL;
+    if (dx && ce)
+        ct_cpu_cross_entropy_backward(x->dtype, N, C, K, ct__data(x), ct__data(t), w, ignore, node->dargs[0],
+                                      ct__data(lse), gs, ct__data(dx));
+    else if (dx)
+        ct_cpu_nll_backward(x->dtype, N, C, K, ct__data(t), w, ignore, gs, ct__data(dx));
+    free(gs);
+    gin[0] = dx;
+    return dx ? CT_OK : ct_last_error();
+}
+
+static ct_tensor *class_loss(const char *op, bool ce, const ct_tensor *input, const ct_tensor *targets,
+                             const ct_tensor *weight, int ignore_index, ct_reduction reduction, double smoothing) {
+    class_geometry geo;
+    if (!check_class_inputs(op, input, targets, weight, &geo) || !check_reduction(op, reduction, false))
+        return NULL;
+    if (!(smoothing >= 0 && smoothing <= 1)) {
+        ct__set_error(CT_ERR_VALUE, "%s: label_smoothing must be in [0, 1], got %g", op, smoothing);
+        return NULL;
+    }
+    if (!ct__require_cpu(op, input))
+        return NULL;
+    int64_t N = geo.N, C = geo.C, K = geo.K, n = N * K;
+    ct_tensor *tc = contiguous_data(targets);
+    if (!tc || !check_target_values(op, ct__data(tc), n, C, ignore_index)) {
+        if (tc)
+            release_copy(targets, tc);
+        return NULL;
+    }
+    ct_tensor *xc = contiguous_data(input);
+    ct_tensor *lse = xc && ce ? ct__new(CT_F64, CT_CPU, 1, &n) : NULL;
+    class_ctx *cc = calloc(1, sizeof *cc + sizeof(double) * (size_t)(weight ? C : 0));
+    double *loss = malloc(sizeof(double) * (size_t)(n ? n : 1)), *tw = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    ct_tensor *out = NULL;
+    if (!cc || !loss || !tw) {
+        ct__set_error(CT_ERR_MEMORY, "%s: out of host memory", op);
+    } else if (xc && (lse || !ce)) {
+        if (weight) {
+            cc->has_weight = true;
+            ct_cpu_copy_cast(1, &C, cc->weight, CT_F64, (int64_t[]){1}, ct__data(weight), weight->dtype,
+                             weight->strides);
+        }
+        const double *w = weight ? cc->weight : NULL;
+        if (ce)
+            ct_cpu_cross_entropy_forward(input->dtype, N, C, K, ct__data(xc), ct__data(tc), w, ignore_index, smoothing,
+                                         ct__data(lse), loss, tw);
+        else
+            ct_cpu_nll_forward(input->dtype, N, C, K, ct__data(xc), ct__data(tc), w, ignore_index, loss, tw);
+        double total = 0, divisor = 0;
+        for (int64_t s = 0; s < n; s++) {
+            total += loss[s];
+            divisor += tw[s];
+        }
+        cc->divisor = divisor;
+        out = result_of(reduction, total, divisor, loss, input->dtype, geo.ndim, geo.shape);
+    }
+    free(loss);
+    free(tw);
+    ct_node *node = ct__record(op, class_loss_backward, out, 1, (const ct_tensor *const[]){input});
+    if (node) {
+        node->iargs[0] = ce;
+        node->iargs[1] = ignore_index;
+        node->iargs[2] = reduction;
+        node->iargs[3] = N;
+        node->iargs[4] = C;
+        node->iargs[5] = K;
+        node->dargs[0] = smoothing;
+        node->ctx = cc;
+        cc = NULL;
+        ct__node_save(node, xc);
+        ct__node_save(node, tc);
+        ct__node_save(node, lse);
+    }
+    free(cc);
+    release_copy(input, xc);
+    release_copy(targets, tc);
+    ct_tensor_free(lse);
+    return out;
+}
+
+ct_tensor *ct_cross_entropy(const ct_tensor *logits, const ct_tensor *targets, const ct_cross_entropy_opts *opts) {
+    ct_cross_entropy_opts o = CT_CROSS_ENTROPY_OPTS_DEFAULT;
+    if (opts)
+        o = *opts;
+    if (!ct__check("ct_cross_entropy", "logits", logits))
+        return NULL;
+    return class_loss("ct_cross_entropy", true, logits, targets, o.weight, o.ignore_index, o.reduction,
+                      o.label_smoothing);
+}
+
+ct_tensor *ct_nll_loss(const ct_tensor *log_probs, const ct_tensor *targets, const ct_nll_loss_opts *opts) {
+    ct_nll_loss_opts o = CT_NLL_LOSS_OPTS_DEFAULT;
+    if (opts)
+        o = *opts;
+    if (!ct__check("ct_nll_loss", "log_probs", log_probs))
+        return NULL;
+    return class_loss("ct_nll_loss", false, log_probs, targets, o.weight, o.ignore_index, o.reduction, 0.0);
+}
+
+/* ---- pointwise losses ------------------------------------------------------------------------- */
+
+/* Saved: 0 x, 1 y (contiguous), then weight and pos_weight when present (iargs[2], [3]),
+ * broadcast and contiguous. iargs: 0 kind, 1 reduction; dargs: 0 param, 1 scale of a
+ * reduced loss (1/n for MEAN, 1/size(0) for BATCHMEAN). */
+static ct_status pointwise_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    ct_pointwise_loss kind = (ct_pointwise_loss)node->iargs[0];
+    bool reduced = node->iargs[1] != CT_REDUCTION_NONE, has_w = node->iargs[2], has_pw = node->iargs[3];
+    ct_tensor *x = ct__node_saved(node, 0), *y = ct__node_saved(node, 1);
+    ct_tensor *w = has_w ? ct__node_saved(node, 2) : NULL, *pw = has_pw ? ct__node_saved(node, 2 + has_w) : NULL;
+    if (!x || !y || (has_w && !w) || (has_pw && !pw))
+        return ct_last_error();
+    if (!ct__require_cpu(node->name, x))
+        return ct_last_error();
+    ct_tensor *g = reduced ? gout[0] : contiguous_data(gout[0]);
+    ct_tensor *dx = node->needs_grad[0] ? ct__new(x->dtype, x->device, x->ndim, x->shape) : NULL;
+    ct_tensor *dy = node->needs_grad[1] ? ct__new(y->dtype, y->device, y->ndim, y->shape) : NULL;
+    if (!g || (node->needs_grad[0] && !dx) || (node->needs_grad[1] && !dy))
+        return ct_last_error();
+    ct_dtype wdtype = w ? w->dtype : (pw ? pw->dtype : x->dtype);
+    ct_cpu_pointwise_loss_backward(kind, x->dtype, ct__numel(x->ndim, x->shape), ct__data(x), ct__data(y), wdtype,
+                                   w ? ct__data(w) : NULL, pw ? ct__data(pw) : NULL, node->dargs[0], ct__data(g),
+                                   reduced ? 0 : 1, reduced ? node->dargs[1] : 1.0, dx ? ct__data(dx) : NULL,
+                                   dy ? ct__data(dy) : NULL);
+    gin[0] = dx;
+    gin[1] = dy;
+    return CT_OK;
+}
+
+/* `c` broadcast to x's shape and made contiguous, outside the graph (NULL stays NULL). */
+static ct_tensor *broadcast_constant(const char *op, const char *name, const ct_tensor *c, const ct_tensor *x,
+                                     bool *ok) {
+    if (!c || !*ok)
+        return NULL;
+    int nd;
+    int64_t shape[CT_MAX_DIMS];
+    if (!check_constant(op, name, c, x) || !ct__broadcast_shape(op, c->ndim, c->shape, x->ndim, x->shape, &nd, shape)) {
+        *ok = false;
+        return NULL;
+    }
+    if (nd != x->ndim || memcmp(shape, x->shape, sizeof(int64_t) * (size_t)nd) != 0) {
+        ct__set_error(CT_ERR_SHAPE, "%s: %s of shape %s does not broadcast to the input's shape %s", op, name,
+                      ct_shape_str(c), ct_shape_str(x));
+        *ok = false;
+        return NULL;
+    }
+    ct_no_grad_begin();
+    ct_tensor *out = ct_contiguous(ct_expand((ct_tensor *)c, x->shape, x->ndim));
+    ct_no_grad_end();
+    *ok = out != NULL;
+    return out;
+}
+
+static ct_tensor *pointwise_loss(const char *op, ct_pointwise_loss kind, const ct_tensor *x, const ct_tensor *y,
+                                 const ct_tensor *weight, const ct_tensor *pos_weight, double param,
+                                 ct_reduction reduction) {
+    if (!ct__check(op, "input", x) || !ct__check(op, "target", y))
+        return NULL;
+    if (!check_floating(op, "input", x) || !ct__same_device_dtype(op, x, y) ||
+        !check_reduction(op, reduction, kind == CT_PLOSS_KL || kind == CT_PLOSS_KL_LOG_TARGET))
+        return NULL;
+    if (x->ndim != y->ndim || memcmp(x->shape, y->shape, sizeof(int64_t) * (size_t)x->ndim) != 0) {
+        ct__set_error(CT_ERR_SHAPE, "%s: input is %s but target is %s (they must have the same shape)", op,
+                      ct_shape_str(x), ct_shape_str(y));
+        return NULL;
+    }
+    if (!ct__require_cpu(op, x))
+        return NULL;
+    bool ok = true;
+    ct_tensor *w = broadcast_constant(op, "weight", weight, x, &ok);
+    ct_tensor *pw = broadcast_constant(op, "pos_weight", pos_weight, x, &ok);
+    if (ok && w && pw && w->dtype != pw->dtype)
+        ok = !ct__set_error(CT_ERR_DTYPE, "%s: weight is %s but pos_weight is %s", op, ct_dtype_name(w->dtype),
+                            ct_dtype_name(pw->dtype));
+    ct_tensor *xc = ok ? contiguous_data(x) : NULL, *yc = xc ? contiguous_data(y) : NULL, *out = NULL;
+    int64_t n = ct__numel(x->ndim, x->shape);
+    double scale = 1.0;
+    if (reduction == CT_REDUCTION_MEAN)
+        scale = 1.0 / (double)n;
+    else if (reduction == CT_REDUCTION_BATCHMEAN && x->ndim > 0)
+        scale = 1.0 / (double)x->shape[0];
+    if (yc) {
+        ct_dtype wdtype = w ? w->dtype : (pw ? pw->dtype : x->dtype);
+        const void *wd = w ? ct__data(w) : NULL, *pwd = pw ? ct__data(pw) : NULL;
+        if (reduction == CT_REDUCTION_NONE) {
+            out = ct__new(x->dtype, x->device, x->ndim, x->shape);
+            if (out)
+                ct_cpu_pointwise_loss(kind, x->dtype, n, ct__data(xc), ct__data(yc), wdtype, wd, pwd, param,
+                                      ct__data(out), NULL);
+        } else {
+            double total;
+            ct_cpu_pointwise_loss(kind, x->dtype, n, ct__data(xc), ct__data(yc), wdtype, wd, pwd, param, NULL, &total);
+            out = ct_scalar(reduction == CT_REDUCTION_SUM ? total : total * scale, x->dtype, x->device);
+        }
+    }
+    ct_node *node = ct__record(op, pointwise_backward, out, 2, (const ct_tensor *const[]){x, y});
+    if (node) {
+        node->iargs[0] = kind;
+        node->iargs[1] = reduction;
+        node->iargs[2] = w != NULL;
+        node->iargs[3] = pw != NULL;
+        node->dargs[0] = param;
+        node->dargs[1] = reduction == CT_REDUCTION_SUM ? 1.0 : scale;
+        ct__node_save(node, xc);
+        ct__node_save(node, yc);
+        ct__node_save(node, w);
+        ct__node_save(node, pw);
+    }
+    if (xc)
+        release_copy(x, xc);
+    if (yc)
+        release_copy(y, yc);
+    ct_tensor_free(w);
+    ct_tensor_free(pw);
+    return out;
+}
+
+ct_tensor *ct_bce_with_logits(const ct_tensor *logits, const ct_tensor *targets, const ct_tensor *weight,
+                              const ct_tensor *pos_weight, ct_reduction reduction) {
+    return pointwise_loss("ct_bce_with_logits", CT_PLOSS_BCE_LOGITS, logits, targets, weight, pos_weight, 0.0,
+                          reduction);
+}
+
+ct_tensor *ct_mse_loss(const ct_tensor *input, const ct_tensor *target, ct_reduction reduction) {
+    return pointwise_loss("ct_mse_loss", CT_PLOSS_MSE, input, target, NULL, NULL, 0.0, reduction);
+}
+
+ct_tensor *ct_l1_loss(const ct_tensor *input, const ct_tensor *target, ct_reduction reduction) {
+    return pointwise_loss("ct_l1_loss", CT_PLOSS_L1, input, target, NULL, NULL, 0.0, reduction);
+}
+
+ct_tensor *ct_smooth_l1_loss(const ct_tensor *input, const ct_tensor *target, ct_reduction reduction, double beta) {
+    if (!(beta >= 0 && isfinite(beta))) {
+        ct__set_error(CT_ERR_VALUE, "ct_smooth_l1_loss: beta must be finite and >= 0, got %g", beta);
+        return NULL;
+    }
+    /* beta = 0 is the L1 loss (PyTorch's convention), without a division by zero. */
+    return pointwise_loss("ct_smooth_l1_loss", beta > 0 ? CT_PLOSS_SMOOTH_L1 : CT_PLOSS_L1, input, target, NULL, NULL,
+                          beta, reduction);
+}
+
+ct_tensor *ct_huber_loss(const ct_tensor *input, const ct_tensor *target, ct_reduction reduction, double delta) {
+    if (!(delta > 0 && isfinite(delta))) {
+        ct__set_error(CT_ERR_VALUE, "ct_huber_loss: delta must be finite and > 0, got %g", delta);
+        return NULL;
+    }
+    return pointwise_loss("ct_huber_loss", CT_PLOSS_HUBER, input, target, NULL, NULL, delta, reduction);
+}
+
+ct_tensor *ct_kl_div(const ct_tensor *input, const ct_tensor *target, ct_reduction reduction, bool log_target) {
+    return pointwise_loss("ct_kl_div", log_target ? CT_PLOSS_KL_LOG_TARGET : CT_PLOSS_KL, input, target, NULL, NULL,
+                          0.0, reduction);
+}
+
+/* ---- distillation ------------------------------------------------------------------------------ */
+
+ct_tensor *ct_distillation_loss(const ct_tensor *student_logits, const ct_tensor *teacher_logits, double temperature) {
+    const char *op = "ct_distillation_loss";
+    if (!ct__check(op, "student_logits", student_logits) || !ct__check(op, "teacher_logits", teacher_logits))
+        return NULL;
+    if (!(temperature > 0 && isfinite(temperature))) {
+        ct__set_error(CT_ERR_VALUE, "%s: temperature must be finite and > 0, got %g", op, temperature);
+        return NULL;
+    }
+    if (student_logits->ndim < 2) {
+        ct__set_error(CT_ERR_SHAPE, "%s: logits must be (N, C) or (N, C, d1, ...), got %s", op,
+                      ct_shape_str(student_logits));
+        return NULL;
+    }
+    if (student_logits->ndim != teacher_logits->ndim ||
+        memcmp(student_logits->shape, teacher_logits->shape, sizeof(int64_t) * (size_t)student_logits->ndim) != 0) {
+        ct__set_error(CT_ERR_SHAPE, "%s: student logits are %s but teacher logits are %s", op,
+                      ct_shape_str(student_logits), ct_shape_str(teacher_logits));
+        return NULL;
+    }
+    /* The intermediates live in a scope of their own; the result is kept. */
+    ct_scope_begin();
+    ct_tensor *s = ct_log_softmax(ct_mul_scalar(student_logits, 1.0 / temperature), 1);
+    ct_tensor *t = ct_log_softmax(ct_mul_scalar(teacher_logits, 1.0 / temperature), 1);
+    ct_tensor *loss = ct_mul_scalar(ct_kl_div(s, t, CT_REDUCTION_BATCHMEAN, true), temperature * temperature);
+    if (loss)
+        ct_keep(loss);
+    ct_scope_end();
+    return loss;
+}
