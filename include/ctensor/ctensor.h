@@ -8,6 +8,7 @@
 #include "tensor.h"
 #include "autograd.h"
 #include "ops.h"
+#include "conv.h"
 #include "random.h"
 #include "memory.h"
 #include "stream.h"

@@ -118,6 +118,44 @@ ct_status ct_cuda_multi_norm(int n, const void *const *tensors, const int64_t *n
 ct_status ct_cuda_multi_scale_clamp(int n, void *const *tensors, const int64_t *numel, double scale, double clip,
                                     ct_stream *stream);
 
+/* conv.cu: 2-D convolution on cuDNN for F32, F16 and BF16 (f32 accumulation; F32 in plain
+ * FMA math, without TF32), and pooling kernels with the CPU's window rules. Geometries as
+ * in kernels/cpu/conv.h and kernels/cpu/pool.h; operands NCHW and contiguous. A
+ * convolution pass takes two calls: ct_cuda_conv2d_workspace picks the algorithm (timed by
+ * cudnnFind* once per pass, dtype, geometry, device and determinism, like cudnn.benchmark;
+ * only deterministic algorithms when `deterministic`) and gives the workspace it needs;
+ * the caller provides that much device memory to ct_cuda_conv2d, reusable by work queued
+ * on `stream` after the call. */
+struct ct_conv2d_geom;
+struct ct_pool2d_geom;
+typedef enum ct_cuda_conv_pass {
+    CT_CUDA_CONV_FORWARD,        /* out y (N, O, oH, oW) from a = x, b = w */
+    CT_CUDA_CONV_BACKWARD_DATA,  /* out gx (N, C, H, W) from a = gy, b = w */
+    CT_CUDA_CONV_BACKWARD_FILTER /* out gw (O, C / groups, kH, kW) from a = x, b = gy */
+} ct_cuda_conv_pass;
+ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype dtype, const struct ct_conv2d_geom *g,
+                                   bool deterministic, ct_stream *stream, size_t *bytes);
+ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, const struct ct_conv2d_geom *g, bool deterministic,
+                         const void *a, const void *b, void *out, void *workspace, size_t workspace_bytes,
+                         ct_stream *stream);
+/* conv.cu: out (C) = the sum of t (N, C, L) over N and L (one block per channel, fixed
+ * order); y (N, C, L) += bias (C). */
+ct_status ct_cuda_conv2d_channel_sum(ct_dtype dtype, int64_t N, int64_t C, int64_t L, const void *t, void *out,
+                                     ct_stream *stream);
+ct_status ct_cuda_conv2d_add_bias(ct_dtype dtype, int64_t N, int64_t C, int64_t L, void *y, const void *bias,
+                                  ct_stream *stream);
+/* conv.cu: the pooling kernels of kernels/cpu/pool.h, same arguments and results. The
+ * backward kernels gather (one thread per input element), so they need no atomics and
+ * repeat bit for bit. */
+ct_status ct_cuda_max_pool2d_forward(ct_dtype dtype, const struct ct_pool2d_geom *g, const void *x, void *y,
+                                     int32_t *indices, ct_stream *stream);
+ct_status ct_cuda_max_pool2d_backward(ct_dtype dtype, const struct ct_pool2d_geom *g, const void *gy,
+                                      const int32_t *indices, void *gx, ct_stream *stream);
+ct_status ct_cuda_avg_pool2d_forward(ct_dtype dtype, const struct ct_pool2d_geom *g, const void *x, void *y,
+                                     ct_stream *stream);
+ct_status ct_cuda_avg_pool2d_backward(ct_dtype dtype, const struct ct_pool2d_geom *g, const void *gy, void *gx,
+                                      ct_stream *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,49 @@
+/* ctensor — CPU 2-D convolution kernels (im2col + OpenBLAS GEMM, col2im for the input
+ * gradient), on contiguous NCHW buffers of F32 or F64. Half types are widened to F32 by
+ * the op before they get here. */
+#ifndef CT_KERNELS_CPU_CONV_H
+#define CT_KERNELS_CPU_CONV_H
+
+#include "ctensor/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One convolution, described as the forward conv2d: an input (N, C, H, W), a weight
+ * (O, C / groups, kH, kW) and an output (N, O, oH, oW). oH and oW are given rather than
+ * derived, so that a transposed convolution with output_padding (whose output is this
+ * convolution's input) can use the same kernels: output rows beyond the usual formula
+ * simply receive nothing. Also the geometry handed to the cuDNN launchers. */
+typedef struct ct_conv2d_geom {
+    int64_t N, C, H, W;
+    int64_t O, oH, oW;
+    int64_t kH, kW;
+    int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+    int64_t groups;
+} ct_conv2d_geom;
+
+/* y = conv(x, w) + bias:
+ *   x (N, C, H, W), w (O, C/groups, kH, kW), bias (O) or NULL, y (N, O, oH, oW) written.
+ * Returns false only when scratch memory could not be allocated (y is then undefined). */
+bool ct_cpu_conv2d_forward(ct_dtype dtype, const ct_conv2d_geom *g, const void *x, const void *w, const void *bias,
+                           void *y);
+
+/* Gradients of the convolution from gy (N, O, oH, oW); either output may be NULL when not
+ * wanted:
+ *   gx (N, C, H, W)           = the adjoint of the convolution applied to gy (uses w)
+ *   gw (O, C/groups, kH, kW)  = sum over the batch of gy (x) im2col(x)^T  (uses x)
+ * Outputs are overwritten, not accumulated. Returns false only when scratch memory could
+ * not be allocated. */
+bool ct_cpu_conv2d_backward(ct_dtype dtype, const ct_conv2d_geom *g, const void *x, const void *w, const void *gy,
+                            void *gx, void *gw);
+
+/* out (C) = sum of t (N, C, L) over N and L: the bias gradient. */
+void ct_cpu_conv2d_channel_sum(ct_dtype dtype, int64_t N, int64_t C, int64_t L, const void *t, void *out);
+/* y (N, C, L) += bias (C) broadcast: the bias of a transposed convolution. */
+void ct_cpu_conv2d_add_bias(ct_dtype dtype, int64_t N, int64_t C, int64_t L, void *y, const void *bias);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
