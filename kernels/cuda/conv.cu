@@ -1,0 +1,588 @@
+// ctensor — convolution on cuDNN, and pooling, bias-sum and bias-add kernels.
+//
+// Convolution: each (device, ct_stream) gets its own cuDNN handle (made on first use,
+// cudnnSetStream before every call). The algorithm of each pass is chosen once per
+// geometry, dtype, device and determinism by timing the candidates with cudnnFind*, as
+// torch.backends.cudnn.benchmark does, and cached; deterministic mode keeps only the
+// algorithms cuDNN reports as deterministic. Workspace memory belongs to the caller (the op
+// takes it from the caching allocator), so the cache holds only (algorithm, bytes). F32
+// runs in FMA math (no TF32), so it matches the CPU to float rounding; F16 and BF16 use
+// tensor-op math with f32 accumulation.
+//
+// Pooling has its own kernels rather than cudnnPooling*: cuDNN's average-with-padding
+// divides by the full window where PyTorch (and the CPU kernels) clip it at the padded
+// edge under ceil_mode, it has no dilated max pooling, and it cannot return the positions
+// of the maxima that the op saves for backward. The kernels follow kernels/cpu/pool.c
+// line for line, computing in double as the CPU does; the backward kernels gather (one
+// thread per input element walks the windows that cover it), so no atomics are needed and
+// results repeat bit for bit.
+#include "kernels/cpu/conv.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launch.h"
+
+#include <cudnn.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#define MAX_HANDLES     64
+#define ALGO_SLOTS      256
+#define WORKSPACE_LIMIT ((size_t)1 << 30) // algorithms needing more are skipped
+#define THREADS         256
+
+static bool dnn_ok(cudnnStatus_t st, const char *call, const char *file, int line) {
+    if (st == CUDNN_STATUS_SUCCESS)
+        return true;
+    ct__set_error(CT_ERR_CUDA, "%s failed at %s:%d: %s", call, file, line, cudnnGetErrorString(st));
+    return false;
+}
+#define CT_CUDNN_CHECK(call) dnn_ok((call), #call, __FILE__, __LINE__)
+
+// ---- handles ------------------------------------------------------------------------------
+
+typedef struct dnn_handle {
+    int device;
+    const ct_stream *stream;
+    cudnnHandle_t handle;
+} dnn_handle;
+
+static pthread_mutex_t dnn_lock = PTHREAD_MUTEX_INITIALIZER;
+static dnn_handle handles[MAX_HANDLES];
+static int handle_count;
+
+// Makes the stream's device current for the guard's lifetime (cuDNN handles belong to the
+// device current when they are made, and run there).
+struct device_guard {
+    int previous = -1;
+    bool ok = true;
+    explicit device_guard(int device) {
+        ok = CT_CUDA_CHECK(cudaGetDevice(&previous)) && (previous == device || CT_CUDA_CHECK(cudaSetDevice(device)));
+    }
+    ~device_guard() {
+        int now;
+        if (previous >= 0 && cudaGetDevice(&now) == cudaSuccess && now != previous)
+            cudaSetDevice(previous);
+    }
+};
+
+static int device_of(ct_stream *stream) {
+    int device = 0;
+    if (stream)
+        return stream->device;
+    return CT_CUDA_CHECK(cudaGetDevice(&device)) ? device : -1;
+}
+
+// The handle of (device, stream), bound to the stream; call with the device current. NULL
+// with an error recorded.
+static cudnnHandle_t handle_for(ct_stream *stream, int device) {
+    cudnnHandle_t h = NULL;
+    pthread_mutex_lock(&dnn_lock);
+    for (int i = 0; i < handle_count && !h; i++)
+        if (handles[i].device == device && handles[i].stream == stream)
+            h = handles[i].handle;
+    if (!h) {
+        if (handle_count == MAX_HANDLES)
+            ct__set_error(CT_ERR_UNSUPPORTED, "cuDNN: more than %d streams used for convolution", MAX_HANDLES);
+        else if (CT_CUDNN_CHECK(cudnnCreate(&h)))
+            handles[handle_count++] = (dnn_handle){device, stream, h};
+        else
+            h = NULL;
+    }
+    pthread_mutex_unlock(&dnn_lock);
+    if (h && !CT_CUDNN_CHECK(cudnnSetStream(h, ct_stream_handle(stream))))
+        return NULL;
+    return h;
+}
+
+// ---- descriptors ---------------------------------------------------------------------------
+
+typedef struct conv_descs {
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+} conv_descs;
+
+static cudnnDataType_t data_type(ct_dtype dtype) {
+    return dtype == CT_F16 ? CUDNN_DATA_HALF : (dtype == CT_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT);
+}
+
+static void descs_free(conv_descs *d) {
+    if (d->x)
+        cudnnDestroyTensorDescriptor(d->x);
+    if (d->y)
+        cudnnDestroyTensorDescriptor(d->y);
+    if (d->w)
+        cudnnDestroyFilterDescriptor(d->w);
+    if (d->conv)
+        cudnnDestroyConvolutionDescriptor(d->conv);
+}
+
+// Describe the convolution; CT_ERR_UNSUPPORTED when cuDNN's output size differs from the
+// geometry's (a transposed convolution with output_padding >= stride, allowed when the
+// dilation is larger, has rows that cuDNN's formula does not produce).
+static ct_status descs_make(conv_descs *d, ct_dtype dtype, const ct_conv2d_geom *g) {
+    memset(d, 0, sizeof *d);
+    cudnnDataType_t dt = data_type(dtype);
+    cudnnMathType_t math = dtype == CT_F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
+    int n, c, h, w;
+    bool ok = CT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->x)) &&
+              CT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->y)) &&
+              CT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&d->w)) &&
+              CT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d->conv)) &&
+              CT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NCHW, dt, (int)g->N, (int)g->C, (int)g->H,
+                                                        (int)g->W)) &&
+              CT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, dt, (int)g->N, (int)g->O, (int)g->oH,
+                                                        (int)g->oW)) &&
+              CT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(d->w, dt, CUDNN_TENSOR_NCHW, (int)g->O, (int)(g->C / g->groups),
+                                                        (int)g->kH, (int)g->kW)) &&
+              CT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d->conv, (int)g->pad_h, (int)g->pad_w, (int)g->stride_h,
+                                                             (int)g->stride_w, (int)g->dilation_h, (int)g->dilation_w,
+                                                             CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT)) &&
+              CT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(d->conv, (int)g->groups)) &&
+              CT_CUDNN_CHECK(cudnnSetConvolutionMathType(d->conv, math)) &&
+              CT_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(d->conv, d->x, d->w, &n, &c, &h, &w));
+    if (!ok) {
+        descs_free(d);
+        return ct_last_error();
+    }
+    if (n != g->N || c != g->O || h != g->oH || w != g->oW) {
+        descs_free(d);
+        return ct__set_error(CT_ERR_UNSUPPORTED,
+                             "cuDNN convolution: output %dx%d differs from the expected %lldx%lld (conv_transpose2d "
+                             "with output_padding >= stride is not supported on CUDA)",
+                             h, w, (long long)g->oH, (long long)g->oW);
+    }
+    return CT_OK;
+}
+
+// ---- algorithm cache ----------------------------------------------------------------------
+
+typedef struct algo_key {
+    int pass, dtype, deterministic, device;
+    ct_conv2d_geom geom;
+} algo_key;
+
+// What is cached for a key: the algorithm, its workspace and the math type it was timed with.
+typedef struct algo_choice {
+    int algo;
+    size_t workspace;
+    cudnnMathType_t math;
+} algo_choice;
+
+typedef struct algo_entry {
+    bool used;
+    algo_key key;
+    algo_choice choice;
+} algo_entry;
+
+static algo_entry algo_cache[ALGO_SLOTS];
+
+static unsigned key_hash(const algo_key *k) {
+    const unsigned char *p = (const unsigned char *)k;
+    unsigned h = 2166136261u;
+    for (size_t i = 0; i < sizeof *k; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+// Look up (found: true) or, with `insert`, store an entry. Linear probing; a full table
+// simply stops caching.
+static bool cache_access(const algo_key *key, algo_choice *choice, bool insert) {
+    unsigned slot = key_hash(key) % ALGO_SLOTS;
+    bool found = false;
+    pthread_mutex_lock(&dnn_lock);
+    for (int probe = 0; probe < ALGO_SLOTS; probe++, slot = (slot + 1) % ALGO_SLOTS) {
+        algo_entry *e = &algo_cache[slot];
+        if (e->used && memcmp(&e->key, key, sizeof *key) == 0) {
+            if (insert)
+                e->choice = *choice;
+            else
+                *choice = e->choice;
+            found = true;
+            break;
+        }
+        if (!e->used) {
+            if (insert) {
+                e->used = true;
+                e->key = *key;
+                e->choice = *choice;
+                found = true;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&dnn_lock);
+    return found;
+}
+
+// The fastest usable algorithm among cuDNN's timings (sorted fastest first): one that ran,
+// fits WORKSPACE_LIMIT, is deterministic when asked, and for F32 uses plain FMA math.
+template <typename Perf>
+static bool pick(const Perf *perf, int count, bool deterministic, bool fma_only, algo_choice *choice) {
+    for (int i = 0; i < count; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= WORKSPACE_LIMIT &&
+            (!deterministic || perf[i].determinism == CUDNN_DETERMINISTIC) &&
+            (!fma_only || perf[i].mathType == CUDNN_FMA_MATH)) {
+            *choice = (algo_choice){(int)perf[i].algo, perf[i].memory, perf[i].mathType};
+            return true;
+        }
+    return false;
+}
+
+// The cached choice for the pass, or a new one timed by cudnnFind* (call with the device
+// current).
+static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, bool deterministic, int device,
+                        cudnnHandle_t h, algo_choice *choice) {
+    algo_key key;
+    memset(&key, 0, sizeof key); // padding bytes take part in the comparison
+    key.pass = (int)pass;
+    key.dtype = (int)dtype;
+    key.deterministic = deterministic;
+    key.device = device;
+    key.geom = *g;
+    if (cache_access(&key, choice, false))
+        return CT_OK;
+    conv_descs d;
+    ct_status st = descs_make(&d, dtype, g);
+    if (st != CT_OK)
+        return st;
+    bool found = false, ok = true, fma_only = dtype == CT_F32;
+    int count = 0;
+    if (pass == CT_CUDA_CONV_FORWARD) {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        ok = CT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, d.x, d.w, d.conv, d.y,
+                                                                 CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+        found = ok && pick(perf, count, deterministic, fma_only, choice);
+    } else if (pass == CT_CUDA_CONV_BACKWARD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        ok = CT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(
+            h, d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
+        found = ok && pick(perf, count, deterministic, fma_only, choice);
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        ok = CT_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(
+            h, d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
+        found = ok && pick(perf, count, deterministic, fma_only, choice);
+    }
+    descs_free(&d);
+    if (!ok)
+        return ct_last_error();
+    if (!found)
+        return ct__set_error(CT_ERR_CUDA,
+                             "cuDNN found no %salgorithm for a %s convolution pass %d (N %lld, C %lld, %lldx%lld, O "
+                             "%lld, kernel %lldx%lld, groups %lld)",
+                             deterministic ? "deterministic " : "", ct_dtype_name(dtype), (int)pass, (long long)g->N,
+                             (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O, (long long)g->kH,
+                             (long long)g->kW, (long long)g->groups);
+    cache_access(&key, choice, true);
+    return CT_OK;
+}
+
+static bool float_dtype(ct_dtype dtype) {
+    return dtype == CT_F32 || dtype == CT_F16 || dtype == CT_BF16;
+}
+
+static ct_status unsupported(const char *what, ct_dtype dtype) {
+    return ct__set_error(CT_ERR_DTYPE, "%s: %s is not supported on CUDA (f32, f16, bf16)", what, ct_dtype_name(dtype));
+}
+
+extern "C" ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g,
+                                              bool deterministic, ct_stream *stream, size_t *bytes) {
+    *bytes = 0;
+    if (!float_dtype(dtype))
+        return unsupported("convolution", dtype);
+    if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0)
+        return CT_OK;
+    int device = device_of(stream);
+    device_guard guard(device);
+    if (device < 0 || !guard.ok)
+        return ct_last_error();
+    cudnnHandle_t h = handle_for(stream, device);
+    algo_choice choice;
+    ct_status st = h ? choose(pass, dtype, g, deterministic, device, h, &choice) : ct_last_error();
+    if (st == CT_OK)
+        *bytes = choice.workspace;
+    return st;
+}
+
+extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, bool deterministic,
+                                    const void *a, const void *b, void *out, void *workspace, size_t workspace_bytes,
+                                    ct_stream *stream) {
+    if (!float_dtype(dtype))
+        return unsupported("convolution", dtype);
+    cudaStream_t s = ct_stream_handle(stream);
+    size_t es = ct_dtype_size(dtype);
+    int64_t out_elems = pass == CT_CUDA_CONV_FORWARD         ? g->N * g->O * g->oH * g->oW
+                        : pass == CT_CUDA_CONV_BACKWARD_DATA ? g->N * g->C * g->H * g->W
+                                                             : g->O * (g->C / g->groups) * g->kH * g->kW;
+    if (out_elems == 0)
+        return CT_OK;
+    int device = device_of(stream);
+    device_guard guard(device);
+    if (device < 0 || !guard.ok)
+        return ct_last_error();
+    // Nothing to sum over (an empty batch or no channels on the other side): zeros.
+    if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0)
+        return CT_CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)out_elems * es, s)) ? CT_OK : ct_last_error();
+    cudnnHandle_t h = handle_for(stream, device);
+    if (!h)
+        return ct_last_error();
+    algo_choice choice;
+    ct_status st = choose(pass, dtype, g, deterministic, device, h, &choice);
+    if (st != CT_OK)
+        return st;
+    if (choice.workspace > workspace_bytes)
+        return ct__set_error(CT_ERR_INTERNAL, "ct_cuda_conv2d: workspace of %zu bytes, %zu needed", workspace_bytes,
+                             choice.workspace);
+    conv_descs d;
+    if ((st = descs_make(&d, dtype, g)) != CT_OK)
+        return st;
+    const float one = 1.0f, zero = 0.0f; // the scaling factors of float-compute convolutions
+    bool ok = CT_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, choice.math));
+    if (ok && pass == CT_CUDA_CONV_FORWARD)
+        ok = CT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, a, d.w, b, d.conv,
+                                                    (cudnnConvolutionFwdAlgo_t)choice.algo, workspace, choice.workspace,
+                                                    &zero, d.y, out));
+    else if (ok && pass == CT_CUDA_CONV_BACKWARD_DATA)
+        ok = CT_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d.w, b, d.y, a, d.conv,
+                                                         (cudnnConvolutionBwdDataAlgo_t)choice.algo, workspace,
+                                                         choice.workspace, &zero, d.x, out));
+    else if (ok)
+        ok = CT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, d.x, a, d.y, b, d.conv,
+                                                           (cudnnConvolutionBwdFilterAlgo_t)choice.algo, workspace,
+                                                           choice.workspace, &zero, d.w, out));
+    descs_free(&d);
+    return ok ? CT_OK : ct_last_error();
+}
+
+// Call the F32 / F16 / BF16 instance of a templated launch.
+#define DISPATCH_FLOAT(dtype, T, what, ...)                                                                            \
+    switch (dtype) {                                                                                                   \
+    case CT_F32: {                                                                                                     \
+        typedef float T;                                                                                               \
+        __VA_ARGS__;                                                                                                   \
+    } break;                                                                                                           \
+    case CT_F16: {                                                                                                     \
+        typedef __half T;                                                                                              \
+        __VA_ARGS__;                                                                                                   \
+    } break;                                                                                                           \
+    case CT_BF16: {                                                                                                    \
+        typedef __nv_bfloat16 T;                                                                                       \
+        __VA_ARGS__;                                                                                                   \
+    } break;                                                                                                           \
+    default: return unsupported(what, dtype);                                                                          \
+    }
+
+// ---- bias --------------------------------------------------------------------------------
+
+// One block per channel: each thread sums a fixed stride of the channel's N * L elements,
+// then a fixed tree in shared memory.
+template <typename T> __global__ void channel_sum_kernel(int64_t N, int64_t C, int64_t L, const T *t, T *out) {
+    __shared__ double partial[THREADS];
+    int64_t c = blockIdx.x;
+    double sum = 0;
+    for (int64_t i = threadIdx.x; i < N * L; i += blockDim.x)
+        sum += ct_to_double<T>(t[(i / L * C + c) * L + i % L]);
+    partial[threadIdx.x] = sum;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half)
+            partial[threadIdx.x] += partial[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        out[c] = ct_from_double<T>(partial[0]);
+}
+
+template <typename T> __global__ void add_bias_kernel(int64_t n, int64_t C, int64_t L, T *y, const T *bias) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x)
+        y[i] = ct_from_double<T>(ct_to_double<T>(y[i]) + ct_to_double<T>(bias[i / L % C]));
+}
+
+extern "C" ct_status ct_cuda_conv2d_channel_sum(ct_dtype dtype, int64_t N, int64_t C, int64_t L, const void *t,
+                                                void *out, ct_stream *stream) {
+    if (C == 0)
+        return CT_OK;
+    cudaStream_t s = ct_stream_handle(stream);
+    if (C > INT32_MAX)
+        return ct__set_error(CT_ERR_UNSUPPORTED, "bias gradient: %lld channels are too many", (long long)C);
+    DISPATCH_FLOAT(dtype, T, "bias gradient",
+                   channel_sum_kernel<T><<<(unsigned)C, THREADS, 0, s>>>(N, C, L, (const T *)t, (T *)out));
+    return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
+}
+
+extern "C" ct_status ct_cuda_conv2d_add_bias(ct_dtype dtype, int64_t N, int64_t C, int64_t L, void *y, const void *bias,
+                                             ct_stream *stream) {
+    int64_t n = N * C * L;
+    if (n == 0)
+        return CT_OK;
+    cudaStream_t s = ct_stream_handle(stream);
+    DISPATCH_FLOAT(dtype, T, "bias",
+                   add_bias_kernel<T><<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(n, C, L, (T *)y, (const T *)bias));
+    return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
+}
+
+// ---- pooling --------------------------------------------------------------------------------
+
+// floor(a / b) and ceil(a / b) for b > 0.
+__device__ __forceinline__ int64_t div_floor(int64_t a, int64_t b) {
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+__device__ __forceinline__ int64_t div_ceil(int64_t a, int64_t b) {
+    return -div_floor(-a, b);
+}
+
+// The outputs (oh) whose window covers input row ih: a window starts at oh * stride - pad
+// and spans (k - 1) * dilation + 1 rows. [*lo, *hi) clipped to [0, out).
+__device__ __forceinline__ void covering(int64_t i, int64_t out, int64_t k, int64_t stride, int64_t pad,
+                                         int64_t dilation, int64_t *lo, int64_t *hi) {
+    int64_t first = div_ceil(i + pad - (k - 1) * dilation, stride), last = div_floor(i + pad, stride);
+    *lo = first > 0 ? first : 0;
+    *hi = last + 1 < out ? last + 1 : out;
+}
+
+template <typename T> __global__ void max_pool_kernel(ct_pool2d_geom g, int64_t n, const T *x, T *y, int32_t *indices) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
+        int64_t ow = i % g.oW, oh = i / g.oW % g.oH, plane = i / (g.oW * g.oH);
+        const T *xp = x + plane * g.H * g.W;
+        int64_t ih0 = oh * g.stride_h - g.pad_h, iw0 = ow * g.stride_w - g.pad_w;
+        int64_t ih1 = ih0 + (g.kH - 1) * g.dilation_h + 1, iw1 = iw0 + (g.kW - 1) * g.dilation_w + 1;
+        ih1 = ih1 < g.H ? ih1 : g.H;
+        iw1 = iw1 < g.W ? iw1 : g.W;
+        while (ih0 < 0)
+            ih0 += g.dilation_h;
+        while (iw0 < 0)
+            iw0 += g.dilation_w;
+        int64_t best_at = ih0 * g.W + iw0;
+        double best = -INFINITY;
+        for (int64_t ih = ih0; ih < ih1; ih += g.dilation_h)
+            for (int64_t iw = iw0; iw < iw1; iw += g.dilation_w) {
+                double v = ct_to_double<T>(xp[ih * g.W + iw]);
+                if (v > best || isnan(v)) {
+                    best = v;
+                    best_at = ih * g.W + iw;
+                }
+            }
+        y[i] = ct_from_double<T>(best);
+        if (indices)
+            indices[i] = (int32_t)best_at;
+    }
+}
+
+// gx at each input element: the sum of gy over the windows whose maximum it is.
+template <typename T>
+__global__ void max_pool_backward_kernel(ct_pool2d_geom g, int64_t n, const T *gy, const int32_t *indices, T *gx) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
+        int64_t iw = i % g.W, ih = i / g.W % g.H, plane = i / (g.W * g.H), at = ih * g.W + iw;
+        int64_t oh0, oh1, ow0, ow1;
+        covering(ih, g.oH, g.kH, g.stride_h, g.pad_h, g.dilation_h, &oh0, &oh1);
+        covering(iw, g.oW, g.kW, g.stride_w, g.pad_w, g.dilation_w, &ow0, &ow1);
+        double sum = 0;
+        for (int64_t oh = oh0; oh < oh1; oh++)
+            for (int64_t ow = ow0; ow < ow1; ow++) {
+                int64_t o = (plane * g.oH + oh) * g.oW + ow;
+                if (indices[o] == at)
+                    sum += ct_to_double<T>(gy[o]);
+            }
+        gx[i] = ct_from_double<T>(sum);
+    }
+}
+
+// The input rows [*h0, *h1) and columns [*w0, *w1) of average window (oh, ow) and its
+// divisor (0 for a window with no input element), as avg_window in kernels/cpu/pool.c.
+__device__ __forceinline__ double avg_window(const ct_pool2d_geom &g, int64_t oh, int64_t ow, int64_t *h0, int64_t *h1,
+                                             int64_t *w0, int64_t *w1) {
+    int64_t ih0 = oh * g.stride_h - g.pad_h, iw0 = ow * g.stride_w - g.pad_w;
+    int64_t ih1 = ih0 + g.kH, iw1 = iw0 + g.kW;
+    if (ih1 > g.H + g.pad_h)
+        ih1 = g.H + g.pad_h;
+    if (iw1 > g.W + g.pad_w)
+        iw1 = g.W + g.pad_w;
+    int64_t padded_size = (ih1 - ih0) * (iw1 - iw0);
+    *h0 = ih0 > 0 ? ih0 : 0;
+    *w0 = iw0 > 0 ? iw0 : 0;
+    *h1 = ih1 < g.H ? ih1 : g.H;
+    *w1 = iw1 < g.W ? iw1 : g.W;
+    if (*h0 >= *h1 || *w0 >= *w1)
+        return 0;
+    return (double)(g.count_include_pad ? padded_size : (*h1 - *h0) * (*w1 - *w0));
+}
+
+template <typename T> __global__ void avg_pool_kernel(ct_pool2d_geom g, int64_t n, const T *x, T *y) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
+        int64_t ow = i % g.oW, oh = i / g.oW % g.oH, plane = i / (g.oW * g.oH);
+        const T *xp = x + plane * g.H * g.W;
+        int64_t h0, h1, w0, w1;
+        double divisor = avg_window(g, oh, ow, &h0, &h1, &w0, &w1), sum = 0;
+        for (int64_t ih = h0; ih < h1; ih++)
+            for (int64_t iw = w0; iw < w1; iw++)
+                sum += ct_to_double<T>(xp[ih * g.W + iw]);
+        y[i] = ct_from_double<T>(divisor > 0 ? sum / divisor : 0);
+    }
+}
+
+template <typename T> __global__ void avg_pool_backward_kernel(ct_pool2d_geom g, int64_t n, const T *gy, T *gx) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
+        int64_t iw = i % g.W, ih = i / g.W % g.H, plane = i / (g.W * g.H);
+        int64_t oh0, oh1, ow0, ow1;
+        covering(ih, g.oH, g.kH, g.stride_h, g.pad_h, 1, &oh0, &oh1);
+        covering(iw, g.oW, g.kW, g.stride_w, g.pad_w, 1, &ow0, &ow1);
+        double sum = 0;
+        for (int64_t oh = oh0; oh < oh1; oh++)
+            for (int64_t ow = ow0; ow < ow1; ow++) {
+                int64_t h0, h1, w0, w1;
+                double divisor = avg_window(g, oh, ow, &h0, &h1, &w0, &w1);
+                if (divisor > 0 && ih >= h0 && ih < h1 && iw >= w0 && iw < w1)
+                    sum += ct_to_double<T>(gy[(plane * g.oH + oh) * g.oW + ow]) / divisor;
+            }
+        gx[i] = ct_from_double<T>(sum);
+    }
+}
+
+extern "C" ct_status ct_cuda_max_pool2d_forward(ct_dtype dtype, const ct_pool2d_geom *g, const void *x, void *y,
+                                                int32_t *indices, ct_stream *stream) {
+    int64_t n = g->N * g->C * g->oH * g->oW;
+    if (n == 0)
+        return CT_OK;
+    cudaStream_t s = ct_stream_handle(stream);
+    DISPATCH_FLOAT(dtype, T, "ct_max_pool2d",
+                   max_pool_kernel<T>
+                   <<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(*g, n, (const T *)x, (T *)y, indices));
+    return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
+}
+
+extern "C" ct_status ct_cuda_max_pool2d_backward(ct_dtype dtype, const ct_pool2d_geom *g, const void *gy,
+                                                 const int32_t *indices, void *gx, ct_stream *stream) {
+    int64_t n = g->N * g->C * g->H * g->W;
+    if (n == 0)
+        return CT_OK;
+    cudaStream_t s = ct_stream_handle(stream);
+    DISPATCH_FLOAT(dtype, T, "ct_max_pool2d",
+                   max_pool_backward_kernel<T>
+                   <<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(*g, n, (const T *)gy, indices, (T *)gx));
+    return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
+}
+
+extern "C" ct_status ct_cuda_avg_pool2d_forward(ct_dtype dtype, const ct_pool2d_geom *g, const void *x, void *y,
+                                                ct_stream *stream) {
+    int64_t n = g->N * g->C * g->oH * g->oW;
+    if (n == 0)
+        return CT_OK;
+    cudaStream_t s = ct_stream_handle(stream);
+    DISPATCH_FLOAT(dtype, T, "ct_avg_pool2d",
+                   avg_pool_kernel<T><<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(*g, n, (const T *)x, (T *)y));
+    return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
+}
+
+extern "C" ct_status ct_cuda_avg_pool2d_backward(ct_dtype dtype, const ct_pool2d_geom *g, const void *gy, void *gx,
+                                                 ct_stream *stream) {
+    int64_t n = g->N * g->C * g->H * g->W;
+    if (n == 0)
+        return CT_OK;
+    cudaStream_t s = ct_stream_handle(stream);
+    DISPATCH_FLOAT(dtype, T, "ct_avg_pool2d",
+                   avg_pool_backward_kernel<T>
+                   <<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(*g, n, (const T *)gy, (T *)gx));
+    return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
+}
