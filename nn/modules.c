@@ -282,8 +282,13 @@ ct_module *ct_sequential(int n, ct_module **modules) {
     if (!(seq = ct_module_create(&sequential_vt, NULL)))
         goto fail;
     for (; taken < n; taken++)
-        if (ct_sequential_append(seq, modules[taken]) != CT_OK)
+        if (ct_sequential_append(seq, modules[taken]) != CT_OK) {
+            /* With fresh names, adoption fails only for a module that already has a parent
+             * (CT_ERR_VALUE): that one stays its parent's, the others are ours to free. */
+            if (ct_last_error() == CT_ERR_VALUE)
+                taken++;
             goto fail;
+        }
     return seq;
 fail:
     ct_module_free(seq);

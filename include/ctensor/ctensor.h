@@ -15,6 +15,8 @@
 #include "nnops.h"
 #include "loss.h"
 #include "nn.h"
+#include "modules.h"
+#include "init.h"
 #include "optim.h"
 #include "data.h"
 #include "metrics.h"
