@@ -1,7 +1,9 @@
 /* Storage: reference-counted buffers on a device. Host memory is 64-byte aligned (2 MiB for
  * large buffers). */
+#include "runtime/allocator.h"
 #include "runtime/internal.h"
 
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -37,6 +39,70 @@ void *ct__host_alloc(size_t nbytes) {
 
 void ct__host_free(void *p) { free(p); }
 
+/* ---- the host cache ---------------------------------------------------------------------
+ * CPU tensors get their memory from the caching allocator engine (runtime/allocator.h) over
+ * plain host memory, one stream. A training step allocates and frees the same large
+ * activation buffers every iteration; fresh buffers from the system cost a page fault and a
+ * zeroed page per 4 KiB on first touch (a quarter of a CPU training step of the Fashion-MNIST
+ * CNN before this cache), cached ones cost nothing. ct_cpu_empty_cache() gives the memory
+ * back. CT_CPU_CACHE=0 turns the cache off, and sanitizer builds never use it, so that
+ * AddressSanitizer sees every buffer on its own. */
+
+static ct_status host_segment_alloc(void *ctx, size_t bytes, void **ptr) {
+    size_t align = bytes >= HUGE_PAGE_BYTES ? HUGE_PAGE_BYTES : 4096;
+    if (posix_memalign(ptr, align, bytes) != 0)
+        return CT_ERR_MEMORY;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= HUGE_PAGE_BYTES)
+        madvise(*ptr, bytes & ~(HUGE_PAGE_BYTES - 1), MADV_HUGEPAGE); /* advice: a failure is harmless */
+#endif
+    return CT_OK;
+}
+
+static void host_segment_free(void *ctx, void *ptr, size_t bytes) { free(ptr); }
+
+static ct_allocator *host_cache;
+static pthread_once_t host_cache_once = PTHREAD_ONCE_INIT;
+
+static void host_cache_init(void) {
+#ifndef CT_SANITIZE_BUILD
+    const char *env = getenv("CT_CPU_CACHE");
+    if (env && strcmp(env, "0") == 0)
+        return;
+    static const ct_segment_provider provider = {"host memory", host_segment_alloc, host_segment_free,
+                                                 NULL, NULL, NULL, NULL};
+    host_cache = ct_allocator_create(&provider, NULL);
+#endif
+}
+
+static void *cpu_storage_alloc(size_t nbytes) {
+    pthread_once(&host_cache_once, host_cache_init);
+    return host_cache ? ct_allocator_malloc(host_cache, nbytes, 0) : ct__host_alloc(nbytes);
+}
+
+static void cpu_storage_free(void *ptr) {
+    if (host_cache)
+        ct_allocator_free(host_cache, ptr);
+    else
+        ct__host_free(ptr);
+}
+
+void ct_cpu_empty_cache(void) {
+    pthread_once(&host_cache_once, host_cache_init);
+    if (host_cache)
+        ct_allocator_empty_cache(host_cache);
+}
+
+ct_status ct_cpu_memory_stats(ct_memory_stats *out) {
+    if (!out)
+        return ct__null_arg("ct_cpu_memory_stats", "out");
+    pthread_once(&host_cache_once, host_cache_init);
+    memset(out, 0, sizeof *out);
+    if (host_cache)
+        ct_allocator_stats(host_cache, out);
+    return CT_OK;
+}
+
 ct_storage *ct__storage_new(size_t nbytes, ct_device device) {
     ct_storage *s = malloc(sizeof *s);
     if (!s) {
@@ -48,7 +114,7 @@ ct_storage *ct__storage_new(size_t nbytes, ct_device device) {
     s->device = device;
     s->nbytes = nbytes;
     if (device.type == CT_DEVICE_CPU) {
-        s->data = ct__host_alloc(nbytes);
+        s->data = cpu_storage_alloc(nbytes);
     } else {
 #ifdef CT_HAVE_CUDA
         s->data = ct__cuda_storage_alloc(nbytes, device.index);
@@ -69,7 +135,7 @@ void ct__storage_release(ct_storage *s) {
     if (!s || atomic_fetch_sub(&s->refcount, 1) != 1)
         return;
     if (s->device.type == CT_DEVICE_CPU) {
-        ct__host_free(s->data);
+        cpu_storage_free(s->data);
     } else {
 #ifdef CT_HAVE_CUDA
         ct__cuda_storage_free(s->data, s->device.index);

@@ -52,6 +52,12 @@ ct_status ct_cuda_reset_peak_stats(int device);
  * every device, and empty the pinned host cache the same way. Blocks still waiting for
  * work on other streams stay. */
 void ct_cuda_empty_cache(void);
+
+/* CPU tensors are cached the same way (one pool of host memory, no streams): the counters,
+ * and giving cached memory back to the system. CT_CPU_CACHE=0 in the environment turns
+ * the host cache off (every buffer then comes from malloc). */
+ct_status ct_cpu_memory_stats(ct_memory_stats *out);
+void ct_cpu_empty_cache(void);
 /* Cap the bytes cuda:`device`'s allocator reserves (0 removes the cap). An allocation that
  * would go over it first releases cached segments, then fails with CT_ERR_MEMORY. Cached
  * segments are released at once when the reserve is already over the new cap. The
