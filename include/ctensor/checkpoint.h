@@ -15,6 +15,7 @@
 #define CTENSOR_CHECKPOINT_H
 
 #include "nn.h"
+#include "optim.h"
 #include "types.h"
 
 #ifdef __cplusplus
@@ -67,6 +68,19 @@ ct_status ct_module_load(ct_module *m, const char *path, const ct_load_opts *opt
 /* The same from an already loaded file (e.g. one that also holds optimizer state). */
 ct_status ct_module_load_from(ct_module *m, const ct_safetensors *f, const char *name_prefix, const ct_load_opts *opts,
                               ct_load_report *report);
+
+/* ---- training checkpoints ------------------------------------------------------------- */
+
+/* One file for resuming training: the model's state under "model.<path>", the optimizer's
+ * state tensors under "optim.<name>" (optim may be NULL), and in the metadata the
+ * optimizer's hyper-parameters, the schedule's state (schedule may be NULL), the epoch and
+ * `meta` pairs. Written atomically like every safetensors file. */
+ct_status ct_checkpoint_save(const char *path, const ct_module *model, const ct_optim *optim,
+                             const ct_lr_schedule *schedule, int64_t epoch);
+/* Restore what ct_checkpoint_save wrote (strictly: names, shapes and dtypes must match;
+ * every mismatch is listed). `epoch` (may be NULL) receives the saved epoch. */
+ct_status ct_checkpoint_load(const char *path, ct_module *model, ct_optim *optim, ct_lr_schedule *schedule,
+                             int64_t *epoch);
 
 #ifdef __cplusplus
 }
