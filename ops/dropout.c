@@ -2,9 +2,22 @@
  *
  * The mask is never stored: the node records the (seed, offset) the forward drew from, and
  * backward regenerates the same decisions (one Philox block per four elements is cheaper
- * than reading a byte mask back on both backends, and saves N bytes per activation). */
+ * than reading a byte mask back on both backends, and saves N bytes per activation). The CPU
+ * (kernels/cpu/dropout.c) and CUDA (kernels/cuda/dropout.cu) kernels drop the same elements. */
 #include "runtime/internal.h"
 #include "kernels/cpu/dropout.h"
+
+/* out = in * scale where the Philox stream at (seed, offset) keeps the element, else 0; both
+ * contiguous, on one device. */
+static ct_status apply_mask(const ct_tensor *in, ct_tensor *out, uint64_t seed, uint64_t offset, double keep,
+                            double scale) {
+    int64_t n = ct__numel(in->ndim, in->shape);
+    if (in->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(
+            ct_cuda_dropout(in->dtype, n, ct__data(in), ct__data(out), seed, offset, keep, scale, ct__stream_for(in)));
+    ct_cpu_dropout(in->dtype, n, ct__data(in), ct__data(out), seed, offset, keep, scale);
+    return CT_OK;
+}
 
 /* iargs[0] seed, iargs[1] offset (bit patterns of the uint64 values); dargs[0] keep
  * probability, dargs[1] scale. iargs[2] = 1 for the p == 1 case (gradient 0). */
@@ -18,12 +31,8 @@ static ct_status dropout_backward(ct_node *node, ct_tensor **gout, ct_tensor **g
     ct_tensor *dx = gc ? ct__new(g->dtype, g->device, g->ndim, g->shape) : NULL;
     if (!dx)
         return ct_last_error();
-    if (!ct__require_cpu(node->name, g))
-        return ct_last_error();
-    ct_cpu_dropout(g->dtype, ct__numel(g->ndim, g->shape), ct__data(gc), ct__data(dx), (uint64_t)node->iargs[0],
-                   (uint64_t)node->iargs[1], node->dargs[0], node->dargs[1]);
     gin[0] = dx;
-    return CT_OK;
+    return apply_mask(gc, dx, (uint64_t)node->iargs[0], (uint64_t)node->iargs[1], node->dargs[0], node->dargs[1]);
 }
 
 static ct_status identity_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
@@ -56,8 +65,6 @@ ct_tensor *ct_dropout(const ct_tensor *x, double p, bool training) {
             node->iargs[2] = 1;
         return out;
     }
-    if (!ct__require_cpu(op, x))
-        return NULL;
     int64_t n = ct__numel(x->ndim, x->shape);
     ct_tensor *xc = ct__is_contiguous(x) ? (ct_tensor *)x : NULL;
     if (!xc) {
@@ -73,9 +80,13 @@ ct_tensor *ct_dropout(const ct_tensor *x, double p, bool training) {
     }
     uint64_t seed, offset = ct__philox_reserve((uint64_t)n, &seed);
     double keep = 1.0 - p, scale = 1.0 / keep;
-    ct_cpu_dropout(x->dtype, n, ct__data(xc), ct__data(out), seed, offset, keep, scale);
+    ct_status st = apply_mask(xc, out, seed, offset, keep, scale);
     if (xc != x)
         ct_tensor_free(xc);
+    if (st != CT_OK) {
+        ct_tensor_free(out);
+        return NULL;
+    }
     ct_node *node = ct__record(op, dropout_backward, out, 1, (const ct_tensor *const[]){x});
     if (node) {
         node->iargs[0] = (int64_t)seed;

@@ -134,39 +134,77 @@ static bool check_class_inputs(const char *op, const ct_tensor *input, const ct_
     return true;
 }
 
-/* Every target in [0, C) or equal to ignore_index (targets contiguous, on the host). */
-static bool check_target_values(const char *op, const int32_t *t, int64_t n, int64_t C, int ignore_index) {
-    for (int64_t i = 0; i < n; i++)
-        if (t[i] != ignore_index && (t[i] < 0 || t[i] >= C)) {
-            ct__set_error(CT_ERR_DIM,
-                          "%s: target %d (sample %lld) is out of range for %lld classes and is not ignore_index %d", op,
-                          (int)t[i], (long long)i, (long long)C, ignore_index);
+/* The first target outside [0, C) that is not ignore_index (targets contiguous; on CUDA a
+ * kernel whose answer is read back, so the op synchronizes its stream once). */
+static bool check_target_values(const char *op, const ct_tensor *targets, int64_t n, int64_t C, int ignore_index) {
+    bool found = false;
+    int32_t bad = 0;
+    int64_t position = 0;
+    if (targets->device.type == CT_DEVICE_CUDA) {
+        ct_tensor *scratch = ct__new(CT_I32, targets->device, 1, (const int64_t[]){2}); /* 8 bytes */
+        ct_status st =
+            scratch
+                ? CT_ON_CUDA(ct_cuda_class_targets_find_bad(n, ct__data(targets), C, ignore_index, ct__data(scratch),
+                                                            &found, &bad, &position, ct__stream_for(targets)))
+                : ct_last_error();
+        ct_tensor_free(scratch);
+        if (st != CT_OK)
             return false;
-        }
-    return true;
+    } else {
+        const int32_t *t = ct__data(targets);
+        for (int64_t i = 0; i < n && !found; i++)
+            if (t[i] != ignore_index && (t[i] < 0 || t[i] >= C)) {
+                found = true;
+                bad = t[i];
+                position = i;
+            }
+    }
+    if (found)
+        ct__set_error(CT_ERR_DIM,
+                      "%s: target %d (sample %lld) is out of range for %lld classes and is not ignore_index %d", op,
+                      (int)bad, (long long)position, (long long)C, ignore_index);
+    return !found;
 }
 
-/* The node's ctx: the class weights as doubles (has_weight), the divisor of MEAN. */
+/* The node's ctx on the CPU: the class weights as doubles and the divisor of MEAN (the sum
+ * of the weights of the targets that are not ignored). On CUDA both stay on the device, as
+ * saved tensors. */
 typedef struct class_ctx {
     double divisor;
     bool has_weight;
     double weight[];
 } class_ctx;
 
-/* Saved: 0 input (contiguous), 1 targets (contiguous), 2 log-sum-exp (cross-entropy).
- * iargs: 0 cross-entropy?, 1 ignore_index, 2 reduction, 3..5 N, C, K; dargs[0] smoothing. */
-static ct_status class_loss_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+/* What a classification loss's backward reads: iargs 0 cross-entropy?, 1 ignore_index,
+ * 2 reduction, 3..5 N, C, K, 6 has weight; dargs[0] smoothing. Saved: 0 input, 1 targets
+ * (both contiguous), then the log-sum-exp (cross-entropy), then on CUDA the F32 class
+ * weights (when given) and the divisor (MEAN). */
+typedef struct class_saved {
+    ct_tensor *x, *t, *lse, *weight, *divisor;
+} class_saved;
+
+static bool load_saved(ct_node *node, class_saved *sv) {
+    bool ce = node->iargs[0], cuda = node->device.type == CT_DEVICE_CUDA;
+    int k = 0;
+    memset(sv, 0, sizeof *sv);
+    sv->x = ct__node_saved(node, k++);
+    sv->t = ct__node_saved(node, k++);
+    if (ce)
+        sv->lse = ct__node_saved(node, k++);
+    if (cuda && node->iargs[6])
+        sv->weight = ct__node_saved(node, k++);
+    if (cuda && node->iargs[2] == CT_REDUCTION_MEAN)
+        sv->divisor = ct__node_saved(node, k++);
+    return sv->x && sv->t && (!ce || sv->lse) && (!cuda || !node->iargs[6] || sv->weight) &&
+           (!cuda || node->iargs[2] != CT_REDUCTION_MEAN || sv->divisor);
+}
+
+static ct_status class_backward_cpu(ct_node *node, const class_saved *sv, const ct_tensor *g, ct_tensor *dx) {
     bool ce = node->iargs[0];
     int ignore = (int)node->iargs[1];
     ct_reduction r = (ct_reduction)node->iargs[2];
     int64_t N = node->iargs[3], C = node->iargs[4], K = node->iargs[5];
     const class_ctx *cc = node->ctx;
-    ct_tensor *x = ct__node_saved(node, 0), *t = ct__node_saved(node, 1), *lse = ce ? ct__node_saved(node, 2) : NULL;
-    if (!x || !t || (ce && !lse))
-        return ct_last_error();
-    if (!ct__require_cpu(node->name, x))
-        return ct_last_error();
-    ct_tensor *g = gout[0];
     double *gs = malloc(sizeof(double) * (size_t)(N * K > 0 ? N * K : 1));
     if (!gs)
         return ct__set_error(CT_ERR_MEMORY, "%s backward: out of host memory", node->name);
@@ -179,16 +217,126 @@ static ct_status class_loss_backward(ct_node *node, ct_tensor **gout, ct_tensor 
         for (int64_t s = 0; s < N * K; s++)
             gs[s] = v;
     }
-    ct_tensor *dx = ct__new(x->dtype, x->device, x->ndim, x->shape);
     const double *w = cc->has_weight ? cc->weight : NULL;
-    if (dx && ce)
-        ct_cpu_cross_entropy_backward(x->dtype, N, C, K, ct__data(x), ct__data(t), w, ignore, node->dargs[0],
-                                      ct__data(lse), gs, ct__data(dx));
-    else if (dx)
-        ct_cpu_nll_backward(x->dtype, N, C, K, ct__data(t), w, ignore, gs, ct__data(dx));
+    if (ce)
+        ct_cpu_cross_entropy_backward(dx->dtype, N, C, K, ct__data(sv->x), ct__data(sv->t), w, ignore, node->dargs[0],
+                                      ct__data(sv->lse), gs, ct__data(dx));
+    else
+        ct_cpu_nll_backward(dx->dtype, N, C, K, ct__data(sv->t), w, ignore, gs, ct__data(dx));
     free(gs);
+    return CT_OK;
+}
+
+static ct_status class_backward_cuda(ct_node *node, const class_saved *sv, ct_tensor *g, ct_tensor *dx) {
+    bool ce = node->iargs[0];
+    int ignore = (int)node->iargs[1];
+    ct_reduction r = (ct_reduction)node->iargs[2];
+    int64_t N = node->iargs[3], C = node->iargs[4], K = node->iargs[5];
+    ct_tensor *gc = r == CT_REDUCTION_NONE ? ct_contiguous(g) : g;
+    if (!gc)
+        return ct_last_error();
+    const float *w = sv->weight ? ct__data(sv->weight) : NULL, *divisor = sv->divisor ? ct__data(sv->divisor) : NULL;
+    int64_t g_stride = r == CT_REDUCTION_NONE ? 1 : 0;
+    if (ce)
+        return CT_ON_CUDA(ct_cuda_cross_entropy_backward(dx->dtype, N, C, K, ct__data(sv->x), ct__data(sv->t), w,
+                                                         ignore, node->dargs[0], ct__data(sv->lse), ct__data(gc),
+                                                         g_stride, divisor, ct__data(dx), ct__stream_for(dx)));
+    return CT_ON_CUDA(ct_cuda_nll_backward(dx->dtype, N, C, K, ct__data(sv->t), w, ignore, ct__data(gc), g_stride,
+                                           divisor, ct__data(dx), ct__stream_for(dx)));
+}
+
+static ct_status class_loss_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
+    class_saved sv;
+    if (!load_saved(node, &sv))
+        return ct_last_error();
+    ct_tensor *dx = ct__new(sv.x->dtype, sv.x->device, sv.x->ndim, sv.x->shape);
+    if (!dx)
+        return ct_last_error();
     gin[0] = dx;
-    return dx ? CT_OK : ct_last_error();
+    if (dx->device.type == CT_DEVICE_CUDA)
+        return class_backward_cuda(node, &sv, gout[0], dx);
+    return class_backward_cpu(node, &sv, gout[0], dx);
+}
+
+/* The forward of a classification loss on one device: the result, and the tensors the node
+ * keeps (lse; on CUDA the F32 weights and the divisor), which the caller releases. */
+typedef struct class_forward {
+    ct_tensor *out, *lse, *weight, *divisor;
+} class_forward;
+
+static ct_status class_forward_cpu(bool ce, const ct_tensor *xc, const ct_tensor *tc, const ct_tensor *weight,
+                                   int ignore_index, ct_reduction reduction, double smoothing,
+                                   const class_geometry *geo, class_ctx *cc, class_forward *f) {
+    int64_t N = geo->N, C = geo->C, K = geo->K, n = N * K;
+    double *loss = malloc(sizeof(double) * (size_t)(n ? n : 1)), *tw = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    f->lse = ce ? ct__new(CT_F64, CT_CPU, 1, &n) : NULL;
+    ct_status st = CT_OK;
+    if (!loss || !tw)
+        st = ct__set_error(CT_ERR_MEMORY, "out of host memory for %lld samples", (long long)n);
+    else if (ce && !f->lse)
+        st = ct_last_error();
+    if (st == CT_OK) {
+        const double *w = weight ? cc->weight : NULL;
+        if (ce)
+            ct_cpu_cross_entropy_forward(xc->dtype, N, C, K, ct__data(xc), ct__data(tc), w, ignore_index, smoothing,
+                                         ct__data(f->lse), loss, tw);
+        else
+            ct_cpu_nll_forward(xc->dtype, N, C, K, ct__data(xc), ct__data(tc), w, ignore_index, loss, tw);
+        double total = 0, divisor = 0;
+        for (int64_t s = 0; s < n; s++) {
+            total += loss[s];
+            divisor += tw[s];
+        }
+        cc->divisor = divisor;
+        f->out = result_of(reduction, total, divisor, loss, xc->dtype, geo->ndim, geo->shape);
+        st = f->out ? CT_OK : ct_last_error();
+    }
+    free(loss);
+    free(tw);
+    return st;
+}
+
+static ct_status class_forward_cuda(bool ce, const ct_tensor *xc, const ct_tensor *tc, const ct_tensor *weight,
+                                    int ignore_index, ct_reduction reduction, double smoothing,
+                                    const class_geometry *geo, class_forward *f) {
+    int64_t N = geo->N, C = geo->C, K = geo->K, n = N * K, ws_size = 2 * CT_CUDA_LOSS_BLOCKS;
+    ct_device dev = xc->device;
+    ct_stream *stream = ct__stream_for(xc);
+    if (weight) {
+        ct_no_grad_begin();
+        f->weight = ct_contiguous(ct_cast(weight, CT_F32));
+        ct_no_grad_end();
+        if (!f->weight)
+            return ct_last_error();
+    }
+    f->lse = ce ? ct__new(CT_F32, dev, 1, &n) : NULL;
+    ct_tensor *loss = ct__new(CT_F32, dev, geo->ndim, geo->shape), *tw = ct__new(CT_F32, dev, 1, &n);
+    ct_status st = (ce && !f->lse) || !loss || !tw ? ct_last_error() : CT_OK;
+    const float *w = f->weight ? ct__data(f->weight) : NULL;
+    if (st == CT_OK)
+        st = ce ? CT_ON_CUDA(ct_cuda_cross_entropy_forward(xc->dtype, N, C, K, ct__data(xc), ct__data(tc), w,
+                                                           ignore_index, smoothing, ct__data(f->lse), ct__data(loss),
+                                                           ct__data(tw), stream))
+                : CT_ON_CUDA(ct_cuda_nll_forward(xc->dtype, N, C, K, ct__data(xc), ct__data(tc), w, ignore_index,
+                                                 ct__data(loss), ct__data(tw), stream));
+    if (st == CT_OK && reduction == CT_REDUCTION_NONE) {
+        f->out = ct_cast(loss, xc->dtype);
+        st = f->out ? CT_OK : ct_last_error();
+    } else if (st == CT_OK) {
+        bool mean = reduction == CT_REDUCTION_MEAN;
+        ct_tensor *ws = ct__new(CT_F32, dev, 1, &ws_size);
+        f->out = ws ? ct__new(xc->dtype, dev, 0, NULL) : NULL;
+        f->divisor = f->out && mean ? ct__new(CT_F32, dev, 0, NULL) : NULL;
+        st = !f->out || (mean && !f->divisor)
+                 ? ct_last_error()
+                 : CT_ON_CUDA(ct_cuda_loss_sum(xc->dtype, n, ct__data(loss), mean ? ct__data(tw) : NULL, 1.0,
+                                               ct__data(f->out), mean ? ct__data(f->divisor) : NULL, ct__data(ws),
+                                               stream));
+        ct_tensor_free(ws);
+    }
+    ct_tensor_free(loss);
+    ct_tensor_free(tw);
+    return st;
 }
 
 static ct_tensor *class_loss(const char *op, bool ce, const ct_tensor *input, const ct_tensor *targets,
@@ -200,64 +348,59 @@ static ct_tensor *class_loss(const char *op, bool ce, const ct_tensor *input, co
         ct__set_error(CT_ERR_VALUE, "%s: label_smoothing must be in [0, 1], got %g", op, smoothing);
         return NULL;
     }
-    if (!ct__require_cpu(op, input))
-        return NULL;
-    int64_t N = geo.N, C = geo.C, K = geo.K, n = N * K;
+    int64_t C = geo.C, n = geo.N * geo.K;
+    bool cuda = input->device.type == CT_DEVICE_CUDA;
     ct_tensor *tc = contiguous_data(targets);
-    if (!tc || !check_target_values(op, ct__data(tc), n, C, ignore_index)) {
+    if (!tc || !check_target_values(op, tc, n, C, ignore_index)) {
         if (tc)
             release_copy(targets, tc);
         return NULL;
     }
     ct_tensor *xc = contiguous_data(input);
-    ct_tensor *lse = xc && ce ? ct__new(CT_F64, CT_CPU, 1, &n) : NULL;
-    class_ctx *cc = calloc(1, sizeof *cc + sizeof(double) * (size_t)(weight ? C : 0));
-    double *loss = malloc(sizeof(double) * (size_t)(n ? n : 1)), *tw = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    ct_tensor *out = NULL;
-    if (!cc || !loss || !tw) {
-        ct__set_error(CT_ERR_MEMORY, "%s: out of host memory", op);
-    } else if (xc && (lse || !ce)) {
+    class_ctx *cc = calloc(1, sizeof *cc + sizeof(double) * (size_t)(weight && !cuda ? C : 0));
+    class_forward f = {NULL, NULL, NULL, NULL};
+    ct_status st = !xc ? ct_last_error() : !cc ? ct__set_error(CT_ERR_MEMORY, "%s: out of host memory", op) : CT_OK;
+    if (st == CT_OK && cuda) {
+        st = class_forward_cuda(ce, xc, tc, weight, ignore_index, reduction, smoothing, &geo, &f);
+    } else if (st == CT_OK) {
         if (weight) {
             cc->has_weight = true;
             ct_cpu_copy_cast(1, &C, cc->weight, CT_F64, (int64_t[]){1}, ct__data(weight), weight->dtype,
                              weight->strides);
         }
-        const double *w = weight ? cc->weight : NULL;
-        if (ce)
-            ct_cpu_cross_entropy_forward(input->dtype, N, C, K, ct__data(xc), ct__data(tc), w, ignore_index, smoothing,
-                                         ct__data(lse), loss, tw);
-        else
-            ct_cpu_nll_forward(input->dtype, N, C, K, ct__data(xc), ct__data(tc), w, ignore_index, loss, tw);
-        double total = 0, divisor = 0;
-        for (int64_t s = 0; s < n; s++) {
-            total += loss[s];
-            divisor += tw[s];
-        }
-        cc->divisor = divisor;
-        out = result_of(reduction, total, divisor, loss, input->dtype, geo.ndim, geo.shape);
+        st = class_forward_cpu(ce, xc, tc, weight, ignore_index, reduction, smoothing, &geo, cc, &f);
     }
-    free(loss);
-    free(tw);
-    ct_node *node = ct__record(op, class_loss_backward, out, 1, (const ct_tensor *const[]){input});
+    ct_node *node =
+        st == CT_OK ? ct__record(op, class_loss_backward, f.out, 1, (const ct_tensor *const[]){input}) : NULL;
     if (node) {
         node->iargs[0] = ce;
         node->iargs[1] = ignore_index;
         node->iargs[2] = reduction;
-        node->iargs[3] = N;
+        node->iargs[3] = geo.N;
         node->iargs[4] = C;
-        node->iargs[5] = K;
+        node->iargs[5] = geo.K;
+        node->iargs[6] = weight != NULL;
         node->dargs[0] = smoothing;
         node->ctx = cc;
         cc = NULL;
         ct__node_save(node, xc);
         ct__node_save(node, tc);
-        ct__node_save(node, lse);
+        ct__node_save(node, f.lse);
+        ct__node_save(node, f.weight);
+        ct__node_save(node, f.divisor);
     }
     free(cc);
-    release_copy(input, xc);
+    if (xc)
+        release_copy(input, xc);
     release_copy(targets, tc);
-    ct_tensor_free(lse);
-    return out;
+    ct_tensor_free(f.lse);
+    ct_tensor_free(f.weight);
+    ct_tensor_free(f.divisor);
+    if (st != CT_OK) {
+        ct_tensor_free(f.out);
+        return NULL;
+    }
+    return f.out;
 }
 
 ct_tensor *ct_cross_entropy(const ct_tensor *logits, const ct_tensor *targets, const ct_cross_entropy_opts *opts) {
@@ -291,20 +434,24 @@ static ct_status pointwise_backward(ct_node *node, ct_tensor **gout, ct_tensor *
     ct_tensor *w = has_w ? ct__node_saved(node, 2) : NULL, *pw = has_pw ? ct__node_saved(node, 2 + has_w) : NULL;
     if (!x || !y || (has_w && !w) || (has_pw && !pw))
         return ct_last_error();
-    if (!ct__require_cpu(node->name, x))
-        return ct_last_error();
     ct_tensor *g = reduced ? gout[0] : contiguous_data(gout[0]);
     ct_tensor *dx = node->needs_grad[0] ? ct__new(x->dtype, x->device, x->ndim, x->shape) : NULL;
     ct_tensor *dy = node->needs_grad[1] ? ct__new(y->dtype, y->device, y->ndim, y->shape) : NULL;
     if (!g || (node->needs_grad[0] && !dx) || (node->needs_grad[1] && !dy))
         return ct_last_error();
-    ct_dtype wdtype = w ? w->dtype : (pw ? pw->dtype : x->dtype);
-    ct_cpu_pointwise_loss_backward(kind, x->dtype, ct__numel(x->ndim, x->shape), ct__data(x), ct__data(y), wdtype,
-                                   w ? ct__data(w) : NULL, pw ? ct__data(pw) : NULL, node->dargs[0], ct__data(g),
-                                   reduced ? 0 : 1, reduced ? node->dargs[1] : 1.0, dx ? ct__data(dx) : NULL,
-                                   dy ? ct__data(dy) : NULL);
     gin[0] = dx;
     gin[1] = dy;
+    ct_dtype wdtype = w ? w->dtype : (pw ? pw->dtype : x->dtype);
+    int64_t n = ct__numel(x->ndim, x->shape), g_stride = reduced ? 0 : 1;
+    double scale = reduced ? node->dargs[1] : 1.0;
+    const void *wd = w ? ct__data(w) : NULL, *pwd = pw ? ct__data(pw) : NULL;
+    void *dxd = dx ? ct__data(dx) : NULL, *dyd = dy ? ct__data(dy) : NULL;
+    if (x->device.type == CT_DEVICE_CUDA)
+        return CT_ON_CUDA(ct_cuda_pointwise_loss_backward(kind, x->dtype, n, ct__data(x), ct__data(y), wdtype, wd, pwd,
+                                                          node->dargs[0], ct__data(g), g_stride, scale, dxd, dyd,
+                                                          ct__stream_for(x)));
+    ct_cpu_pointwise_loss_backward(kind, x->dtype, n, ct__data(x), ct__data(y), wdtype, wd, pwd, node->dargs[0],
+                                   ct__data(g), g_stride, scale, dxd, dyd);
     return CT_OK;
 }
 
@@ -326,9 +473,51 @@ static ct_tensor *broadcast_constant(const char *op, const char *name, const ct_
         return NULL;
     }
     ct_no_grad_begin();
-    ct_tensor *out = ct_contiguous(ct_expand((ct_tensor *)c, x->shape, x->ndim));
+    ct_tensor *expanded = ct_expand((ct_tensor *)c, x->shape, x->ndim);
+    ct_tensor *out = ct_contiguous(expanded);
     ct_no_grad_end();
+    ct_tensor_free(expanded);
     *ok = out != NULL;
+    return out;
+}
+
+/* The loss of contiguous x and y (and w, pw): per element, or scale * the sum. */
+static ct_tensor *pointwise_forward(ct_pointwise_loss kind, const ct_tensor *x, const ct_tensor *y, const ct_tensor *w,
+                                    const ct_tensor *pw, double param, ct_reduction reduction, double scale) {
+    int64_t n = ct__numel(x->ndim, x->shape), ws_size = 2 * CT_CUDA_LOSS_BLOCKS;
+    ct_dtype wdtype = w ? w->dtype : (pw ? pw->dtype : x->dtype);
+    const void *wd = w ? ct__data(w) : NULL, *pwd = pw ? ct__data(pw) : NULL;
+    bool none = reduction == CT_REDUCTION_NONE;
+    if (x->device.type == CT_DEVICE_CPU) {
+        if (none) {
+            ct_tensor *out = ct__new(x->dtype, x->device, x->ndim, x->shape);
+            if (out)
+                ct_cpu_pointwise_loss(kind, x->dtype, n, ct__data(x), ct__data(y), wdtype, wd, pwd, param,
+                                      ct__data(out), NULL);
+            return out;
+        }
+        double total;
+        ct_cpu_pointwise_loss(kind, x->dtype, n, ct__data(x), ct__data(y), wdtype, wd, pwd, param, NULL, &total);
+        return ct_scalar(total * scale, x->dtype, x->device);
+    }
+    ct_stream *stream = ct__stream_for(x);
+    ct_tensor *out = ct__new(x->dtype, x->device, none ? x->ndim : 0, x->shape);
+    ct_tensor *values = out && !none ? ct__new(CT_F32, x->device, 1, &n) : NULL;
+    ct_tensor *ws = values ? ct__new(CT_F32, x->device, 1, &ws_size) : NULL;
+    ct_status st =
+        !out || (!none && !ws)
+            ? ct_last_error()
+            : CT_ON_CUDA(ct_cuda_pointwise_loss(kind, x->dtype, n, ct__data(x), ct__data(y), wdtype, wd, pwd, param,
+                                                none ? ct__data(out) : NULL, none ? NULL : ct__data(values), stream));
+    if (st == CT_OK && !none)
+        st = CT_ON_CUDA(
+            ct_cuda_loss_sum(x->dtype, n, ct__data(values), NULL, scale, ct__data(out), NULL, ct__data(ws), stream));
+    ct_tensor_free(values);
+    ct_tensor_free(ws);
+    if (st != CT_OK) {
+        ct_tensor_free(out);
+        return NULL;
+    }
     return out;
 }
 
@@ -345,8 +534,6 @@ static ct_tensor *pointwise_loss(const char *op, ct_pointwise_loss kind, const c
                       ct_shape_str(x), ct_shape_str(y));
         return NULL;
     }
-    if (!ct__require_cpu(op, x))
-        return NULL;
     bool ok = true;
     ct_tensor *w = broadcast_constant(op, "weight", weight, x, &ok);
     ct_tensor *pw = broadcast_constant(op, "pos_weight", pos_weight, x, &ok);
@@ -360,20 +547,8 @@ static ct_tensor *pointwise_loss(const char *op, ct_pointwise_loss kind, const c
         scale = 1.0 / (double)n;
     else if (reduction == CT_REDUCTION_BATCHMEAN && x->ndim > 0)
         scale = 1.0 / (double)x->shape[0];
-    if (yc) {
-        ct_dtype wdtype = w ? w->dtype : (pw ? pw->dtype : x->dtype);
-        const void *wd = w ? ct__data(w) : NULL, *pwd = pw ? ct__data(pw) : NULL;
-        if (reduction == CT_REDUCTION_NONE) {
-            out = ct__new(x->dtype, x->device, x->ndim, x->shape);
-            if (out)
-                ct_cpu_pointwise_loss(kind, x->dtype, n, ct__data(xc), ct__data(yc), wdtype, wd, pwd, param,
-                                      ct__data(out), NULL);
-        } else {
-            double total;
-            ct_cpu_pointwise_loss(kind, x->dtype, n, ct__data(xc), ct__data(yc), wdtype, wd, pwd, param, NULL, &total);
-            out = ct_scalar(reduction == CT_REDUCTION_SUM ? total : total * scale, x->dtype, x->device);
-        }
-    }
+    if (yc)
+        out = pointwise_forward(kind, xc, yc, w, pw, param, reduction, reduction == CT_REDUCTION_SUM ? 1.0 : scale);
     ct_node *node = ct__record(op, pointwise_backward, out, 2, (const ct_tensor *const[]){x, y});
     if (node) {
         node->iargs[0] = kind;

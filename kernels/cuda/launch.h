@@ -156,6 +156,86 @@ ct_status ct_cuda_avg_pool2d_forward(ct_dtype dtype, const struct ct_pool2d_geom
 ct_status ct_cuda_avg_pool2d_backward(ct_dtype dtype, const struct ct_pool2d_geom *g, const void *gy, void *gx,
                                       ct_stream *stream);
 
+/* norm.cu: batch norm on cuDNN (spatial mode) over x (N, C, S) contiguous (F32, F16, BF16);
+ * weight, bias, running stats and the saved statistics are F32 (C) contiguous (weight and
+ * bias required: pass ones and zeros). Training normalizes with the batch statistics, saves
+ * mean and 1/sqrt(var + eps) and, when running_mean is not NULL, blends them into the running
+ * stats with `momentum` (unbiased variance); evaluation normalizes with the running stats
+ * and saves them (as mean and 1/sqrt(var + eps)) for the backward. */
+ct_status ct_cuda_batch_norm_forward(ct_dtype dtype, int64_t N, int64_t C, int64_t S, const void *x,
+                                     const float *weight, const float *bias, float *running_mean, float *running_var,
+                                     bool training, double momentum, double eps, float *save_mean, float *save_invstd,
+                                     void *y, ct_stream *stream);
+/* norm.cu: its gradients: dx (N, C, S) of dtype, dweight and dbias F32 (C), all written.
+ * Training: cuDNN's backward; evaluation: dx = g * weight * invstd. */
+ct_status ct_cuda_batch_norm_backward(ct_dtype dtype, int64_t N, int64_t C, int64_t S, const void *x, const void *g,
+                                      const float *weight, const float *save_mean, const float *save_invstd,
+                                      bool training, double eps, void *dx, float *dweight, float *dbias,
+                                      ct_stream *stream);
+/* norm.cu: layer norm of x (R, D) contiguous over each row (F32, F16, BF16 data; F32
+ * weight and bias (D) or NULL; F32 row statistics (R)), as kernels/cpu/norm.h. The
+ * backward's dx (skipped when NULL) and parameter gradients (each skipped when NULL), the
+ * latter through `workspace`: 2 * CT_CUDA_LN_CHUNKS * D floats of device memory. */
+#define CT_CUDA_LN_CHUNKS 64
+ct_status ct_cuda_layer_norm_forward(ct_dtype dtype, int64_t R, int64_t D, const void *x, const float *weight,
+                                     const float *bias, double eps, float *mean, float *rstd, void *y,
+                                     ct_stream *stream);
+ct_status ct_cuda_layer_norm_backward(ct_dtype dtype, int64_t R, int64_t D, const void *x, const void *g,
+                                      const float *mean, const float *rstd, const float *weight, void *dx,
+                                      float *dweight, float *dbias, float *workspace, ct_stream *stream);
+
+/* dropout.cu: ct_cpu_dropout (kernels/cpu/dropout.h) on the GPU for F32, F16 and BF16, bit
+ * for bit: the same Philox words, comparisons and float products. */
+ct_status ct_cuda_dropout(ct_dtype dtype, int64_t n, const void *x, void *y, uint64_t seed, uint64_t offset,
+                          double keep_prob, double scale, ct_stream *stream);
+
+/* embedding.cu: out (n, D) contiguous = rows index[i] of weight (strides in elements, any
+ * element size); indices trusted (validate with ct_cuda_index_find_bad). The backward adds
+ * g (n, D) F32 contiguous into the zeroed F32 dweight (V, D) with atomics, skipping rows
+ * equal to padding_idx (-1: none). */
+ct_status ct_cuda_embedding_forward(size_t elem_size, int64_t n, int64_t D, const void *weight, int64_t row_stride,
+                                    int64_t col_stride, const int32_t *index, void *out, ct_stream *stream);
+ct_status ct_cuda_embedding_backward(int64_t n, int64_t D, const int32_t *index, const float *g, int padding_idx,
+                                     float *dweight, ct_stream *stream);
+
+/* loss.cu: the losses of kernels/cpu/loss.h on the GPU (F32, F16, BF16 inputs; F32 class
+ * weights; contiguous operands), per-sample and per-element results in F32.
+ * class_targets_find_bad: the first target outside [0, C) that is not ignore_index (value
+ * and position), like ct_cuda_index_find_bad (8 bytes of scratch; synchronizes). The
+ * backward launchers take the output gradient g of the input's dtype with g_stride 0 (a
+ * reduced loss) or 1, and divide it by *divisor (device memory; NULL for 1) or multiply it
+ * by `scale`. */
+#include "kernels/cpu/loss.h"
+ct_status ct_cuda_class_targets_find_bad(int64_t n, const int32_t *targets, int64_t C, int ignore_index, void *scratch,
+                                         bool *found, int32_t *bad_value, int64_t *position, ct_stream *stream);
+ct_status ct_cuda_cross_entropy_forward(ct_dtype dtype, int64_t N, int64_t C, int64_t K, const void *logits,
+                                        const int32_t *targets, const float *weight, int ignore_index,
+                                        double smoothing, float *lse, float *loss, float *tw, ct_stream *stream);
+ct_status ct_cuda_cross_entropy_backward(ct_dtype dtype, int64_t N, int64_t C, int64_t K, const void *logits,
+                                         const int32_t *targets, const float *weight, int ignore_index,
+                                         double smoothing, const float *lse, const void *g, int64_t g_stride,
+                                         const float *divisor, void *grad, ct_stream *stream);
+ct_status ct_cuda_nll_forward(ct_dtype dtype, int64_t N, int64_t C, int64_t K, const void *input,
+                              const int32_t *targets, const float *weight, int ignore_index, float *loss, float *tw,
+                              ct_stream *stream);
+ct_status ct_cuda_nll_backward(ct_dtype dtype, int64_t N, int64_t C, int64_t K, const int32_t *targets,
+                               const float *weight, int ignore_index, const void *g, int64_t g_stride,
+                               const float *divisor, void *grad, ct_stream *stream);
+/* out (dtype, when not NULL) and/or values (F32, when not NULL) per element. */
+ct_status ct_cuda_pointwise_loss(ct_pointwise_loss kind, ct_dtype dtype, int64_t n, const void *x, const void *y,
+                                 ct_dtype wdtype, const void *w, const void *pw, double param, void *out,
+                                 float *values, ct_stream *stream);
+ct_status ct_cuda_pointwise_loss_backward(ct_pointwise_loss kind, ct_dtype dtype, int64_t n, const void *x,
+                                          const void *y, ct_dtype wdtype, const void *w, const void *pw, double param,
+                                          const void *g, int64_t g_stride, double scale, void *dx, void *dy,
+                                          ct_stream *stream);
+/* loss.cu: *out (0-dim, out_dtype) = scale * sum(values) / (weights ? sum(weights) : 1), and
+ * *weight_sum = sum(weights) when both are given; in two fixed stages, through `workspace`
+ * (2 * CT_CUDA_LOSS_BLOCKS floats of device memory). */
+#define CT_CUDA_LOSS_BLOCKS 256
+ct_status ct_cuda_loss_sum(ct_dtype out_dtype, int64_t n, const float *values, const float *weights, double scale,
+                           void *out, float *weight_sum, float *workspace, ct_stream *stream);
+
 #ifdef __cplusplus
 }
 #endif

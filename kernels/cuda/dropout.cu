@@ -1,0 +1,69 @@
+// ctensor — dropout on the GPU, bit for bit the CPU's (kernels/cpu/dropout.c): thread b
+// computes Philox block b of the stream at (seed, offset), i.e. the keep decisions of
+// elements 4b .. 4b + 3, and multiplies in float (F64 is CPU only).
+#include "kernels/cpu/philox.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launch.h"
+
+template <typename T> __device__ __forceinline__ float to_f(T v) {
+    return (float)v;
+}
+template <> __device__ __forceinline__ float to_f<__half>(__half v) {
+    return __half2float(v);
+}
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
+    return __bfloat162float(v);
+}
+template <typename T> __device__ __forceinline__ T from_f(float v) {
+    return (T)v;
+}
+template <> __device__ __forceinline__ __half from_f<__half>(float v) {
+    return __float2half_rn(v);
+}
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+template <typename T>
+__global__ void dropout_kernel(int64_t n, const T *x, T *y, uint64_t seed, uint64_t offset, double keep_prob,
+                               float scale) {
+    int64_t blocks = (n + 3) / 4;
+    for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += (int64_t)blockDim.x * gridDim.x) {
+        uint64_t counter = offset + (uint64_t)b;
+        uint32_t w[4];
+        ct_philox_block((uint32_t)counter, (uint32_t)(counter >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), w);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            int64_t i = 4 * b + k;
+            if (i >= n)
+                break;
+            bool keep = (double)ct_philox_uniform_f32(w[k]) < keep_prob;
+            y[i] = from_f<T>(keep ? to_f<T>(x[i]) * scale : 0.0f);
+        }
+    }
+}
+
+extern "C" ct_status ct_cuda_dropout(ct_dtype dtype, int64_t n, const void *x, void *y, uint64_t seed, uint64_t offset,
+                                     double keep_prob, double scale, ct_stream *stream) {
+    if (n == 0)
+        return CT_OK;
+    const int threads = 256;
+    cudaStream_t s = ct_stream_handle(stream);
+    unsigned grid = ct_grid_for((n + 3) / 4, threads);
+    switch (dtype) {
+    case CT_F32:
+        dropout_kernel<float>
+            <<<grid, threads, 0, s>>>(n, (const float *)x, (float *)y, seed, offset, keep_prob, (float)scale);
+        break;
+    case CT_F16:
+        dropout_kernel<__half>
+            <<<grid, threads, 0, s>>>(n, (const __half *)x, (__half *)y, seed, offset, keep_prob, (float)scale);
+        break;
+    case CT_BF16:
+        dropout_kernel<__nv_bfloat16><<<grid, threads, 0, s>>>(n, (const __nv_bfloat16 *)x, (__nv_bfloat16 *)y, seed,
+                                                               offset, keep_prob, (float)scale);
+        break;
+    default: return ct__set_error(CT_ERR_DTYPE, "ct_cuda_dropout: %s is not supported on CUDA", ct_dtype_name(dtype));
+    }
+    return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
+}

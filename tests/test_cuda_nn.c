@@ -1,0 +1,306 @@
+/* CUDA parity for the nn ops: batch norm, layer norm, dropout, embedding, pad and the losses,
+ * forward and gradients against the CPU (F32 within 1e-5 absolute / 1e-4 relative, F16 and
+ * BF16 within 1e-2), the dropout mask bit for bit. Every test reports itself skipped where
+ * no GPU is usable. The caching allocator is poisoned with NaN before each op, so that an
+ * element a kernel forgets to write shows up. */
+#include "tests/common.h"
+
+#include <string.h>
+
+#define GPU CT_CUDA(0)
+
+static const ct_dtype float_dtypes[3] = {CT_F32, CT_F16, CT_BF16};
+
+static double tol_of(ct_dtype dt) {
+    return dt == CT_F32 ? 1e-5 : 1e-2;
+}
+static double rtol_of(ct_dtype dt) {
+    return dt == CT_F32 ? 1e-4 : 1e-2;
+}
+
+/* Fill a large block with NaN and give it back to the allocator: the next allocations are
+ * likely carved from it. */
+static void poison_cache(void) {
+    ct_tensor *p = ct_full((int64_t[]){1 << 22}, 1, NAN, CT_F32, GPU);
+    cr_assert_not_null(p, "%s", ct_last_error_message());
+    ct_tensor_free(p);
+}
+
+/* A GPU leaf with t's values (requires grad like t). */
+static ct_tensor *to_gpu(ct_tensor *t) {
+    if (!t)
+        return NULL;
+    ct_tensor *g = ct_detach(ct_to_device(t, GPU));
+    cr_assert_not_null(g, "%s", ct_last_error_message());
+    if (ct_tensor_requires_grad(t))
+        ct_requires_grad(g, true);
+    return g;
+}
+
+static void assert_same(const ct_tensor *gpu, const ct_tensor *cpu, double atol, double rtol, const char *what) {
+    cr_assert_not_null(gpu, "%s on CUDA: %s", what, ct_last_error_message());
+    cr_assert_not_null(cpu, "%s on the CPU: %s", what, ct_last_error_message());
+    cr_assert_eq(ct_tensor_ndim(gpu), ct_tensor_ndim(cpu), "%s: rank differs", what);
+    cr_assert_eq(ct_tensor_dtype(gpu), ct_tensor_dtype(cpu), "%s: dtype differs", what);
+    double *ref = t_values(cpu);
+    t_assert_close(gpu, ref, atol, rtol);
+    free(ref);
+}
+
+/* fn builds one output from n inputs (ctx[0] for the CPU run, ctx[1] for the GPU run); the
+ * outputs must agree, and so must the gradients of sum(out * w) for inputs requiring grad. */
+typedef ct_tensor *(*nn_fn)(ct_tensor **in, void *ctx);
+
+static void parity(nn_fn fn, ct_tensor **cpu_in, int n, void *cpu_ctx, void *gpu_ctx, double atol, double rtol) {
+    ct_tensor *gpu_in[8];
+    for (int i = 0; i < n; i++)
+        gpu_in[i] = to_gpu(cpu_in[i]);
+    poison_cache();
+    ct_tensor *out_c = fn(cpu_in, cpu_ctx), *out_g = fn(gpu_in, gpu_ctx);
+    assert_same(out_g, out_c, atol, rtol, "output");
+    if (!ct_tensor_requires_grad(out_c))
+        return;
+    ct_tensor *w =
+        ct_cast(t_rand(ct_tensor_shape(out_c), ct_tensor_ndim(out_c), CT_F32, -1, 1), ct_tensor_dtype(out_c));
+    cr_assert_eq(ct_backward_ex(out_c, w, false), CT_OK, "%s", ct_last_error_message());
+    poison_cache();
+    cr_assert_eq(ct_backward_ex(out_g, to_gpu(w), false), CT_OK, "%s", ct_last_error_message());
+    for (int i = 0; i < n; i++)
+        if (cpu_in[i] && ct_tensor_requires_grad(cpu_in[i]))
+            assert_same(ct_grad(gpu_in[i]), ct_grad(cpu_in[i]), atol * 10, rtol * 10, "gradient");
+}
+
+/* ---- batch norm and layer norm ------------------------------------------------------------- */
+
+typedef struct bn_ctx {
+    bool training;
+    ct_tensor *rm, *rv;
+} bn_ctx;
+
+static ct_tensor *f_bn(ct_tensor **in, void *ctx) {
+    bn_ctx *c = ctx;
+    return ct_batch_norm(in[0], c->rm, c->rv, in[1], in[2], c->training, 0.1, 1e-5);
+}
+
+Test(cuda_nn, batch_norm) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(1);
+    static const int64_t shapes[3][4] = {{16, 5, 1, 1}, {8, 3, 7, 9}, {4, 32, 28, 28}};
+    for (int s = 0; s < 3; s++)
+        for (int k = 0; k < 3; k++)
+            for (int training = 0; training < 2; training++)
+                T_NO_LEAK({
+                    ct_dtype dt = float_dtypes[k];
+                    int64_t C = shapes[s][1];
+                    int nd = s == 0 ? 2 : 4;
+                    ct_tensor *in[3] = {ct_requires_grad(ct_cast(t_rand(shapes[s], nd, CT_F32, -2, 3), dt), true),
+                                        ct_requires_grad(t_rand(&C, 1, CT_F32, 0.5, 2), true),
+                                        ct_requires_grad(t_rand(&C, 1, CT_F32, -1, 1), true)};
+                    bn_ctx c = {training, t_rand(&C, 1, CT_F32, -0.5, 0.5), t_rand(&C, 1, CT_F32, 0.5, 2)};
+                    bn_ctx g = {training, to_gpu(c.rm), to_gpu(c.rv)};
+                    parity(f_bn, in, 3, &c, &g, tol_of(dt), rtol_of(dt));
+                    /* the running statistics moved the same way */
+                    assert_same(g.rm, c.rm, 1e-5, 1e-4, "running_mean");
+                    assert_same(g.rv, c.rv, 1e-5, 1e-4, "running_var");
+                });
+}
+
+typedef struct ln_ctx {
+    int nd;
+    bool affine;
+} ln_ctx;
+
+static ct_tensor *f_ln(ct_tensor **in, void *ctx) {
+    ln_ctx *c = ctx;
+    return ct_layer_norm(in[0], c->nd, c->affine ? in[1] : NULL, c->affine ? in[2] : NULL, 1e-5);
+}
+
+Test(cuda_nn, layer_norm) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(2);
+    static const int64_t shapes[3][3] = {{4, 6, 10}, {3, 2, 1000}, {130, 2, 3}};
+    for (int s = 0; s < 3; s++)
+        for (int k = 0; k < 3; k++)
+            for (int v = 0; v < 2; v++)
+                T_NO_LEAK({
+                    ct_dtype dt = float_dtypes[k];
+                    ln_ctx c = {1 + v, v == 0};
+                    const int64_t *ps = shapes[s] + 3 - c.nd;
+                    ct_tensor *in[3] = {ct_requires_grad(ct_cast(t_rand(shapes[s], 3, CT_F32, -2, 3), dt), true),
+                                        ct_requires_grad(t_rand(ps, c.nd, CT_F32, 0.5, 2), true),
+                                        ct_requires_grad(t_rand(ps, c.nd, CT_F32, -1, 1), true)};
+                    parity(f_ln, in, c.affine ? 3 : 1, &c, &c, tol_of(dt), rtol_of(dt));
+                });
+}
+
+/* ---- dropout --------------------------------------------------------------------------------- */
+
+Test(cuda_nn, dropout_mask_matches_the_cpu) {
+    T_REQUIRE_GPU();
+    for (int k = 0; k < 3; k++)
+        T_NO_LEAK({
+            ct_dtype dt = float_dtypes[k];
+            ct_tensor *x = ct_requires_grad(ct_cast(t_rand((int64_t[]){33, 77}, 2, CT_F32, -1, 1), dt), true);
+            ct_tensor *xg = to_gpu(x);
+            ct_manual_seed(99);
+            ct_random_set_offset(3);
+            ct_tensor *yc = ct_dropout(x, 0.35, true);
+            uint64_t after_cpu = ct_random_offset();
+            ct_random_set_offset(3);
+            poison_cache();
+            ct_tensor *yg = ct_dropout(xg, 0.35, true);
+            cr_assert_eq(ct_random_offset(), after_cpu);
+            size_t bytes = 33 * 77 * ct_dtype_size(dt);
+            char *hc = malloc(bytes), *hg = malloc(bytes);
+            cr_assert_eq(ct_to_host(yc, hc, bytes), CT_OK);
+            cr_assert_eq(ct_to_host(yg, hg, bytes), CT_OK, "%s", ct_last_error_message());
+            cr_assert(memcmp(hc, hg, bytes) == 0, "%s: the CUDA mask or values differ from the CPU's",
+                      ct_dtype_name(dt));
+            /* the backward regenerates the same mask on both */
+            ct_tensor *w = ct_cast(t_rand((int64_t[]){33, 77}, 2, CT_F32, -1, 1), dt);
+            cr_assert_eq(ct_backward_ex(yc, w, false), CT_OK);
+            cr_assert_eq(ct_backward_ex(yg, to_gpu(w), false), CT_OK, "%s", ct_last_error_message());
+            cr_assert_eq(ct_to_host(ct_grad(x), hc, bytes), CT_OK);
+            cr_assert_eq(ct_to_host(ct_grad(xg), hg, bytes), CT_OK);
+            cr_assert(memcmp(hc, hg, bytes) == 0, "%s: the CUDA gradient differs", ct_dtype_name(dt));
+            free(hc);
+            free(hg);
+        });
+}
+
+/* ---- embedding and pad ---------------------------------------------------------------------------- */
+
+static ct_tensor *f_embedding(ct_tensor **in, void *ctx) {
+    return ct_embedding(in[0], ctx, 3);
+}
+
+Test(cuda_nn, embedding) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(3);
+    for (int det = 0; det < 2; det++)
+        for (int k = 0; k < 3; k++)
+            T_NO_LEAK({
+                ct_set_deterministic(det);
+                ct_dtype dt = float_dtypes[k];
+                int32_t iv[24];
+                for (int i = 0; i < 24; i++)
+                    iv[i] = (i * 7) % 10;
+                ct_tensor *idx = ct_from_host(iv, (int64_t[]){4, 6}, 2, CT_I32, CT_CPU);
+                ct_tensor *in[1] = {ct_requires_grad(ct_cast(t_rand((int64_t[]){10, 17}, 2, CT_F32, -1, 1), dt), true)};
+                parity(f_embedding, in, 1, idx, ct_to_device(idx, GPU), tol_of(dt), rtol_of(dt));
+                ct_set_deterministic(false);
+            });
+    T_NO_LEAK({
+        ct_tensor *w = ct_zeros((int64_t[]){4, 3}, 2, CT_F32, GPU);
+        ct_tensor *bad = ct_from_host((int32_t[]){1, 7}, (int64_t[]){2}, 1, CT_I32, GPU);
+        cr_assert_null(ct_embedding(w, bad, -1));
+        t_assert_error(CT_ERR_DIM, "ct_embedding", "index 7", NULL);
+    });
+}
+
+static ct_tensor *f_pad(ct_tensor **in, void *ctx) {
+    return ct_pad(in[0], (const int64_t[]){2, -1, 1, 3}, 4, CT_PAD_CONSTANT, 0.25);
+}
+
+Test(cuda_nn, pad) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(4);
+    for (int k = 0; k < 3; k++)
+        T_NO_LEAK({
+            ct_tensor *in[1] = {
+                ct_requires_grad(ct_cast(t_rand((int64_t[]){2, 3, 5}, 3, CT_F32, -1, 1), float_dtypes[k]), true)};
+            parity(f_pad, in, 1, NULL, NULL, 0, 0);
+        });
+    T_NO_LEAK({
+        cr_assert_null(ct_pad(ct_zeros((int64_t[]){3, 4}, 2, CT_F32, GPU), (int64_t[]){1, 1}, 2, CT_PAD_REFLECT, 0));
+        t_assert_error(CT_ERR_UNSUPPORTED, "ct_pad", NULL);
+    });
+}
+
+/* ---- losses ---------------------------------------------------------------------------------------- */
+
+typedef struct class_ctx {
+    bool ce;
+    ct_tensor *targets, *weight;
+    ct_cross_entropy_opts opts;
+} class_ctx;
+
+static ct_tensor *f_class(ct_tensor **in, void *ctx) {
+    class_ctx *c = ctx;
+    c->opts.weight = c->weight;
+    if (c->ce)
+        return ct_cross_entropy(in[0], c->targets, &c->opts);
+    ct_nll_loss_opts o = {c->weight, c->opts.ignore_index, c->opts.reduction};
+    return ct_nll_loss(in[0], c->targets, &o);
+}
+
+Test(cuda_nn, classification_losses) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(5);
+    for (int v = 0; v < 24; v++)
+        T_NO_LEAK({
+            ct_dtype dt = float_dtypes[v % 3];
+            bool spatial = (v / 3) % 2, ce = v < 16;
+            int64_t xs[3] = {6, 40, 3}, ts[2] = {6, 3};
+            int32_t tv[18];
+            for (int i = 0; i < 18; i++)
+                tv[i] = i % 5 == 4 ? -1 : (i * 13) % 40;
+            ct_tensor *t = ct_from_host(tv, ts, spatial ? 2 : 1, CT_I32, CT_CPU);
+            ct_tensor *w = v % 2 ? t_rand((int64_t[]){40}, 1, CT_F32, 0.2, 2) : NULL;
+            ct_cross_entropy_opts o = {NULL, -1, (ct_reduction)(v % 3), ce && v >= 8 ? 0.2 : 0.0};
+            class_ctx c = {ce, t, w, o}, g = {ce, ct_to_device(t, GPU), w ? ct_to_device(w, GPU) : NULL, o};
+            ct_tensor *in[1] = {ct_requires_grad(ct_cast(t_rand(xs, spatial ? 3 : 2, CT_F32, -4, 4), dt), true)};
+            parity(f_class, in, 1, &c, &g, tol_of(dt), rtol_of(dt));
+        });
+    T_NO_LEAK({
+        ct_tensor *x = ct_zeros((int64_t[]){2, 3}, 2, CT_F32, GPU);
+        ct_tensor *t = ct_from_host((int32_t[]){0, 3}, (int64_t[]){2}, 1, CT_I32, GPU);
+        cr_assert_null(ct_cross_entropy(x, t, NULL));
+        t_assert_error(CT_ERR_DIM, "ct_cross_entropy", "target 3", "sample 1", NULL);
+    });
+}
+
+typedef struct point_ctx {
+    int which;
+    ct_reduction r;
+    ct_tensor *w, *pw;
+} point_ctx;
+
+static ct_tensor *f_point(ct_tensor **in, void *ctx) {
+    point_ctx *c = ctx;
+    switch (c->which) {
+    case 0: return ct_bce_with_logits(in[0], in[1], c->w, c->pw, c->r);
+    case 1: return ct_mse_loss(in[0], in[1], c->r);
+    case 2: return ct_l1_loss(in[0], in[1], c->r);
+    case 3: return ct_smooth_l1_loss(in[0], in[1], c->r, 0.4);
+    case 4: return ct_huber_loss(in[0], in[1], c->r, 0.6);
+    case 5: return ct_kl_div(in[0], in[1], c->r, false);
+    case 6: return ct_kl_div(in[0], in[1], c->r, true);
+    default: return ct_distillation_loss(in[0], in[1], 2.5);
+    }
+}
+
+Test(cuda_nn, pointwise_losses) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(6);
+    for (int which = 0; which < 8; which++)
+        for (int r = 0; r < 4; r++)
+            for (int k = 0; k < 3; k++) {
+                if (r == CT_REDUCTION_BATCHMEAN && which != 5 && which != 6)
+                    continue;
+                T_NO_LEAK({
+                    ct_dtype dt = float_dtypes[k];
+                    int64_t shape[2] = {50, 33};
+                    double lo = which == 5 ? 0 : (which == 0 ? 0 : -2), hi = which == 0 || which == 5 ? 1 : 2;
+                    ct_tensor *in[2] = {ct_requires_grad(ct_cast(t_rand(shape, 2, CT_F32, -2, 2), dt), true),
+                                        ct_requires_grad(ct_cast(t_rand(shape, 2, CT_F32, lo, hi), dt), true)};
+                    point_ctx c = {which, (ct_reduction)r, NULL, NULL};
+                    if (which == 0) {
+                        c.w = t_rand((int64_t[]){50, 1}, 2, CT_F32, 0.5, 2);
+                        c.pw = t_rand((int64_t[]){33}, 1, CT_F32, 0.5, 3);
+                    }
+                    point_ctx g = {which, (ct_reduction)r, to_gpu(c.w), to_gpu(c.pw)};
+                    parity(f_point, in, 2, &c, &g, tol_of(dt), rtol_of(dt));
+                });
+            }
+}
