@@ -172,27 +172,43 @@ static void node_free_saved(ct_node *node) {
     }
 }
 
-void ct__node_release(ct_node *node) {
-    /* Iterative, so a long chain of nodes does not overflow the stack. */
-    while (node && atomic_fetch_sub(&node->refcount, 1) == 1) {
-        ct_node *next = NULL;
-        node_free_saved(node);
-        for (int i = 0; i < node->n_inputs; i++) {
-            if (node->edges[i].leaf)
-                ct__tensor_release(node->edges[i].leaf);
-            if (node->edges[i].node) {
-                if (!next)
-                    next = node->edges[i].node;
-                else
-                    ct__node_release(node->edges[i].node);
+/* Free one node whose count reached zero; push its input nodes on `stack` (growing it). */
+static void node_destroy(ct_node *node, ct_node ***stack, size_t *count, size_t *cap) {
+    node_free_saved(node);
+    for (int i = 0; i < node->n_inputs; i++) {
+        if (node->edges[i].leaf)
+            ct__tensor_release(node->edges[i].leaf);
+        ct_node *in = node->edges[i].node;
+        if (!in || atomic_fetch_sub(&in->refcount, 1) != 1)
+            continue;
+        if (*count == *cap) {
+            size_t grown = *cap ? 2 * *cap : 64;
+            ct_node **bigger = realloc(*stack, grown * sizeof *bigger);
+            if (!bigger) { /* no memory for the work list: leak this subgraph rather than crash */
+                ct__set_error(CT_ERR_MEMORY, "freeing the autograd graph: out of host memory");
+                continue;
             }
+            *stack = bigger;
+            *cap = grown;
         }
-        if (node->ctx)
-            (node->ctx_free ? node->ctx_free : free)(node->ctx);
-        free(node->grad_buf);
-        free(node);
-        node = next;
+        (*stack)[(*count)++] = in;
     }
+    if (node->ctx)
+        (node->ctx_free ? node->ctx_free : free)(node->ctx);
+    free(node->grad_buf);
+    free(node);
+}
+
+void ct__node_release(ct_node *node) {
+    /* With an explicit work list, so graphs of any depth and fan-in free without recursion. */
+    if (!node || atomic_fetch_sub(&node->refcount, 1) != 1)
+        return;
+    ct_node **stack = NULL;
+    size_t count = 0, cap = 0;
+    node_destroy(node, &stack, &count, &cap);
+    while (count > 0)
+        node_destroy(stack[--count], &stack, &count, &cap);
+    free(stack);
 }
 
 /* ---- backward ----------------------------------------------------------------------- */
@@ -281,9 +297,7 @@ static ct_status run_node(ct_node *node, bool retain_graph) {
             continue;
         ct_tensor *g = grad_inputs[i];
         if (!g) {
-            st = ct_last_error() ? ct_last_error()
-                                 : ct__set_error(CT_ERR_INTERNAL, "%s backward produced no gradient for input %d",
-                                                 node->name, i);
+            st = ct__set_error(CT_ERR_INTERNAL, "%s backward produced no gradient for input %d", node->name, i);
             break;
         }
         if (!same_shape(node->in_ndim[i], node->in_shape[i], g) || g->dtype != node->in_dtype[i]) {
@@ -321,11 +335,11 @@ ct_status ct_backward_ex(ct_tensor *output, const ct_tensor *grad_output, bool r
                              "ct_backward: output of shape %s is not a scalar; pass its gradient with "
                              "ct_backward_ex",
                              ct_shape_str(output));
-    if (grad_output && (!same_shape(output->ndim, output->shape, grad_output) ||
-                        !ct__same_device_dtype("ct_backward", output, grad_output)))
-        return ct_last_error() ? ct_last_error()
-                               : ct__set_error(CT_ERR_SHAPE, "ct_backward: grad_output is %s, output is %s",
-                                               ct_shape_str(grad_output), ct_shape_str(output));
+    if (grad_output && !same_shape(output->ndim, output->shape, grad_output))
+        return ct__set_error(CT_ERR_SHAPE, "ct_backward: grad_output is %s, output is %s", ct_shape_str(grad_output),
+                             ct_shape_str(output));
+    if (grad_output && !ct__same_device_dtype("ct_backward", output, grad_output))
+        return ct_last_error();
 
     ct_status st = CT_OK;
     ct_scope_begin();

@@ -10,18 +10,27 @@ typedef struct ct_scope {
     ct_tensor **slots;
     int64_t count, capacity;
     struct ct_scope *parent;
+    int phantoms_below; /* failed begins between the parent and this scope */
 } ct_scope;
 
 static _Thread_local ct_scope *current_scope = NULL;
 static _Thread_local int scope_depth = 0;
 
+/* When a scope cannot be allocated, the depth still counts it, so that the matching
+ * ct_scope_end does not close the caller's scope; tensors then go to the enclosing scope. */
+static _Thread_local int phantom_scopes = 0;
+
 void ct_scope_begin(void) {
     ct_scope *s = calloc(1, sizeof *s);
     if (!s) {
         ct__set_error(CT_ERR_MEMORY, "ct_scope_begin: out of host memory");
+        phantom_scopes++;
+        scope_depth++;
         return;
     }
     s->parent = current_scope;
+    s->phantoms_below = phantom_scopes;
+    phantom_scopes = 0;
     current_scope = s;
     scope_depth++;
 }
@@ -62,9 +71,15 @@ void ct__scope_detach(ct_tensor *t) { scope_remove(t); }
 
 ct_status ct_scope_end(void) {
     ct_scope *s = current_scope;
+    if (phantom_scopes > 0) {
+        phantom_scopes--;
+        scope_depth--;
+        return CT_OK;
+    }
     if (!s)
         return ct__set_error(CT_ERR_STATE, "ct_scope_end: no scope is open");
     current_scope = s->parent;
+    phantom_scopes = s->phantoms_below;
     scope_depth--;
     /* Release in reverse creation order: outputs before the tensors they reference. */
     for (int64_t i = s->count - 1; i >= 0; i--) {

@@ -107,11 +107,17 @@ const char *ct__shape_fmt(int ndim, const int64_t *shape) {
     static _Thread_local char bufs[8][160];
     static _Thread_local int next;
     char *b = bufs[next++ & 7];
-    size_t used = 0;
-    used += (size_t)snprintf(b + used, 160 - used, "[");
-    for (int d = 0; d < ndim && used < 150; d++)
-        used += (size_t)snprintf(b + used, 160 - used, d ? ", %" PRId64 : "%" PRId64, shape[d]);
-    snprintf(b + used, 160 - used, "]");
+    /* snprintf returns the untruncated length: clamp so `used` never passes the buffer. */
+    size_t used = 0, cap = 160;
+    b[0] = '[';
+    used = 1;
+    for (int d = 0; d < ndim && used < cap - 24; d++) {
+        int n = snprintf(b + used, cap - used, d ? ", %" PRId64 : "%" PRId64, shape[d]);
+        used += n > 0 ? (size_t)n : 0;
+        if (used > cap - 24)
+            used = cap - 24;
+    }
+    snprintf(b + used, cap - used, "]");
     return b;
 }
 
@@ -130,11 +136,18 @@ static bool check_geometry(const char *op, int ndim, const int64_t *shape, ct_dt
         ct__null_arg(op, "shape");
         return false;
     }
-    for (int d = 0; d < ndim; d++)
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0) {
             ct__set_error(CT_ERR_SHAPE, "%s: negative size in shape %s", op, ct__shape_fmt(ndim, shape));
             return false;
         }
+        if (__builtin_mul_overflow(numel, shape[d], &numel)) {
+            ct__set_error(CT_ERR_SHAPE, "%s: shape %s has more elements than fit in 64 bits", op,
+                          ct__shape_fmt(ndim, shape));
+            return false;
+        }
+    }
     if (ct_dtype_size(dtype) == 0) {
         ct__set_error(CT_ERR_DTYPE, "%s: invalid dtype %d", op, (int)dtype);
         return false;
@@ -343,6 +356,10 @@ ct_tensor *ct_arange(double start, double end, double step, ct_dtype dtype, ct_d
         return NULL;
     }
     double count = ceil((end - start) / step);
+    if (count > 9.0e15) { /* beyond exact doubles; also keeps the conversion defined */
+        ct__set_error(CT_ERR_VALUE, "ct_arange: start=%g end=%g step=%g gives too many elements", start, end, step);
+        return NULL;
+    }
     int64_t n = count > 0 ? (int64_t)count : 0;
     if (!check_geometry("ct_arange", 1, &n, dtype) || !check_device("ct_arange", device, dtype))
         return NULL;

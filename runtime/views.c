@@ -98,8 +98,9 @@ static bool infer_shape(const char *op, const ct_tensor *t, const int64_t *shape
         } else if (shape[d] < 0) {
             ct__set_error(CT_ERR_SHAPE, "%s: invalid target shape %s", op, ct__shape_fmt(ndim, shape));
             return false;
-        } else {
-            known *= shape[d];
+        } else if (__builtin_mul_overflow(known, shape[d], &known)) {
+            ct__set_error(CT_ERR_SHAPE, "%s: target shape %s has too many elements", op, ct__shape_fmt(ndim, shape));
+            return false;
         }
         out[d] = shape[d];
     }
@@ -251,7 +252,7 @@ ct_tensor *ct_slice(ct_tensor *t, int dim, int64_t start, int64_t end, int64_t s
     int64_t shape[CT_MAX_DIMS], strides[CT_MAX_DIMS];
     memcpy(shape, t->shape, sizeof shape);
     memcpy(strides, t->strides, sizeof strides);
-    shape[d] = (end - start + step - 1) / step;
+    shape[d] = end > start ? (end - start - 1) / step + 1 : 0;
     strides[d] = t->strides[d] * step;
     ct_node *node;
     ct_tensor *out =
@@ -328,6 +329,12 @@ ct_tensor *ct_expand(ct_tensor *t, const int64_t *shape, int ndim) {
         nshape[d] = want;
         strides[d] = (d >= lead && have == want) ? t->strides[d - lead] : 0;
     }
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++)
+        if (__builtin_mul_overflow(numel, nshape[d], &numel)) {
+            ct__set_error(CT_ERR_SHAPE, "ct_expand: shape %s has too many elements", ct__shape_fmt(ndim, nshape));
+            return NULL;
+        }
     return finish_view("ct_expand", expand_backward, t, ndim, nshape, strides, t->offset, NULL);
 }
 
