@@ -349,7 +349,9 @@ int ct_module_freeze(ct_module *m, const char *prefix, bool frozen) {
     size_t plen = prefix ? strlen(prefix) : 0;
     int changed = 0;
     for (int i = 0; i < all->count; i++) {
-        if (plen && strncmp(all->names[i], prefix, plen) != 0)
+        /* Match whole path parts: "1" selects "1.weight" and "1.0.bias" but not "10.weight". */
+        if (plen && (strncmp(all->names[i], prefix, plen) != 0 ||
+                     (prefix[plen - 1] != '.' && all->names[i][plen] != '.' && all->names[i][plen] != '\0')))
             continue;
         ct_tensor *t = all->tensors[i];
         if (t->requires_grad == frozen) {
@@ -430,26 +432,43 @@ static void module_path(const ct_module *m, char *buf, size_t size) {
         used += (size_t)snprintf(buf + used, size - used, "%s%s", parts[i], i ? "." : "");
 }
 
+static int count_modules(const ct_module *m) {
+    int n = 1;
+    for (int i = 0; i < m->n_children; i++)
+        n += count_modules(m->children[i].module);
+    return n;
+}
+
+/* One printed row of the summary. */
+typedef struct summary_line {
+    char path[160], type[240], shape[96], count[32];
+    int depth;
+} summary_line;
+
 ct_status ct_module_summary(ct_module *m, const int64_t *input_shape, int ndim, ct_dtype dtype, FILE *out) {
     if (!m)
         return ct__null_arg("ct_module_summary", "module");
     if (!out)
         out = stdout;
+    /* A module may run more than once per forward (shared layers): leave room for that. */
+    int cap = 4 * count_modules(m) + 16;
+    summary_row *rows = malloc(sizeof *rows * (size_t)cap);
+    summary_line *lines = malloc(sizeof *lines * (size_t)cap);
+    if (!rows || !lines) {
+        free(rows);
+        free(lines);
+        return ct__set_error(CT_ERR_MEMORY, "ct_module_summary: out of host memory");
+    }
     bool was_training = m->training;
-    summary_row rows[512];
     recording = rows;
     recorded = 0;
-    record_cap = 512;
+    record_cap = cap;
     ct_status st = CT_OK;
     ct_device device = CT_CPU;
-    if (m->n_tensors > 0)
-        device = m->tensors[0].tensor->device;
-    else if (m->n_children > 0) {
-        ct_named_tensors *all = ct_module_state(m);
-        if (all && all->count > 0)
-            device = all->tensors[0]->device;
-        ct_named_tensors_free(all);
-    }
+    ct_named_tensors *all = ct_module_state(m);
+    if (all && all->count > 0)
+        device = all->tensors[0]->device;
+    ct_named_tensors_free(all);
     ct_module_train(m, false);
     ct_scope_begin();
     ct_no_grad_begin();
@@ -461,35 +480,50 @@ ct_status ct_module_summary(ct_module *m, const int64_t *input_shape, int ndim, 
     ct_scope_end();
     recording = NULL;
     ct_module_train(m, was_training);
-    if (st != CT_OK)
+    if (st != CT_OK) {
+        free(rows);
+        free(lines);
         return st;
-    char path[256], desc[160], shape[160];
-    fprintf(out, "%-34s %-44s %-20s %12s\n", "Layer", "Type", "Output shape", "Params");
-    fprintf(out, "%.*s\n", 113,
-            "=========================================================================================================="
-            "========");
-    fprintf(out, "%-34s %-44s %-20s %12s\n", "input", "", ct__shape_fmt(ndim, input_shape), "");
+    }
+    /* Build the rows, then size the columns to fit them. */
+    int wpath = 5, wtype = 4, wshape = 12;
+    char desc[200];
     for (int i = 0; i < recorded; i++) {
         const ct_module *mod = rows[i].module;
-        module_path(mod, path, sizeof path);
+        summary_line *l = &lines[i];
+        l->depth = rows[i].depth;
+        module_path(mod, l->path, sizeof l->path);
         desc[0] = '\0';
         if (mod->vt->describe)
             mod->vt->describe(mod, desc, sizeof desc);
-        char type[220];
-        snprintf(type, sizeof type, "%s%s%s%s", mod->vt->type_name, *desc ? "(" : "", desc, *desc ? ")" : "");
-        snprintf(shape, sizeof shape, "%s", rows[i].ndim >= 0 ? ct__shape_fmt(rows[i].ndim, rows[i].shape) : "?");
+        snprintf(l->type, sizeof l->type, "%s%s%s%s", mod->vt->type_name, *desc ? "(" : "", desc, *desc ? ")" : "");
+        snprintf(l->shape, sizeof l->shape, "%s",
+                 rows[i].ndim >= 0 ? ct__shape_fmt(rows[i].ndim, rows[i].shape) : "?");
         int64_t own = own_parameters(mod);
-        char count[32] = "";
+        l->count[0] = '\0';
         if (own)
-            snprintf(count, sizeof count, "%lld", (long long)own);
-        fprintf(out, "%*s%-*s %-44.44s %-20s %12s\n", 2 * rows[i].depth, "", 34 - 2 * rows[i].depth, path, type, shape,
-                count);
+            snprintf(l->count, sizeof l->count, "%lld", (long long)own);
+        int wp = 2 * l->depth + (int)strlen(l->path), wt = (int)strlen(l->type), ws = (int)strlen(l->shape);
+        wpath = wp > wpath ? wp : wpath;
+        wtype = wt > wtype ? wt : wtype;
+        wshape = ws > wshape ? ws : wshape;
     }
+    int width = wpath + wtype + wshape + 12 + 3;
+    fprintf(out, "%-*s %-*s %-*s %12s\n", wpath, "Layer", wtype, "Type", wshape, "Output shape", "Params");
+    for (int i = 0; i < width; i++)
+        fputc('=', out);
+    fprintf(out, "\n%-*s %-*s %-*s %12s\n", wpath, "input", wtype, "", wshape, ct__shape_fmt(ndim, input_shape), "");
+    for (int i = 0; i < recorded; i++) {
+        const summary_line *l = &lines[i];
+        fprintf(out, "%*s%-*s %-*s %-*s %12s\n", 2 * l->depth, "", wpath - 2 * l->depth, l->path, wtype, l->type,
+                wshape, l->shape, l->count);
+    }
+    for (int i = 0; i < width; i++)
+        fputc('=', out);
     int64_t total = ct_module_num_parameters(m, false), trainable = ct_module_num_parameters(m, true);
-    fprintf(out, "%.*s\n", 113,
-            "=========================================================================================================="
-            "========");
-    fprintf(out, "Total params: %lld\nTrainable params: %lld\nNon-trainable params: %lld\n", (long long)total,
+    fprintf(out, "\nTotal params: %lld\nTrainable params: %lld\nNon-trainable params: %lld\n", (long long)total,
             (long long)trainable, (long long)(total - trainable));
+    free(rows);
+    free(lines);
     return CT_OK;
 }

@@ -81,6 +81,9 @@ Test(module, freeze_and_modes) {
     cr_assert_str_eq(p->names[0], "fc2.weight");
     ct_named_tensors_free(p);
     cr_assert_eq(ct_module_freeze(m, "", false), 2);
+    cr_assert_eq(ct_module_freeze(m, "fc", true), 0, "a prefix matches whole path parts only");
+    cr_assert_eq(ct_module_freeze(m, "fc2.bias", true), 1);
+    cr_assert_eq(ct_module_freeze(m, "", false), 1);
     cr_assert_eq(ct_module_num_parameters(m, true), ct_module_num_parameters(m, false));
     ct_module_free(m);
 }

@@ -92,7 +92,8 @@ void ct_named_tensors_free(ct_named_tensors *list);
 ct_tensor *ct_module_find(const ct_module *m, const char *path);
 
 /* Freeze (requires_grad off, so optimizers skip them) or unfreeze every parameter whose
- * path starts with `prefix` ("" = all). Returns how many parameters changed. */
+ * path starts with `prefix` as whole parts ("conv" or "conv." selects "conv.weight", not
+ * "conv2.weight"; "" = all). Returns how many parameters changed. */
 int ct_module_freeze(ct_module *m, const char *prefix, bool frozen);
 /* Total number of parameter elements (trainable only when `trainable_only`). */
 int64_t ct_module_num_parameters(const ct_module *m, bool trainable_only);
