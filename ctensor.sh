@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # ctensor's one entry point for people and CI.
 #
-#   ./ctensor.sh run            install what is missing, build, run the main job
+#   ./ctensor.sh run [ARGS]     install what is missing, build, train the Fashion-MNIST CNN
+#                               (on the GPU if there is one, else on the CPU; ARGS go to it)
 #   ./ctensor.sh test           install what is missing, build, run the whole test suite
 #   ./ctensor.sh test-sanitize  build the CPU library with ASan+UBSan and run the suite
 #   ./ctensor.sh setup | build  the first steps alone
 #
 # Environment: BUILD_DIR (default build), CT_CUDA (AUTO|ON|OFF, default AUTO: on when nvcc
-# exists), JOBS (default: number of cores), SKIP_SETUP=1 to skip the apt step.
+# exists), JOBS (default: number of cores), SKIP_SETUP=1 to skip the apt step. Outputs of the
+# main job (checkpoint, metrics) go to the current directory.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,7 +17,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 CT_CUDA=${CT_CUDA:-AUTO}
 PACKAGES=(build-essential cmake ninja-build pkg-config libcriterion-dev libopenblas-dev zlib1g-dev
-          libopenmpi-dev openmpi-bin)
+          libopenmpi-dev openmpi-bin dataset-fashion-mnist)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -59,9 +61,10 @@ setup) setup ;;
 build) setup; mkdir -p "$BUILD_DIR"; build "$BUILD_DIR" ;;
 run)
     setup; mkdir -p "$BUILD_DIR"; build "$BUILD_DIR"
-    log "main job: linear regression and the XOR MLP"
-    "$BUILD_DIR/python_free_examples/linear_regression"
-    "$BUILD_DIR/python_free_examples/xor_mlp"
+    shift || true
+    log "main job: training the Fashion-MNIST CNN"
+    # Idle OpenMP threads sleep instead of spinning: much faster when the cores are shared.
+    OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} "$BUILD_DIR/python_free_examples/fashion_mnist_cnn" "$@"
     ;;
 test)
     setup; mkdir -p "$BUILD_DIR"; build "$BUILD_DIR"
