@@ -70,6 +70,7 @@ test)
     setup; mkdir -p "$BUILD_DIR"; build "$BUILD_DIR"
     run_tests "$BUILD_DIR"
     log "examples"
+    "$BUILD_DIR/python_free_examples/quickstart" >/dev/null 2>&1
     "$BUILD_DIR/python_free_examples/linear_regression" >/dev/null
     "$BUILD_DIR/python_free_examples/xor_mlp" >/dev/null
     log "install and use from a downstream CMake project and via pkg-config"
