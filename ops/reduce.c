@@ -56,10 +56,10 @@ typedef struct reduction {
     int64_t count;
 } reduction;
 
-/* Check the input (not NULL, on the CPU, floating or also I32 when `ints`) and parse dims. */
+/* Check the input (not NULL, floating or also I32 when `ints`) and parse dims. */
 static bool prepare(const char *op, const ct_tensor *a, bool ints, const int *dims, int ndims, bool keepdim,
                     reduction *r) {
-    if (!ct__check(op, "a", a) || !ct__require_cpu(op, a))
+    if (!ct__check(op, "a", a))
         return false;
     if (!ct_dtype_is_float(a->dtype) && !(ints && a->dtype == CT_I32)) {
         ct__set_error(CT_ERR_DTYPE, "%s: not defined for %s tensors (cast to a floating dtype first)", op,
@@ -88,6 +88,79 @@ static ct_tensor *unreduce(ct_node *node, ct_tensor *t) {
     for (int d = 0; d < ndim; d++)
         shape[d] = node->iargs[d] ? 1 : node->in_shape[0][d];
     return t ? ct_reshape(t, shape, ndim) : NULL;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+/* A CUDA reduction's workspace of `bytes` for partial results (device memory from the
+ * caching allocator; NULL when none is needed). It may be freed as soon as the launch is
+ * queued: the allocator hands it out again only to work queued after it on that stream. */
+static bool new_workspace(ct_device device, size_t bytes, ct_tensor **ws) {
+    int64_t n = (int64_t)bytes;
+    *ws = bytes ? ct__new(CT_U8, device, 1, &n) : NULL;
+    return bytes == 0 || *ws;
+}
+
+static void *ws_data(const ct_tensor *ws) { return ws ? ct__data(ws) : NULL; }
+
+/* ct_cpu_reduce or its CUDA launcher, from `a` into the contiguous `out`. */
+static bool run_reduce(ct_reduce_op kop, const ct_tensor *a, const bool *mask, ct_tensor *out, double scale) {
+    if (a->device.type != CT_DEVICE_CUDA) {
+        ct_cpu_reduce(kop, a->dtype, a->ndim, a->shape, ct__data(a), a->strides, mask, ct__data(out), scale);
+        return true;
+    }
+    size_t bytes = 0;
+    ct_tensor *ws = NULL;
+    if (CT_ON_CUDA(ct_cuda_reduce_workspace(a->dtype, a->ndim, a->shape, ct__data(a), a->strides, mask, &bytes)) !=
+            CT_OK ||
+        !new_workspace(a->device, bytes, &ws))
+        return false;
+    ct_status st = CT_ON_CUDA(ct_cuda_reduce(kop, a->dtype, a->ndim, a->shape, ct__data(a), a->strides, mask,
+                                             ct__data(out), scale, ws_data(ws), ct__stream_for(a)));
+    ct_tensor_free(ws);
+    return st == CT_OK;
+}
+
+static bool run_reduce_var(const ct_tensor *a, const bool *mask, ct_tensor *out, double correction, bool take_sqrt) {
+    if (a->device.type != CT_DEVICE_CUDA) {
+        ct_cpu_reduce_var(a->dtype, a->ndim, a->shape, ct__data(a), a->strides, mask, ct__data(out), correction,
+                          take_sqrt);
+        return true;
+    }
+    size_t bytes = 0;
+    ct_tensor *ws = NULL;
+    if (CT_ON_CUDA(ct_cuda_reduce_workspace(a->dtype, a->ndim, a->shape, ct__data(a), a->strides, mask, &bytes)) !=
+            CT_OK ||
+        !new_workspace(a->device, bytes, &ws))
+        return false;
+    ct_status st = CT_ON_CUDA(ct_cuda_reduce_var(a->dtype, a->ndim, a->shape, ct__data(a), a->strides, mask,
+                                                 ct__data(out), correction, take_sqrt, ws_data(ws),
+                                                 ct__stream_for(a)));
+    ct_tensor_free(ws);
+    return st == CT_OK;
+}
+
+/* ct_cpu_reduce_arg or its CUDA launcher over (ndim, shape, strides): `a`'s data, with a
+ * 0-dim input seen as one element along a dim of size 1. */
+static bool run_reduce_arg(ct_reduce_op kop, const ct_tensor *a, int ndim, const int64_t *shape,
+                           const int64_t *strides, int dim, ct_tensor *values, ct_tensor *index) {
+    void *vdata = values ? ct__data(values) : NULL;
+    int32_t *idata = index ? (int32_t *)ct__data(index) : NULL;
+    bool mask[CT_MAX_DIMS] = {false};
+    mask[dim] = true;
+    if (a->device.type != CT_DEVICE_CUDA) {
+        ct_cpu_reduce_arg(kop, a->dtype, ndim, shape, ct__data(a), strides, dim, vdata, idata);
+        return true;
+    }
+    size_t bytes = 0;
+    ct_tensor *ws = NULL;
+    if (CT_ON_CUDA(ct_cuda_reduce_workspace(a->dtype, ndim, shape, ct__data(a), strides, mask, &bytes)) != CT_OK ||
+        !new_workspace(a->device, bytes, &ws))
+        return false;
+    ct_status st = CT_ON_CUDA(ct_cuda_reduce_arg(kop, a->dtype, ndim, shape, ct__data(a), strides, dim, vdata, idata,
+                                                 ws_data(ws), ct__stream_for(a)));
+    ct_tensor_free(ws);
+    return st == CT_OK;
 }
 
 /* Half-precision gradients are formed in F32 and rounded once at the end. */
@@ -119,7 +192,10 @@ static ct_tensor *sum_like(const char *op, const ct_tensor *a, const int *dims, 
     if (!out)
         return NULL;
     double scale = mean ? (r.count ? 1.0 / (double)r.count : (double)NAN) : 1.0;
-    ct_cpu_reduce(CT_RED_SUM, a->dtype, a->ndim, a->shape, ct__data(a), a->strides, r.mask, ct__data(out), scale);
+    if (!run_reduce(CT_RED_SUM, a, r.mask, out, scale)) {
+        ct_tensor_free(out);
+        return NULL;
+    }
     ct_node *node = ct__record(op, sum_backward, out, 1, (const ct_tensor *const[]){a});
     if (node) {
         save_mask(node, &r);
@@ -178,8 +254,10 @@ static ct_tensor *var_like(const char *op, const ct_tensor *a, const int *dims, 
     ct_tensor *out = ct__new(a->dtype, a->device, r.ndim, r.shape);
     if (!out)
         return NULL;
-    ct_cpu_reduce_var(a->dtype, a->ndim, a->shape, ct__data(a), a->strides, r.mask, ct__data(out),
-                      (double)correction, take_sqrt);
+    if (!run_reduce_var(a, r.mask, out, (double)correction, take_sqrt)) {
+        ct_tensor_free(out);
+        return NULL;
+    }
     ct_node *node = ct__record(op, var_backward, out, 1, (const ct_tensor *const[]){a});
     if (node) {
         save_mask(node, &r);
@@ -220,8 +298,10 @@ ct_tensor *ct_logsumexp(const ct_tensor *a, const int *dims, int ndims, bool kee
     ct_tensor *out = ct__new(a->dtype, a->device, r.ndim, r.shape);
     if (!out)
         return NULL;
-    ct_cpu_reduce(CT_RED_LOGSUMEXP, a->dtype, a->ndim, a->shape, ct__data(a), a->strides, r.mask, ct__data(out),
-                  1.0);
+    if (!run_reduce(CT_RED_LOGSUMEXP, a, r.mask, out, 1.0)) {
+        ct_tensor_free(out);
+        return NULL;
+    }
     ct_node *node = ct__record("ct_logsumexp", logsumexp_backward, out, 1, (const ct_tensor *const[]){a});
     if (node) {
         save_mask(node, &r);
@@ -277,9 +357,12 @@ static ct_tensor *extreme_dim(const char *op, ct_reduce_op kop, const ct_tensor 
     /* A 0-dim input is one element along a dim of size 1. */
     int64_t one = 1, zero = 0;
     bool scalar = a->ndim == 0;
-    ct_cpu_reduce_arg(kop, a->dtype, scalar ? 1 : a->ndim, scalar ? &one : a->shape, ct__data(a),
-                      scalar ? &zero : a->strides, d, values ? ct__data(values) : NULL,
-                      index ? (int32_t *)ct__data(index) : NULL);
+    if (!run_reduce_arg(kop, a, scalar ? 1 : a->ndim, scalar ? &one : a->shape, scalar ? &zero : a->strides, d,
+                        values, index)) {
+        ct_tensor_free(values);
+        ct_tensor_free(index);
+        return NULL;
+    }
     if (!want_values)
         return index;
     ct_node *node = ct__record(op, extreme_dim_backward, values, 1, (const ct_tensor *const[]){a});
@@ -338,7 +421,10 @@ static ct_tensor *extreme_all(const char *op, ct_reduce_op kop, const ct_tensor 
     ct_tensor *out = ct__new(a->dtype, a->device, 0, r.shape);
     if (!out)
         return NULL;
-    ct_cpu_reduce(kop, a->dtype, a->ndim, a->shape, ct__data(a), a->strides, r.mask, ct__data(out), 1.0);
+    if (!run_reduce(kop, a, r.mask, out, 1.0)) {
+        ct_tensor_free(out);
+        return NULL;
+    }
     ct_node *node = ct__record(op, extreme_all_backward, out, 1, (const ct_tensor *const[]){a});
     if (node) {
         ct__node_save(node, a);

@@ -11,21 +11,33 @@ static ct_status softmax_backward(ct_node *node, ct_tensor **gout, ct_tensor **g
     if (!y)
         return ct_last_error();
     CT_ASSERT(g->dtype == y->dtype && g->ndim == y->ndim, CT_ERR_INTERNAL);
-    if (!ct__require_cpu(node->name, g))
+    if (!ct__same_device_dtype(node->name, y, g))
         return ct_last_error();
     ct_tensor *grad = ct__new(y->dtype, y->device, y->ndim, y->shape);
     if (!grad)
         return ct_last_error();
-    bool scalar = y->ndim == 0;
-    ct_cpu_softmax_backward(y->dtype, node->iargs[1], scalar ? 1 : y->ndim, scalar ? scalar_shape : y->shape,
-                            ct__data(y), scalar ? scalar_strides : y->strides, ct__data(g),
-                            scalar ? scalar_strides : g->strides, (int)node->iargs[0], ct__data(grad));
+    bool scalar = y->ndim == 0, take_log = node->iargs[1];
+    int ndim = scalar ? 1 : y->ndim, dim = (int)node->iargs[0];
+    const int64_t *shape = scalar ? scalar_shape : y->shape;
+    const int64_t *y_strides = scalar ? scalar_strides : y->strides, *g_strides = scalar ? scalar_strides : g->strides;
+    if (y->device.type == CT_DEVICE_CUDA) {
+        ct_status st = CT_ON_CUDA(ct_cuda_softmax_backward(y->dtype, take_log, ndim, shape, ct__data(y), y_strides,
+                                                           ct__data(g), g_strides, dim, ct__data(grad),
+                                                           ct__stream_for(y)));
+        if (st != CT_OK) {
+            ct_tensor_free(grad);
+            return st;
+        }
+    } else {
+        ct_cpu_softmax_backward(y->dtype, take_log, ndim, shape, ct__data(y), y_strides, ct__data(g), g_strides, dim,
+                                ct__data(grad));
+    }
     gin[0] = grad;
     return CT_OK;
 }
 
 static ct_tensor *softmax_like(const char *op, const ct_tensor *a, int dim, bool take_log) {
-    if (!ct__check(op, "a", a) || !ct__require_cpu(op, a))
+    if (!ct__check(op, "a", a))
         return NULL;
     if (!ct_dtype_is_float(a->dtype)) {
         ct__set_error(CT_ERR_DTYPE, "%s: not defined for %s tensors (cast to a floating dtype first)", op,
@@ -39,8 +51,17 @@ static ct_tensor *softmax_like(const char *op, const ct_tensor *a, int dim, bool
     if (!out)
         return NULL;
     bool scalar = a->ndim == 0;
-    ct_cpu_softmax(a->dtype, take_log, scalar ? 1 : a->ndim, scalar ? scalar_shape : a->shape, ct__data(a),
-                   scalar ? scalar_strides : a->strides, d, ct__data(out));
+    int ndim = scalar ? 1 : a->ndim;
+    const int64_t *shape = scalar ? scalar_shape : a->shape, *strides = scalar ? scalar_strides : a->strides;
+    if (a->device.type == CT_DEVICE_CUDA) {
+        if (CT_ON_CUDA(ct_cuda_softmax(a->dtype, take_log, ndim, shape, ct__data(a), strides, d, ct__data(out),
+                                       ct__stream_for(a))) != CT_OK) {
+            ct_tensor_free(out);
+            return NULL;
+        }
+    } else {
+        ct_cpu_softmax(a->dtype, take_log, ndim, shape, ct__data(a), strides, d, ct__data(out));
+    }
     ct_node *node = ct__record(op, softmax_backward, out, 1, (const ct_tensor *const[]){a});
     if (node) {
         node->iargs[0] = d;

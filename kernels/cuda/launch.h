@@ -236,6 +236,35 @@ ct_status ct_cuda_pointwise_loss_backward(ct_pointwise_loss kind, ct_dtype dtype
 ct_status ct_cuda_loss_sum(ct_dtype out_dtype, int64_t n, const float *values, const float *weights, double scale,
                            void *out, float *weight_sum, float *workspace, ct_stream *stream);
 
+/* reduce.cu: the reductions of kernels/cpu/reduce.h on the GPU, with the same arguments
+ * and results (out: contiguous over the kept dims, in order), for F32, F16 and BF16 (float
+ * accumulation) and I32 (sum, max and min, accumulated exactly). Long reductions over few
+ * outputs are split into partials that a second kernel merges in a fixed order, so results
+ * repeat bit for bit; the partials live in `workspace`, device memory of the size that
+ * ct_cuda_reduce_workspace gives for the same dtype, shape, input pointer, strides and mask
+ * (NULL when that is 0). The workspace may be reused by work queued after the call. */
+#include "kernels/cpu/reduce.h"
+ct_status ct_cuda_reduce_workspace(ct_dtype dtype, int ndim, const int64_t *shape, const void *in,
+                                   const int64_t *in_strides, const bool *reduce_mask, size_t *bytes);
+ct_status ct_cuda_reduce(ct_reduce_op op, ct_dtype dtype, int ndim, const int64_t *shape, const void *in,
+                         const int64_t *in_strides, const bool *reduce_mask, void *out, double scale, void *workspace,
+                         ct_stream *stream);
+ct_status ct_cuda_reduce_var(ct_dtype dtype, int ndim, const int64_t *shape, const void *in, const int64_t *in_strides,
+                             const bool *reduce_mask, void *out, double correction, bool take_sqrt, void *workspace,
+                             ct_stream *stream);
+/* Its workspace is ct_cuda_reduce_workspace's for the mask with only `dim` set. */
+ct_status ct_cuda_reduce_arg(ct_reduce_op op, ct_dtype dtype, int ndim, const int64_t *shape, const void *in,
+                             const int64_t *in_strides, int dim, void *values, int32_t *indices, void *workspace,
+                             ct_stream *stream);
+
+/* softmax.cu: ct_cpu_softmax and ct_cpu_softmax_backward (kernels/cpu/softmax.h) on the GPU
+ * for F32, F16 and BF16, computing in float; out / grad_in contiguous with the input's shape. */
+ct_status ct_cuda_softmax(ct_dtype dtype, bool take_log, int ndim, const int64_t *shape, const void *in,
+                          const int64_t *in_strides, int dim, void *out, ct_stream *stream);
+ct_status ct_cuda_softmax_backward(ct_dtype dtype, bool take_log, int ndim, const int64_t *shape, const void *y,
+                                   const int64_t *y_strides, const void *g, const int64_t *g_strides, int dim,
+                                   void *grad_in, ct_stream *stream);
+
 #ifdef __cplusplus
 }
 #endif
