@@ -3,7 +3,12 @@
  *
  * The classification losses keep per-sample results (loss, weight of the target and, for
  * cross-entropy, the log-sum-exp) so that the reduction and the fused backward need no
- * second softmax. Class weights are constants, kept in the node as doubles. */
+ * second softmax. Class weights are constants, kept in the node as doubles (CPU) or as an
+ * F32 device tensor (CUDA). On CUDA (kernels/cuda/loss.cu) the per-sample values are F32,
+ * the reductions run in two fixed stages and the mean's divisor stays on the device; only
+ * the check of the class targets reads an answer back, so a classification loss
+ * synchronizes its stream once per call (reporting a bad target as an error rather than
+ * reading out of bounds). */
 #include "runtime/internal.h"
 #include "kernels/cpu/copy.h"
 #include "kernels/cpu/loss.h"

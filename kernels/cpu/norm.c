@@ -5,7 +5,14 @@
  * of g and g * (x - mean), then dx. A channel of the Fashion-MNIST CNN's activations
  * ((128, 32, 28, 28) f32) is 400 KB, so the passes after the first read it from L2.
  * Layer norm: threads own rows, and column blocks for the parameter gradients.
- * The kernel bodies live in norm_body.h, compiled once for float and once for double. */
+ * The kernel bodies live in norm_body.h, compiled once for float and once for double.
+ *
+ * Measured on the 2-core machine (2 threads, f32, best of 100 calls): (128, 32, 28, 28)
+ * forward 0.6 ms, backward 1.5 ms; (128, 64, 14, 14) 0.25 and 0.65 ms. PyTorch 1.13 takes
+ * 2.3 and 2.9 ms, 1.1 and 1.2 ms. The backward is bound by its first pass, which reads x
+ * and g (25.6 MB) from L3 at about 27 GB/s. Walking the second pass backwards (to start with
+ * what L2 still holds) changed nothing measurable; AVX2 code took 30% off the forward only,
+ * not worth a second build of the kernels and a CPU dispatch. */
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/half.h"
 

@@ -127,7 +127,7 @@ static void F(bn_forward_channel)(ct_dtype dt, int64_t N, int64_t C, int64_t S, 
             }
         double m = s / count;
         T mt = (T)m;
-        for (int64_t n = N - 1; n >= 0; n--)
+        for (int64_t n = 0; n < N; n++)
             for (int64_t j = 0, base = (n * C + c) * S; j < S; j += CHUNK) {
                 int64_t len = S - j < CHUNK ? S - j : CHUNK;
                 q += F(sum_sq_dev)(F(load)(x, dt, base + j, len, buf), len, mt);
@@ -177,7 +177,7 @@ static void F(bn_backward_channel)(ct_dtype dt, int64_t N, int64_t C, int64_t S,
     double B = training ? -A * is * is * sgx / count : 0.0;
     double K = training ? -A * sg / count + B * ((double)mt - m) : 0.0;
     T At = (T)A, Bt = (T)B, Kt = (T)K;
-    for (int64_t n = N - 1; n >= 0; n--)
+    for (int64_t n = 0; n < N; n++)
         for (int64_t j = 0, base = (n * C + c) * S; j < S; j += CHUNK) {
             int64_t len = S - j < CHUNK ? S - j : CHUNK;
             const T *gi = F(load)(g, dt, base + j, len, gb), *xi = F(load)(x, dt, base + j, len, xb);
