@@ -163,6 +163,7 @@ static const conv_case big_cases[] = {
     {9, 64, 24, 24, 16, 3, 3, OPTS(1, 1, 1, 1, 1, 1, 1), true},  /* 6 + 3 images per chunk */
     {2, 48, 20, 20, 64, 1, 1, OPTS(1, 1, 0, 0, 1, 1, 1), false}, /* 1x1 batched */
     {3, 16, 15, 13, 40, 3, 3, OPTS(2, 1, 2, 1, 2, 1, 1), true},
+    {3, 5, 21, 19, 36, 3, 3, OPTS(1, 1, 1, 1, 1, 1, 1), true}, /* no size a multiple of 8 or 16 */
 };
 #define NCASES(a) (sizeof(a) / sizeof((a)[0]))
 

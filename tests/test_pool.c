@@ -120,6 +120,7 @@ static const pool_case max_cases[] = {
     {2, 2, 6, 6, POPTS(2, 2, 4, 4, 1, 1, 1, 1, true, true)},    /* ceil window dropped by the rule */
     {1, 1, 5, 5, POPTS(5, 5, 1, 1, 2, 2, 1, 1, false, true)},   /* window larger than the input */
     {3, 2, 4, 6, POPTS(1, 1, 1, 2, 0, 0, 1, 1, false, true)},   /* 1x1 subsampling */
+    {1, 2, 5, 71, POPTS(2, 2, 0, 0, 0, 0, 1, 1, false, true)},  /* 2x2 rows longer than a vector */
 };
 
 static void check_max(const pool_case *k, ct_dtype dt, bool strided) {
