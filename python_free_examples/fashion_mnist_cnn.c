@@ -48,7 +48,7 @@ static void usage(const char *prog) {
 
 static bool parse_args(int argc, char **argv, options *o) {
     *o = (options){.device = NULL, .optimizer = "adamw", .data = NULL, .checkpoint = "fashion_mnist_cnn.safetensors",
-                   .metrics = "fashion_mnist_cnn.jsonl", .epochs = 8, .batch_size = 128, .train_limit = 0,
+                   .metrics = "fashion_mnist_cnn.jsonl", .epochs = 10, .batch_size = 128, .train_limit = 0,
                    .lr = 2e-3, .min_accuracy = 0, .seed = 42, .resume = false};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
