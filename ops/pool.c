@@ -194,14 +194,17 @@ ct_tensor *ct_max_pool2d(const ct_tensor *x, const ct_pool2d_opts *opts, ct_tens
         return NULL;
     ct_dtype cd = compute_dtype(x);
     const int64_t out_shape[4] = {g.N, g.C, g.oH, g.oW};
+    /* The positions are needed by backward or by the caller; inference skips them. */
+    bool want_idx = indices || ct__any_requires_grad(1, (const ct_tensor *const[]){x});
     ct_tensor *xk = operand(x, cd), *y = xk ? ct__new(cd, x->device, 4, out_shape) : NULL;
-    ct_tensor *idx = y ? ct__new(CT_I32, x->device, 4, out_shape) : NULL;
-    ct_status st = idx ? CT_OK : ct_last_error();
+    ct_tensor *idx = y && want_idx ? ct__new(CT_I32, x->device, 4, out_shape) : NULL;
+    ct_status st = y && (idx || !want_idx) ? CT_OK : ct_last_error();
     if (st == CT_OK) {
+        int32_t *idx_data = idx ? ct__data(idx) : NULL;
         if (x->device.type == CT_DEVICE_CUDA)
-            st = CT_ON_CUDA(ct_cuda_max_pool2d_forward(cd, &g, ct__data(xk), ct__data(y), ct__data(idx), stream_of(y)));
+            st = CT_ON_CUDA(ct_cuda_max_pool2d_forward(cd, &g, ct__data(xk), ct__data(y), idx_data, stream_of(y)));
         else
-            ct_cpu_max_pool2d_forward(cd, &g, ct__data(xk), ct__data(y), ct__data(idx));
+            ct_cpu_max_pool2d_forward(cd, &g, ct__data(xk), ct__data(y), idx_data);
     }
     if (xk)
         drop(xk, x);

@@ -1,4 +1,5 @@
-/* 2-D convolution on the CPU: im2col + OpenBLAS GEMM, col2im for the input gradient.
+/* 2-D convolution on the CPU: im2col + GEMM (AVX-512 tiles or OpenBLAS), col2im for the
+ * input gradient.
  *
  * For one image and one group, with K = C/groups * kH * kW and L = oH * oW:
  *   forward   y (O/g, L)  = w (O/g, K) @ col (K, L)          col = im2col(x)
@@ -6,7 +7,7 @@
  *   input     dcol (K, L) = w^T (K, O/g) @ gy (O/g, L)       gx = col2im(dcol)
  *
  * Schedule: one OpenMP region per call, over independent work items, each computed by one
- * thread with single-threaded BLAS calls:
+ * thread with single-threaded GEMMs (serial_gemm):
  *   forward  (image, band of output rows): im2col of the band, GEMM into y in place;
  *   weight   (image, band): im2col, GEMM into the thread's partial gw, summed at the end;
  *   input    (image, block of input channels): the dcol rows of those channels, col2im
@@ -22,7 +23,7 @@
  * kernels) on 2 cores, 128 images of the CNN's conv2 forward GEMM (64x196x288): 4.5 ms as
  * 2 x 64 single-threaded calls, 8.9 ms when each call may thread, and 18 ms for the whole
  * conv2 forward as one threaded GEMM over the batch between OpenMP im2col and copy passes
- * (62% of the samples in libgomp's spin loop). Split calls lose under 10%: 5.2 ms.
+ * (62% of the samples in libgomp's spin loop). Split calls lose about 15%: 5.2 ms.
  * Scratch buffers are kept between calls (see scratch_get): a training step asks for the
  * same sizes every time, and a fresh multi-megabyte buffer costs a page fault per 4 KiB.
  */
@@ -185,10 +186,11 @@ static void blas(const conv_plan *p, bool ta, bool tb, int64_t M, int64_t N, int
  * with A of at most APACK_FLOATS and N >= 32 use this kernel instead: tiles of 8 x 48
  * outputs held in 24 zmm registers, A packed in panels of 8 rows (once per op call when
  * it is the weight: the pack remembers what it holds), B read in place (packed in blocks
- * of GEMM_KC x GEMM_NC only when transposed), columns past N masked. Measured on the CNN's
- * conv2 (single thread, CPU time): forward 10.1 -> 6.5 ms, forward + backward 33 -> 21 ms;
- * OpenBLAS with OPENBLAS_CORETYPE=SkylakeX does 5.9 / 20 ms. Narrow products (conv1's
- * weight gradient, N = 9) stay with OpenBLAS: masked tiles would waste 80% of the work. */
+ * of GEMM_KC x GEMM_NC, by 16 x 16 register transposes, only when transposed), columns
+ * past N masked. Measured on the CNN's conv2 at batch 128 (one thread, CPU time): forward
+ * 10.1 -> 6.1 ms, forward + backward 33 -> 20 ms; OpenBLAS forced to its AVX-512 kernels
+ * (OPENBLAS_CORETYPE=SkylakeX) does 5.9 / 20 ms. Narrow products (conv1's weight gradient,
+ * N = 9) stay with OpenBLAS: masked tiles would waste 80% of the work. */
 
 /* A thread's packing space. `a` .. `lda` describe the A that apack holds (a == NULL: none);
  * the drivers clear it at the start of each call, since the weight may change between
