@@ -48,6 +48,10 @@ void ct__host_free(void *p) { free(p); }
  * back. CT_CPU_CACHE=0 turns the cache off, and sanitizer builds never use it, so that
  * AddressSanitizer sees every buffer on its own. */
 
+static ct_allocator *host_cache;
+static pthread_once_t host_cache_once = PTHREAD_ONCE_INIT;
+
+#ifndef CT_SANITIZE_BUILD
 static ct_status host_segment_alloc(void *ctx, size_t bytes, void **ptr) {
     size_t align = bytes >= HUGE_PAGE_BYTES ? HUGE_PAGE_BYTES : 4096;
     if (posix_memalign(ptr, align, bytes) != 0)
@@ -60,9 +64,7 @@ static ct_status host_segment_alloc(void *ctx, size_t bytes, void **ptr) {
 }
 
 static void host_segment_free(void *ctx, void *ptr, size_t bytes) { free(ptr); }
-
-static ct_allocator *host_cache;
-static pthread_once_t host_cache_once = PTHREAD_ONCE_INIT;
+#endif
 
 static void host_cache_init(void) {
 #ifndef CT_SANITIZE_BUILD
