@@ -30,7 +30,9 @@ typedef struct bench_row {
     double value;            /* the row's figure, in `unit` */
     const char *unit;        /* "GB/s", "GFLOP/s", "us" */
     const char *ref_name;    /* what `ratio` compares with ("memcpy"); NULL when nothing */
-    double ratio;            /* value / reference value */
+    double ratio;            /* value / reference value: the median of the ratios measured in
+                                each round (the calls are interleaved with the reference's) */
+    double ratio_of_best;    /* the same from the best times (JSON only) */
     const char *target;      /* the goal, as text ("ratio >= 0.90"); NULL when none */
     int target_met;          /* 1 met, 0 missed, -1 no target */
 } bench_row;
@@ -43,6 +45,8 @@ typedef struct bench_stats {
 } bench_stats;
 /* Best (smallest) and median of n samples (sorts them in place). */
 bench_stats bench_stats_of(double *samples, int n);
+/* The median over i of ref_times[i] / times[i] (neither array is modified). */
+double bench_paired_ratio(const double *ref_times, const double *times, int n);
 
 bool bench_section_enabled(const bench_opts *o, const char *section);
 /* Print one row of the table (and its JSON line). */

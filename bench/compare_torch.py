@@ -77,6 +77,11 @@ class Table:
             self.json.write(json.dumps(r) + "\n")
 
 
+def paired_ratio(ref_times, times):
+    """The median over rounds of ref_times[i] / times[i]."""
+    return statistics.median(r / x for r, x in zip(ref_times, times))
+
+
 def measure(fn, warmup, reps):
     for _ in range(warmup):
         fn()
@@ -129,7 +134,8 @@ def section_bandwidth(t, n, warmup, reps, threads, quick, want_memory, want_elem
             copy_gbs = gbs
             t.row(section, name, "%d MiB" % (n * 4 >> 20), threads, reps, best, median, gbs, "GB/s")
             continue
-        ratio = gbs / copy_gbs
+        # Median over rounds of the ratio to the copy of the same round, as in ctbench.
+        ratio = paired_ratio(samples[0], samples[k]) * words / 2
         size = "%d MiB" % (n * 4 >> 20) if section == "memory" else size_label(n)
         t.row(section, name, size, threads, reps, best, median, gbs, "GB/s", "copy_", ratio,
               ">= 90% of copy_" if has_target and not quick else None, ratio >= 0.90)
@@ -190,7 +196,7 @@ def section_matmul(t, sizes, warmup, reps, threads, quick):
         if sgemm:
             t.row("matmul", "cblas_sgemm (direct)", size, threads, reps, min(tb), statistics.median(tb),
                   flops / min(tb) * 1e-9, "GFLOP/s")
-            ratio = min(tb) / min(tt)
+            ratio = paired_ratio(tb, tt)
             t.row("matmul", "torch.matmul", size, threads, reps, min(tt), statistics.median(tt),
                   flops / min(tt) * 1e-9, "GFLOP/s", "sgemm", ratio, None if quick else ">= 95% of sgemm",
                   ratio >= 0.95)
@@ -251,7 +257,8 @@ def main():
         else:
             section_overhead(t, 2000, 100, 20000, False)
     print("Throughput (GB/s, GFLOP/s) is from the best repetition; overheads (us) are medians.\n"
-          "GB/s counts bytes read + written: copy 2N, add/mul 3N, relu 2N, sum N (x 4 bytes).")
+          "GB/s counts bytes read + written: copy 2N, add/mul 3N, relu 2N, sum N (x 4 bytes).\n"
+          "vs reference: median over rounds of the ratio to the reference measured in the same round.")
     if json_file:
         json_file.close()
 

@@ -34,6 +34,15 @@ bench_stats bench_stats_of(double *samples, int n) {
     return s;
 }
 
+double bench_paired_ratio(const double *ref_times, const double *times, int n) {
+    double ratios[256];
+    if (n > 256)
+        n = 256;
+    for (int i = 0; i < n; i++)
+        ratios[i] = ref_times[i] / times[i];
+    return bench_stats_of(ratios, n).median;
+}
+
 bool bench_section_enabled(const bench_opts *o, const char *section) {
     if (!o->only)
         return true;
@@ -87,7 +96,8 @@ void bench_emit(const bench_opts *o, const bench_row *r) {
             "\"threads\":%d,\"reps\":%d,\"best_s\":%.9g,\"median_s\":%.9g,\"value\":%.6g,\"unit\":\"%s\"",
             o->device, r->section, r->name, r->size, r->threads, r->reps, r->best_s, r->median_s, r->value, r->unit);
     if (r->ref_name)
-        fprintf(o->json, ",\"ref\":\"%s\",\"ratio\":%.6g", r->ref_name, r->ratio);
+        fprintf(o->json, ",\"ref\":\"%s\",\"ratio\":%.6g,\"ratio_of_best\":%.6g", r->ref_name, r->ratio,
+                r->ratio_of_best);
     if (r->target)
         fprintf(o->json, ",\"target\":\"%s\",\"target_met\":%s", r->target, r->target_met ? "true" : "false");
     fprintf(o->json, "}\n");
@@ -211,7 +221,8 @@ int main(int argc, char **argv) {
 
     int rc = bench_cpu(&o);
     printf("Throughput (GB/s, GFLOP/s) is from the best repetition; overheads (us) are medians.\n"
-           "GB/s counts bytes read + written: memcpy 2N, add/mul 3N, relu 2N, sum N (x 4 bytes).\n%s",
+           "GB/s counts bytes read + written: memcpy 2N, add/mul 3N, relu 2N, sum N (x 4 bytes).\n"
+           "vs reference: median over rounds of the ratio to the reference measured in the same round.\n%s",
            o.quick ? "Quick run: sizes are too small for the targets, which are not checked.\n" : "");
     if (o.json)
         fclose(o.json);
