@@ -70,8 +70,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (train_limit > 0 && train_limit < ct_tensor_size(train_x, 0)) {
-        ct_tensor *x = ct_contiguous(ct_slice(train_x, 0, 0, train_limit, 1));
-        ct_tensor *y = ct_contiguous(ct_slice(train_y, 0, 0, train_limit, 1));
+        ct_tensor *x = ct_slice(train_x, 0, 0, train_limit, 1); /* views: they keep the data alive */
+        ct_tensor *y = ct_slice(train_y, 0, 0, train_limit, 1);
         ct_tensor_free(train_x);
         ct_tensor_free(train_y);
         train_x = x;
