@@ -644,3 +644,12 @@ Test(reduce, bad_inputs) {
         t_assert_error(CT_ERR_DTYPE, "ct_var", NULL);
     });
 }
+
+Test(reduce, variance_of_nan_is_nan) {
+    T_NO_LEAK({
+        ct_tensor *x = ct_from_host((double[]){1, NAN, 3, 4}, (int64_t[]){4}, 1, CT_F64, CT_CPU);
+        cr_assert(isnan(ct_item(ct_var(x, NULL, 0, 1, false))));
+        cr_assert(isnan(ct_item(ct_std(x, NULL, 0, 1, false))));
+        cr_assert(isnan(ct_item(ct_var(ct_cast(x, CT_F32), NULL, 0, 0, false))));
+    });
+}

@@ -280,3 +280,19 @@ Test(softmax, bad_inputs) {
         t_assert_error(CT_ERR_DTYPE, "ct_softmax", "i32", NULL);
     });
 }
+
+Test(softmax, nan_poisons_the_whole_row_even_after_minus_infinity) {
+    T_NO_LEAK({
+        /* 300 elements: the NaN sits in the first 256-element chunk, where the max is -inf */
+        double v[300];
+        for (int i = 0; i < 300; i++)
+            v[i] = i < 256 ? -INFINITY : 1.0;
+        v[7] = NAN;
+        ct_tensor *x = ct_from_host(v, (int64_t[]){1, 300}, 2, CT_F64, CT_CPU);
+        double *s = t_values(ct_softmax(x, 1)), *l = t_values(ct_log_softmax(x, 1));
+        for (int i = 0; i < 300; i++)
+            cr_assert(isnan(s[i]) && isnan(l[i]), "element %d is %g / %g", i, s[i], l[i]);
+        free(s);
+        free(l);
+    });
+}

@@ -165,7 +165,8 @@ static double finish(int op, acc st, const params *p) {
     case CT_RED_LOGSUMEXP: return (st.a != st.a || isinf(st.a)) ? st.a : st.a + log(st.b);
     default: {
         double divisor = st.a - p->correction;
-        double var = (st.c > 0 ? st.c : 0.0) / (divisor > 0 ? divisor : 0.0);
+        /* a tiny negative from rounding becomes 0; NaN stays NaN */
+        double var = (st.c != st.c ? st.c : (st.c > 0 ? st.c : 0.0)) / (divisor > 0 ? divisor : 0.0);
         return p->take_sqrt ? sqrt(var) : var;
     }
     }

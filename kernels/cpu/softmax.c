@@ -111,8 +111,12 @@ static inline void scatter_d(char *base, ct_dtype dt, int64_t s, const double *b
                 sum *= EXP(max - chunk_max);                                                                \
                 max = chunk_max;                                                                            \
             }                                                                                               \
-            if (max == -INFINITY)                                                                           \
+            if (max == -INFINITY) { /* nothing to add yet, but a NaN must still poison the row */             \
+                for (int64_t i = 0; i < len; i++)                                                           \
+                    if (buf[i] != buf[i])                                                                   \
+                        sum = buf[i];                                                                       \
                 continue;                                                                                   \
+            }                                                                                               \
             T part = 0;                                                                                     \
             for (int64_t i = 0; i < len; i++)                                                               \
                 part += EXP(buf[i] - max);                                                                  \
