@@ -7,7 +7,7 @@
 ct_status ct_fill_(ct_tensor *a, double value) {
     if (!ct__check("ct_fill_", "a", a))
         return ct_last_error();
-    if (!ct__check_inplace("ct_fill_", a))
+    if (!ct__check_inplace("ct_fill_", a) || !ct__check_writable("ct_fill_", a))
         return ct_last_error();
     if (a->device.type == CT_DEVICE_CUDA) {
         ct_status st = CT_ON_CUDA(
@@ -21,16 +21,25 @@ ct_status ct_fill_(ct_tensor *a, double value) {
     return CT_OK;
 }
 
-/* Copy src (broadcast to dst's shape, converted to dst's dtype) into dst. No autograd. */
-static ct_status copy_into(const char *op, ct_tensor *dst, const ct_tensor *src) {
-    int64_t strides[CT_MAX_DIMS];
+/* Whether src broadcasts to dst's shape (CT_ERR_SHAPE recorded when not). */
+static bool broadcasts_to(const char *op, const ct_tensor *dst, const ct_tensor *src) {
     int nd;
     int64_t shape[CT_MAX_DIMS];
     if (!ct__broadcast_shape(op, dst->ndim, dst->shape, src->ndim, src->shape, &nd, shape))
+        return false;
+    if (nd != dst->ndim || memcmp(shape, dst->shape, sizeof(int64_t) * (size_t)nd) != 0) {
+        ct__set_error(CT_ERR_SHAPE, "%s: source of shape %s does not broadcast to destination %s", op,
+                      ct_shape_str(src), ct_shape_str(dst));
+        return false;
+    }
+    return true;
+}
+
+/* Copy src (broadcast to dst's shape, converted to dst's dtype) into dst. No autograd. */
+static ct_status copy_into(const char *op, ct_tensor *dst, const ct_tensor *src) {
+    int64_t strides[CT_MAX_DIMS];
+    if (!broadcasts_to(op, dst, src))
         return ct_last_error();
-    if (nd != dst->ndim || memcmp(shape, dst->shape, sizeof(int64_t) * (size_t)nd) != 0)
-        return ct__set_error(CT_ERR_SHAPE, "%s: source of shape %s does not broadcast to destination %s", op,
-                             ct_shape_str(src), ct_shape_str(dst));
     ct__broadcast_strides(src, dst->ndim, dst->shape, strides);
     if (ct_device_equal(dst->device, src->device)) {
         if (dst->device.type == CT_DEVICE_CPU) {
@@ -69,14 +78,37 @@ static ct_status copy_into(const char *op, ct_tensor *dst, const ct_tensor *src)
     return st;
 }
 
+/* src is a itself (same storage, dtype and geometry once broadcast): nothing to move. */
+static bool is_self_copy(const ct_tensor *a, const ct_tensor *src) {
+    if (a->storage != src->storage || a->dtype != src->dtype || a->offset != src->offset)
+        return false;
+    int64_t strides[CT_MAX_DIMS];
+    ct__broadcast_strides(src, a->ndim, a->shape, strides);
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] > 1 && a->strides[d] != strides[d])
+            return false;
+    return true;
+}
+
 ct_status ct_copy_(ct_tensor *a, const ct_tensor *src) {
-    if (!ct__check("ct_copy_", "a", a) || !ct__check("ct_copy_", "src", src))
+    const char *op = "ct_copy_";
+    if (!ct__check(op, "a", a) || !ct__check(op, "src", src))
         return ct_last_error();
-    if (!ct__check_inplace("ct_copy_", a))
+    if (!ct__check_inplace(op, a) || !ct__check_inplace_source(op, src, "ct_clone or ct_cast"))
         return ct_last_error();
-    ct_status st = copy_into("ct_copy_", a, src);
+    if (!broadcasts_to(op, a, src) || !ct__check_writable(op, a) || !ct__check_no_partial_overlap(op, a, src))
+        return ct_last_error();
+    /* A copy onto itself would hand memcpy overlapping buffers. */
+    ct_status st = is_self_copy(a, src) ? CT_OK : copy_into(op, a, src);
     if (st == CT_OK)
         ct__bump_version(a);
+    return st;
+}
+
+ct_status ct__copy(ct_tensor *dst, const ct_tensor *src) {
+    ct_status st = copy_into("ct_copy_", dst, src);
+    if (st == CT_OK)
+        ct__bump_version(dst);
     return st;
 }
 

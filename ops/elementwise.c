@@ -352,13 +352,16 @@ ct_tensor *ct_mul_scalar(const ct_tensor *a, double s) {
     return out;
 }
 
-/* d a^p = p a^(p-1) */
+/* d a^p = p a^(p-1); zero for p = 0, also at a = 0 where the formula gives 0 * inf (as PyTorch). */
 static ct_status pow_scalar_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
     ct_tensor *a = ct__node_saved(node, 0);
     double p = node->dargs[0];
     if (!a)
         return ct_last_error();
-    gin[0] = p == 1.0 ? ct_clone(gout[0]) : ct_mul(gout[0], ct_mul_scalar(ct_pow_scalar(a, p - 1.0), p));
+    if (p == 0.0)
+        gin[0] = ct_zeros_like(gout[0]);
+    else
+        gin[0] = p == 1.0 ? ct_clone(gout[0]) : ct_mul(gout[0], ct_mul_scalar(ct_pow_scalar(a, p - 1.0), p));
     return gin[0] ? CT_OK : ct_last_error();
 }
 
@@ -513,11 +516,14 @@ ct_tensor *ct_masked_fill(const ct_tensor *t, const ct_tensor *mask, double valu
 
 /* ---- in place -------------------------------------------------------------------------- */
 
-/* a op= b with b broadcast to a's shape. */
-static ct_status binary_inplace(const char *op, ct_binary_op kop, ct_tensor *a, const ct_tensor *b, double p0) {
+/* a op= b with b broadcast to a's shape. `instead` names the out-of-place op. The checks are
+ * the same on every device: the update is not recorded by autograd, and a must not alias
+ * itself or partially overlap b (the kernels would read elements they already wrote). */
+static ct_status binary_inplace(const char *op, const char *instead, ct_binary_op kop, ct_tensor *a, const ct_tensor *b,
+                                double p0) {
     if (!ct__check(op, "a", a) || !ct__check(op, "b", b))
         return ct_last_error();
-    if (!ct__same_device_dtype(op, a, b) || !ct__check_inplace(op, a))
+    if (!ct__same_device_dtype(op, a, b) || !ct__check_inplace(op, a) || !ct__check_inplace_source(op, b, instead))
         return ct_last_error();
     int ndim;
     int64_t shape[CT_MAX_DIMS], bs[CT_MAX_DIMS];
@@ -526,6 +532,8 @@ static ct_status binary_inplace(const char *op, ct_binary_op kop, ct_tensor *a, 
     if (ndim != a->ndim || memcmp(shape, a->shape, sizeof(int64_t) * (size_t)ndim) != 0)
         return ct__set_error(CT_ERR_SHAPE, "%s: b of shape %s does not broadcast to a of shape %s", op,
                              ct_shape_str(b), ct_shape_str(a));
+    if (!ct__check_writable(op, a) || !ct__check_no_partial_overlap(op, a, b))
+        return ct_last_error();
     ct__broadcast_strides(b, ndim, shape, bs);
     ct_status st = run_binary(kop, a->dtype, a, ct__data(a), a->strides, ct__data(b), bs, p0, 0);
     if (st == CT_OK)
@@ -533,16 +541,20 @@ static ct_status binary_inplace(const char *op, ct_binary_op kop, ct_tensor *a, 
     return st;
 }
 
-ct_status ct_add_(ct_tensor *a, const ct_tensor *b) { return binary_inplace("ct_add_", CT_BIN_ADD, a, b, 0); }
-ct_status ct_add_scaled_(ct_tensor *a, const ct_tensor *b, double alpha) {
-    return binary_inplace("ct_add_scaled_", CT_BIN_ADD_SCALED, a, b, alpha);
+ct_status ct_add_(ct_tensor *a, const ct_tensor *b) {
+    return binary_inplace("ct_add_", "ct_add", CT_BIN_ADD, a, b, 0);
 }
-ct_status ct_mul_(ct_tensor *a, const ct_tensor *b) { return binary_inplace("ct_mul_", CT_BIN_MUL, a, b, 0); }
+ct_status ct_add_scaled_(ct_tensor *a, const ct_tensor *b, double alpha) {
+    return binary_inplace("ct_add_scaled_", "ct_add_scaled", CT_BIN_ADD_SCALED, a, b, alpha);
+}
+ct_status ct_mul_(ct_tensor *a, const ct_tensor *b) {
+    return binary_inplace("ct_mul_", "ct_mul", CT_BIN_MUL, a, b, 0);
+}
 
 ct_status ct_mul_scalar_(ct_tensor *a, double s) {
     if (!ct__check("ct_mul_scalar_", "a", a))
         return ct_last_error();
-    if (!ct__check_inplace("ct_mul_scalar_", a))
+    if (!ct__check_inplace("ct_mul_scalar_", a) || !ct__check_writable("ct_mul_scalar_", a))
         return ct_last_error();
     ct_status st = run_unary(CT_UN_MUL_SCALAR, a, ct__data(a), a->strides, s, 0);
     if (st == CT_OK)

@@ -243,7 +243,7 @@ ct_tensor *ct_scatter_add(const ct_tensor *a, int dim, const ct_tensor *index, c
     ct_tensor *out = ct__new(a->dtype, a->device, a->ndim, a->shape);
     if (!out)
         return NULL;
-    ct_status st = ct_copy_(out, a);
+    ct_status st = ct__copy(out, a);
     if (st == CT_OK)
         st = scatter_add_into(index->ndim, index->shape, d, out, src, index, index->strides);
     if (!(out = finish(out, st)))

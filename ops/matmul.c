@@ -113,7 +113,7 @@ static ct_tensor *packed_for_cuda(const ct_tensor *t, bool is_left, bool *failed
     if (t->device.type != CT_DEVICE_CUDA || ct_cpu_gemm_is_direct(g.rows, g.cols, g.row_stride, g.col_stride))
         return NULL;
     ct_tensor *copy = ct__new(t->dtype, t->device, t->ndim, t->shape);
-    if (copy && ct_copy_(copy, t) == CT_OK)
+    if (copy && ct__copy(copy, t) == CT_OK)
         return copy;
     ct_tensor_free(copy);
     *failed = true;

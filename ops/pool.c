@@ -22,7 +22,7 @@ static ct_tensor *operand(const ct_tensor *t, ct_dtype dtype) {
     if (t->dtype == dtype && ct__is_contiguous(t))
         return (ct_tensor *)t;
     ct_tensor *c = ct__new(dtype, t->device, t->ndim, t->shape);
-    if (c && ct_copy_(c, t) != CT_OK) {
+    if (c && ct__copy(c, t) != CT_OK) {
         ct_tensor_free(c);
         return NULL;
     }

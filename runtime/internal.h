@@ -106,6 +106,20 @@ static inline void ct__bump_version(ct_tensor *t) { atomic_fetch_add(&t->storage
 static inline uint64_t ct__version(const ct_tensor *t) { return atomic_load(&t->storage->version); }
 /* Refuse in-place ops on leaves requiring grad while grad mode is on. */
 bool ct__check_inplace(const char *op, const ct_tensor *t);
+/* In-place ops with a source: refuse (CT_ERR_AUTOGRAD) a source that requires grad while grad
+ * mode is on, since the update would not be recorded; `instead` names the out-of-place op. */
+bool ct__check_inplace_source(const char *op, const ct_tensor *src, const char *instead);
+/* Refuse (CT_ERR_VALUE) a destination whose elements alias: a dim of size > 1 with stride 0
+ * (from ct_expand, the only way the public views alias). */
+bool ct__check_writable(const char *op, const ct_tensor *dst);
+/* Refuse (CT_ERR_VALUE) a source (broadcast to dst's shape) that shares an element with dst
+ * without having dst's exact geometry: the kernel would read elements it already wrote.
+ * Full identity (a += a) and disjoint views of one storage are fine. */
+bool ct__check_no_partial_overlap(const char *op, const ct_tensor *dst, const ct_tensor *src);
+/* ct_copy_ for ops that copy an input into a private tensor of their own (a contiguous or
+ * converted operand) and record the autograd node on the original input themselves: the
+ * same conversion and broadcasting, without ct_copy_'s autograd refusals. */
+ct_status ct__copy(ct_tensor *dst, const ct_tensor *src);
 
 /* CUDA dispatch. CT_ON_CUDA(call) runs the launcher call in CUDA builds. In others, CUDA
  * tensors cannot exist, so the branch is never taken; the call is still type-checked (inside

@@ -301,6 +301,122 @@ bool ct__check_inplace(const char *op, const ct_tensor *t) {
     return true;
 }
 
+bool ct__check_inplace_source(const char *op, const ct_tensor *src, const char *instead) {
+    if (!ct__any_requires_grad(1, &src))
+        return true;
+    ct__set_error(CT_ERR_AUTOGRAD,
+                  "%s: the source requires grad but an in-place update is not recorded by autograd; use %s, or "
+                  "wrap in ct_no_grad_begin/end",
+                  op, instead);
+    return false;
+}
+
+bool ct__check_writable(const char *op, const ct_tensor *dst) {
+    for (int d = 0; d < dst->ndim; d++)
+        if (dst->shape[d] > 1 && dst->strides[d] == 0) {
+            ct__set_error(CT_ERR_VALUE,
+                          "%s: unsupported operation: more than one element of the written-to tensor (shape %s, "
+                          "stride 0 in dim %d, as made by ct_expand) refers to a single memory location; write to "
+                          "a ct_clone or ct_contiguous copy instead",
+                          op, ct_shape_str(dst), d);
+            return false;
+        }
+    return true;
+}
+
+/* Whether sum(coef[k] * x[k]) == target has a solution with lo[k] <= x[k] <= hi[k], for terms
+ * k >= first sorted by decreasing |coef|. rem_lo/rem_hi[k]: the smallest and largest sums of
+ * the terms from k on. *budget bounds the search; running out answers "yes" (the caller then
+ * refuses, which is the safe side). */
+static bool offsets_meet(int n_terms, int first, const int64_t *coef, const int64_t *lo, const int64_t *hi,
+                         const int64_t *rem_lo, const int64_t *rem_hi, int64_t target, int64_t *budget) {
+    if (--*budget < 0)
+        return true;
+    if (first == n_terms)
+        return target == 0;
+    if (target < rem_lo[first] || target > rem_hi[first])
+        return false;
+    /* x must leave target - coef * x within reach of the remaining terms. */
+    int64_t c = coef[first], next_lo = rem_lo[first + 1], next_hi = rem_hi[first + 1];
+    for (int64_t x = lo[first]; x <= hi[first]; x++) {
+        int64_t rest = target - c * x;
+        if (rest > next_hi) {
+            /* coef > 0 here: skip ahead to the first x that brings rest within reach */
+            int64_t skip = (rest - next_hi + c - 1) / c;
+            x += skip - 1;
+            continue;
+        }
+        if (rest < next_lo)
+            break;
+        if (offsets_meet(n_terms, first + 1, coef, lo, hi, rem_lo, rem_hi, rest, budget))
+            return true;
+    }
+    return false;
+}
+
+bool ct__check_no_partial_overlap(const char *op, const ct_tensor *dst, const ct_tensor *src) {
+    if (dst->storage != src->storage || ct__numel(dst->ndim, dst->shape) == 0 || ct__numel(src->ndim, src->shape) == 0)
+        return true;
+    int64_t src_strides[CT_MAX_DIMS];
+    ct__broadcast_strides(src, dst->ndim, dst->shape, src_strides);
+    CT_ASSERT(dst->dtype == src->dtype, false); /* views keep their base's dtype */
+    bool same_geometry = dst->offset == src->offset;
+    for (int d = 0; d < dst->ndim && same_geometry; d++)
+        same_geometry = dst->shape[d] == 1 || dst->strides[d] == src_strides[d];
+    if (same_geometry) /* a op= a: every element reads only itself */
+        return true;
+    /* Is some element of dst also an element of src? In elements (views keep the dtype, so both
+     * are in the same units): dst.offset + sum(i * dst.strides) == src.offset + sum(j * src.strides)
+     * for indices in range. Terms with the same |stride| merge into one term over the range of
+     * differences, so that row-major views (strides that nest) leave a few candidates per term:
+     * the common cases (halves of a row, even and odd elements, a and its transpose) are
+     * settled in a handful of steps. */
+    int64_t coef[2 * CT_MAX_DIMS], lo[2 * CT_MAX_DIMS], hi[2 * CT_MAX_DIMS];
+    int n_terms = 0;
+    const ct_tensor *side[2] = {dst, src};
+    for (int s = 0; s < 2; s++)
+        for (int d = 0; d < side[s]->ndim; d++) {
+            int64_t stride = side[s]->strides[d], extent = side[s]->shape[d] - 1;
+            if (extent == 0 || stride == 0)
+                continue;
+            /* src's index counts down: move it to the left-hand side with the opposite sign */
+            int64_t sign = (stride > 0) == (s == 0) ? 1 : -1, magnitude = stride > 0 ? stride : -stride;
+            int k = 0;
+            while (k < n_terms && coef[k] != magnitude)
+                k++;
+            if (k == n_terms) {
+                coef[k] = magnitude;
+                lo[k] = hi[k] = 0;
+                n_terms++;
+            }
+            if (sign > 0)
+                hi[k] += extent;
+            else
+                lo[k] -= extent;
+        }
+    for (int a = 1; a < n_terms; a++) /* insertion sort by decreasing coefficient */
+        for (int b = a; b > 0 && coef[b] > coef[b - 1]; b--) {
+            int64_t t;
+            t = coef[b], coef[b] = coef[b - 1], coef[b - 1] = t;
+            t = lo[b], lo[b] = lo[b - 1], lo[b - 1] = t;
+            t = hi[b], hi[b] = hi[b - 1], hi[b - 1] = t;
+        }
+    int64_t rem_lo[2 * CT_MAX_DIMS + 1] = {0}, rem_hi[2 * CT_MAX_DIMS + 1] = {0};
+    for (int k = n_terms - 1; k >= 0; k--) {
+        rem_lo[k] = rem_lo[k + 1] + coef[k] * lo[k];
+        rem_hi[k] = rem_hi[k + 1] + coef[k] * hi[k];
+    }
+    int64_t budget = 100000;
+    if (!offsets_meet(n_terms, 0, coef, lo, hi, rem_lo, rem_hi, src->offset - dst->offset, &budget))
+        return true;
+    ct__set_error(CT_ERR_VALUE,
+                  "%s: unsupported operation: the source (shape %s) partially overlaps the destination (shape %s) "
+                  "in memory, so some elements would be read after they were written; pass a ct_clone of the "
+                  "source",
+                  op, ct_shape_str(src), ct_shape_str(dst));
+    return false;
+}
+
 /* ---- creation -------------------------------------------------------------------- */
 
 ct_tensor *ct_empty(const int64_t *shape, int ndim, ct_dtype dtype, ct_device device) {

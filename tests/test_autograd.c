@@ -103,6 +103,66 @@ Test(autograd, inplace_on_leaf_requiring_grad_is_refused) {
     });
 }
 
+/* An in-place update is not recorded: with grad mode on, a source that requires grad would
+ * silently get no gradient, so it is refused; inside no-grad it is the optimizer's update. */
+Test(autograd, inplace_from_a_source_requiring_grad_is_refused) {
+    ct_clear_error();
+    T_NO_LEAK({
+        ct_tensor *w = leaf((double[]){1, 2}, (int64_t[]){2}, 1);
+        ct_tensor *a = ct_from_host((double[]){10, 20}, (int64_t[]){2}, 1, CT_F64, CT_CPU);
+        cr_assert_eq(ct_add_(a, w), CT_ERR_AUTOGRAD);
+        t_assert_error(CT_ERR_AUTOGRAD, "ct_add_", "the source requires grad", "use ct_add,", "ct_no_grad_begin", NULL);
+        cr_assert_eq(ct_add_scaled_(a, w, 2), CT_ERR_AUTOGRAD);
+        t_assert_error(CT_ERR_AUTOGRAD, "ct_add_scaled_", "use ct_add_scaled,", NULL);
+        cr_assert_eq(ct_mul_(a, w), CT_ERR_AUTOGRAD);
+        t_assert_error(CT_ERR_AUTOGRAD, "ct_mul_", "use ct_mul,", NULL);
+        cr_assert_eq(ct_copy_(a, w), CT_ERR_AUTOGRAD);
+        t_assert_error(CT_ERR_AUTOGRAD, "ct_copy_", "the source requires grad", "ct_clone", NULL);
+        /* a non-leaf source (made from w) too, broadcast or not */
+        cr_assert_eq(ct_add_(a, ct_sum(ct_mul_scalar(w, 3), NULL, 0, false)), CT_ERR_AUTOGRAD);
+        t_assert_error(CT_ERR_AUTOGRAD, "ct_add_", NULL);
+        t_assert_close(a, (double[]){10, 20}, 0, 0); /* nothing was written */
+        cr_assert(!ct_tensor_requires_grad(a));
+
+        /* Allowed: a detached source, or the same calls under no-grad. */
+        cr_assert_eq(ct_add_(a, ct_detach(w)), CT_OK, "%s", ct_last_error_message());
+        t_assert_close(a, (double[]){11, 22}, 0, 0);
+        ct_no_grad_begin();
+        cr_assert_eq(ct_add_(a, w), CT_OK);
+        cr_assert_eq(ct_add_scaled_(a, w, -1), CT_OK);
+        cr_assert_eq(ct_mul_(a, w), CT_OK);
+        ct_no_grad_end();
+        t_assert_close(a, (double[]){11, 44}, 0, 0);
+        ct_no_grad_begin();
+        cr_assert_eq(ct_copy_(a, w), CT_OK);
+        ct_no_grad_end();
+        t_assert_close(a, (double[]){1, 2}, 0, 0);
+    });
+}
+
+/* The engine accumulates gradients with ct_add_ / ct_copy_ and an SGD step updates the
+ * parameter in place from its gradient: both keep working. */
+Test(autograd, accumulation_and_manual_sgd_step_still_work) {
+    T_NO_LEAK({
+        ct_tensor *w = leaf((double[]){1, -2, 3}, (int64_t[]){3}, 1);
+        ct_tensor *x = ct_from_host((double[]){2, 2, 2}, (int64_t[]){3}, 1, CT_F64, CT_CPU);
+        for (int step = 0; step < 2; step++) {
+            /* w is used twice: its gradient is accumulated from two paths, then over two backwards */
+            ct_tensor *loss = ct_sum(ct_add(ct_mul(w, x), ct_mul(w, w)), NULL, 0, false);
+            cr_assert_eq(ct_backward(loss), CT_OK, "%s", ct_last_error_message());
+        }
+        t_assert_close(ct_grad(w), (double[]){2 * (2 + 2), 2 * (2 - 4), 2 * (2 + 6)}, 1e-12, 0);
+        ct_no_grad_begin();
+        cr_assert_eq(ct_add_scaled_(w, ct_grad(w), -0.25), CT_OK, "%s", ct_last_error_message());
+        ct_no_grad_end();
+        t_assert_close(w, (double[]){-1, -1, -1}, 1e-12, 0);
+        /* the updated leaf still takes part in a new graph */
+        ct_zero_grad(w);
+        cr_assert_eq(ct_backward(ct_sum(ct_mul(w, x), NULL, 0, false)), CT_OK);
+        t_assert_close(ct_grad(w), (double[]){2, 2, 2}, 0, 0);
+    });
+}
+
 Test(autograd, non_scalar_backward_needs_a_gradient) {
     T_NO_LEAK({
         ct_tensor *x = leaf((double[]){1, 2, 3, 4}, (int64_t[]){2, 2}, 2);

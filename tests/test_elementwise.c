@@ -1,6 +1,7 @@
-/* pow, maximum, minimum, abs, clamp, where and masked_fill: forward against naive f64
- * references (broadcasting, views, empty and size-1 dims, every dtype that applies),
- * gradients in f64, tie and NaN rules, and bad inputs. */
+/* pow, maximum, minimum, abs, clamp, where, masked_fill, the unary math and scalar ops and
+ * the comparisons: forward against naive f64 references (broadcasting, views, empty and
+ * size-1 dims, every dtype that applies), gradients in f64, tie and NaN rules, the integer
+ * semantics documented in ops.h, and bad inputs. */
 #include "tests/common.h"
 
 #include <string.h>
@@ -518,5 +519,377 @@ Test(elementwise, bad_inputs) {
         /* The first error survives a chain. */
         cr_assert_null(ct_abs(ct_clamp(ct_maximum(a, d), 0, 1)));
         t_assert_error(CT_ERR_DTYPE, "ct_maximum", NULL);
+    });
+}
+
+/* ---- unary math and scalar ops: one table ------------------------------------------------- */
+
+typedef struct unary_math {
+    const char *name;
+    ct_tensor *(*op)(const ct_tensor *a, double s);
+    double (*ref)(double x, double s);
+    double s;      /* the scalar of the *_scalar ops */
+    double lo, hi; /* inputs are drawn from [lo, hi): log, sqrt, rsqrt and fractional powers need x > 0 */
+} unary_math;
+
+static ct_tensor *op_neg(const ct_tensor *a, double s) {
+    return ct_neg(a);
+}
+static ct_tensor *op_exp(const ct_tensor *a, double s) {
+    return ct_exp(a);
+}
+static ct_tensor *op_log(const ct_tensor *a, double s) {
+    return ct_log(a);
+}
+static ct_tensor *op_sqrt(const ct_tensor *a, double s) {
+    return ct_sqrt(a);
+}
+static ct_tensor *op_rsqrt(const ct_tensor *a, double s) {
+    return ct_rsqrt(a);
+}
+static ct_tensor *op_add_scalar(const ct_tensor *a, double s) {
+    return ct_add_scalar(a, s);
+}
+static ct_tensor *op_mul_scalar(const ct_tensor *a, double s) {
+    return ct_mul_scalar(a, s);
+}
+static ct_tensor *op_pow_scalar(const ct_tensor *a, double s) {
+    return ct_pow_scalar(a, s);
+}
+static double r_neg(double x, double s) {
+    return -x;
+}
+static double r_exp(double x, double s) {
+    return exp(x);
+}
+static double r_log(double x, double s) {
+    return log(x);
+}
+static double r_sqrt(double x, double s) {
+    return sqrt(x);
+}
+static double r_rsqrt(double x, double s) {
+    return 1 / sqrt(x);
+}
+static double r_add_scalar(double x, double s) {
+    return x + s;
+}
+static double r_mul_scalar(double x, double s) {
+    return x * s;
+}
+static double r_pow_scalar(double x, double s) {
+    return pow(x, s);
+}
+
+static const unary_math unary_table[] = {
+    {"neg", op_neg, r_neg, 0, -3, 3},
+    {"exp", op_exp, r_exp, 0, -3, 3},
+    {"log", op_log, r_log, 0, 0.2, 5},
+    {"sqrt", op_sqrt, r_sqrt, 0, 0.2, 5},
+    {"rsqrt", op_rsqrt, r_rsqrt, 0, 0.2, 5},
+    {"add_scalar", op_add_scalar, r_add_scalar, -1.75, -3, 3},
+    {"mul_scalar", op_mul_scalar, r_mul_scalar, 2.5, -3, 3},
+    {"pow_scalar 2", op_pow_scalar, r_pow_scalar, 2, -3, 3},
+    {"pow_scalar 3", op_pow_scalar, r_pow_scalar, 3, -2, 2},
+    {"pow_scalar 1", op_pow_scalar, r_pow_scalar, 1, -3, 3},
+    {"pow_scalar 0", op_pow_scalar, r_pow_scalar, 0, -3, 3},
+    {"pow_scalar -1", op_pow_scalar, r_pow_scalar, -1, 0.25, 4},
+    {"pow_scalar 0.5", op_pow_scalar, r_pow_scalar, 0.5, 0.2, 5},
+    {"pow_scalar -1.5", op_pow_scalar, r_pow_scalar, -1.5, 0.25, 4},
+};
+#define N_UNARY_MATH (int)(sizeof unary_table / sizeof unary_table[0])
+
+/* assert_values on the elements of t. */
+static void assert_tensor_values(const ct_tensor *t, const double *want, int n, const char *what) {
+    cr_assert_not_null(t, "%s: %s", what, ct_last_error_message());
+    cr_assert_eq(ct_tensor_numel(t), n, "%s: %lld elements, expected %d", what, (long long)ct_tensor_numel(t), n);
+    double *v = t_values(t);
+    assert_values(v, want, n, what, ct_tensor_dtype(t));
+    free(v);
+}
+
+/* Elementwise |got - ref| <= atol + rtol |ref| (NaN matches NaN), naming the op on failure. */
+static void assert_close_named(const char *what, const ct_tensor *t, const double *ref, double atol, double rtol) {
+    cr_assert_not_null(t, "%s: %s", what, ct_last_error_message());
+    double *v = t_values(t);
+    for (int64_t i = 0; i < ct_tensor_numel(t); i++) {
+        bool ok = isnan(ref[i]) ? isnan(v[i]) : (v[i] == ref[i] || fabs(v[i] - ref[i]) <= atol + rtol * fabs(ref[i]));
+        cr_assert(ok, "%s (%s %s) element %lld: got %.10g, expected %.10g", what, ct_dtype_name(ct_tensor_dtype(t)),
+                  ct_shape_str(t), (long long)i, v[i], ref[i]);
+    }
+    free(v);
+}
+
+static void check_unary_math(const unary_math *u, const ct_tensor *a, double atol, double rtol) {
+    ct_tensor *out = u->op(a, u->s);
+    cr_assert_not_null(out, "%s: %s", u->name, ct_last_error_message());
+    t_assert_shape(out, ct_tensor_shape(a), ct_tensor_ndim(a));
+    cr_assert_eq(ct_tensor_dtype(out), ct_tensor_dtype(a), "%s", u->name);
+    double *ref = t_values(a); /* the inputs as stored in their dtype */
+    for (int64_t i = 0; i < ct_tensor_numel(a); i++)
+        ref[i] = u->ref(ref[i], u->s);
+    assert_close_named(u->name, out, ref, atol, rtol);
+    free(ref);
+}
+
+Test(elementwise, unary_math_forward) {
+    ct_manual_seed(21);
+    ct_dtype dts[] = {CT_F32, CT_F64, CT_F16, CT_BF16};
+    double atols[] = {1e-6, 1e-12, 1e-3, 1e-3}, rtols[] = {1e-5, 1e-12, 1e-2, 1e-2};
+    for (int k = 0; k < N_UNARY_MATH; k++) {
+        const unary_math *u = &unary_table[k];
+        for (int d = 0; d < 4; d++) {
+            T_NO_LEAK({
+                double lo = u->lo, hi = u->hi, at = atols[d], rt = rtols[d];
+                check_unary_math(u, t_rand((int64_t[]){3, 1, 5}, 3, dts[d], lo, hi), at, rt);
+                check_unary_math(u, t_rand((int64_t[]){1, 1, 7}, 3, dts[d], lo, hi), at, rt);
+                check_unary_math(u, t_rand((int64_t[]){}, 0, dts[d], lo, hi), at, rt);
+                check_unary_math(u, t_rand((int64_t[]){0, 4}, 2, dts[d], lo, hi), at, rt);
+                check_unary_math(u, t_rand((int64_t[]){2, 0, 1}, 3, dts[d], lo, hi), at, rt);
+                check_unary_math(u, ct_transpose(t_rand((int64_t[]){4, 6}, 2, dts[d], lo, hi), 0, 1), at, rt);
+                check_unary_math(u, ct_slice(t_rand((int64_t[]){2, 9}, 2, dts[d], lo, hi), 1, 1, 9, 3), at, rt);
+                /* a strided view of a transposed tensor, with a size-1 dim in between */
+                ct_tensor *v = ct_transpose(t_rand((int64_t[]){5, 1, 8}, 3, dts[d], lo, hi), 0, 2); /* (8, 1, 5) */
+                check_unary_math(u, ct_slice(v, 0, 0, 8, 3), at, rt);
+            });
+        }
+        /* long enough for the threaded path, and conversion chunks in F16 */
+        T_NO_LEAK(check_unary_math(u, t_rand((int64_t[]){50000}, 1, CT_F32, u->lo, u->hi), 1e-6, 1e-5));
+        T_NO_LEAK(check_unary_math(u, t_rand((int64_t[]){3, 1300}, 2, CT_F16, u->lo, u->hi), 1e-3, 1e-2));
+    }
+}
+
+static ct_tensor *g_unary_math(ct_tensor **x, void *ctx) {
+    const unary_math *u = ctx;
+    return u->op(x[0], u->s);
+}
+/* The op on a transposed view, so that the backward reads strided saved tensors. */
+static ct_tensor *g_unary_math_t(ct_tensor **x, void *ctx) {
+    const unary_math *u = ctx;
+    return u->op(ct_transpose(x[0], 0, 1), u->s);
+}
+
+Test(elementwise, unary_math_gradients) {
+    ct_manual_seed(22);
+    for (int k = 0; k < N_UNARY_MATH; k++) {
+        const unary_math *u = &unary_table[k];
+        T_NO_LEAK({
+            ct_tensor *x = ct_requires_grad(t_rand((int64_t[]){3, 4}, 2, CT_F64, u->lo, u->hi), true);
+            t_gradcheck(g_unary_math, &x, 1, (void *)u, 1e-6, 1e-6, 1e-6);
+            ct_tensor *y = ct_requires_grad(t_rand((int64_t[]){4, 3}, 2, CT_F64, u->lo, u->hi), true);
+            t_gradcheck(g_unary_math_t, &y, 1, (void *)u, 1e-6, 1e-6, 1e-6);
+        });
+    }
+}
+
+Test(elementwise, pow_scalar_gradient_at_zero) {
+    /* d/dx x^0 is 0 everywhere, also at x = 0 where p x^(p-1) would be 0 * inf (PyTorch gives 0);
+     * x^1 passes the gradient through and x^2 gives 2x, both finite at 0. */
+    const double x[] = {0, -0.0, 2, -3};
+    const double ps[] = {0, 1, 2}, want[][4] = {{0, 0, 0, 0}, {1, 1, 1, 1}, {0, 0, 4, -6}};
+    ct_dtype dts[] = {CT_F64, CT_F32, CT_F16, CT_BF16};
+    for (int k = 0; k < 3; k++) {
+        for (int d = 0; d < 4; d++) {
+            T_NO_LEAK({
+                ct_tensor *a =
+                    ct_requires_grad(ct_cast(ct_from_host(x, (int64_t[]){4}, 1, CT_F64, CT_CPU), dts[d]), true);
+                ct_tensor *y = ct_pow_scalar(a, ps[k]);
+                if (ps[k] == 0)
+                    t_assert_close(y, (double[]){1, 1, 1, 1}, 0, 0);
+                cr_assert_eq(ct_backward(ct_sum(y, NULL, 0, false)), CT_OK, "%s", ct_last_error_message());
+                assert_tensor_values(ct_grad(a), want[k], 4, ps[k] == 0 ? "x^0 grad" : "x^p grad");
+            });
+        }
+    }
+}
+
+/* ---- comparisons ----------------------------------------------------------------------------- */
+
+static double c_eq(double x, double y) {
+    return x == y;
+}
+static double c_ne(double x, double y) {
+    return x != y;
+}
+static double c_lt(double x, double y) {
+    return x < y;
+}
+static double c_le(double x, double y) {
+    return x <= y;
+}
+static double c_gt(double x, double y) {
+    return x > y;
+}
+static double c_ge(double x, double y) {
+    return x >= y;
+}
+
+static const struct {
+    const char *name;
+    op2_fn op;
+    ref2_fn ref;
+} comparisons[] = {{"eq", ct_eq, c_eq}, {"ne", ct_ne, c_ne}, {"lt", ct_lt, c_lt},
+                   {"le", ct_le, c_le}, {"gt", ct_gt, c_gt}, {"ge", ct_ge, c_ge}};
+#define N_COMPARISONS (int)(sizeof comparisons / sizeof comparisons[0])
+
+/* Small integers (0 to 3) in `dtype`, so that ties are frequent. */
+static ct_tensor *small_ints(const int64_t *shape, int ndim, ct_dtype dtype) {
+    return ct_cast(ct_cast(t_rand(shape, ndim, CT_F64, 0, 3.999), CT_I32), dtype);
+}
+
+/* Every comparison of a and b: U8 0/1 of the broadcast shape, exactly the reference. */
+static void check_comparisons(const ct_tensor *a, const ct_tensor *b) {
+    for (int k = 0; k < N_COMPARISONS; k++) {
+        ct_tensor *out = comparisons[k].op(a, b);
+        cr_assert_not_null(out, "%s: %s", comparisons[k].name, ct_last_error_message());
+        cr_assert_eq(ct_tensor_dtype(out), CT_U8, "%s", comparisons[k].name);
+        cr_assert(!ct_tensor_requires_grad(out), "%s", comparisons[k].name);
+        double *ref = naive_binary(a, b, out, comparisons[k].ref);
+        assert_close_named(comparisons[k].name, out, ref, 0, 0);
+        free(ref);
+    }
+}
+
+static void check_comparison_shapes(const int64_t *as, int an, const int64_t *bs, int bn, ct_dtype dt) {
+    T_NO_LEAK(check_comparisons(small_ints(as, an, dt), small_ints(bs, bn, dt)));
+}
+
+Test(elementwise, comparisons_forward) {
+    ct_manual_seed(23);
+    ct_dtype dts[] = {CT_F32, CT_F64, CT_F16, CT_BF16, CT_I32, CT_U8};
+    for (int d = 0; d < 6; d++) {
+        check_comparison_shapes((int64_t[]){3, 4}, 2, (int64_t[]){3, 4}, 2, dts[d]);
+        check_comparison_shapes((int64_t[]){3, 1, 5}, 3, (int64_t[]){4, 1}, 2, dts[d]);
+        check_comparison_shapes((int64_t[]){2, 3, 4}, 3, (int64_t[]){}, 0, dts[d]);
+        check_comparison_shapes((int64_t[]){}, 0, (int64_t[]){5, 1, 3}, 3, dts[d]);
+        check_comparison_shapes((int64_t[]){1, 1}, 2, (int64_t[]){1}, 1, dts[d]);
+        check_comparison_shapes((int64_t[]){0, 3}, 2, (int64_t[]){3}, 1, dts[d]);
+        check_comparison_shapes((int64_t[]){2, 0, 1}, 3, (int64_t[]){4}, 1, dts[d]);
+        T_NO_LEAK({
+            ct_tensor *a = ct_transpose(small_ints((int64_t[]){6, 8}, 2, dts[d]), 0, 1);               /* (8, 6) */
+            ct_tensor *b = ct_slice(small_ints((int64_t[]){8, 12}, 2, dts[d]), 1, 1, 12, 2);           /* (8, 6) */
+            ct_tensor *c = ct_expand(ct_slice(small_ints((int64_t[]){1, 12}, 2, dts[d]), 1, 0, 12, 2), /* (8, 6) */
+                                     (int64_t[]){8, 6}, 2);
+            check_comparisons(a, b);
+            check_comparisons(c, a);
+        });
+    }
+    check_comparison_shapes((int64_t[]){300, 200}, 2, (int64_t[]){200}, 1, CT_F32); /* threaded */
+    T_NO_LEAK(check_comparisons(t_rand((int64_t[]){5, 7}, 2, CT_F32, -2, 2), t_rand((int64_t[]){7}, 1, CT_F32, -2, 2)));
+    /* Inputs that require grad give results that do not. */
+    T_NO_LEAK(check_comparisons(ct_requires_grad(t_rand((int64_t[]){4}, 1, CT_F64, -1, 1), true),
+                                t_rand((int64_t[]){4}, 1, CT_F64, -1, 1)));
+}
+
+Test(elementwise, comparisons_nan_and_exact_integers) {
+    /* NaN compares unequal to everything, itself included: ne is 1, every other comparison 0. */
+    ct_dtype dts[] = {CT_F32, CT_F64, CT_F16, CT_BF16};
+    const double want[][5] = {/* eq */ {0, 0, 0, 1, 0}, /* ne */ {1, 1, 1, 0, 1}, /* lt */ {0, 0, 0, 0, 1},
+                              /* le */ {0, 0, 0, 1, 1}, /* gt */ {0, 0, 0, 0, 0}, /* ge */ {0, 0, 0, 1, 0}};
+    for (int d = 0; d < 4; d++) {
+        T_NO_LEAK({
+            ct_tensor *a =
+                ct_cast(ct_from_host((double[]){NAN, NAN, 1, 1, -INFINITY}, (int64_t[]){5}, 1, CT_F64, CT_CPU), dts[d]);
+            ct_tensor *b =
+                ct_cast(ct_from_host((double[]){NAN, 1, NAN, 1, 0}, (int64_t[]){5}, 1, CT_F64, CT_CPU), dts[d]);
+            for (int k = 0; k < N_COMPARISONS; k++)
+                assert_tensor_values(comparisons[k].op(a, b), want[k], 5, comparisons[k].name);
+        });
+    }
+    /* I32 compares exactly, also where f32 could not tell the values apart. */
+    T_NO_LEAK({
+        ct_tensor *a =
+            ct_from_host((int32_t[]){2147483647, 16777217, -2147483647 - 1, 5}, (int64_t[]){4}, 1, CT_I32, CT_CPU);
+        ct_tensor *b =
+            ct_from_host((int32_t[]){2147483646, 16777216, -2147483647, 5}, (int64_t[]){4}, 1, CT_I32, CT_CPU);
+        assert_tensor_values(ct_gt(a, b), (double[]){1, 1, 0, 0}, 4, "gt");
+        assert_tensor_values(ct_eq(a, b), (double[]){0, 0, 0, 1}, 4, "eq");
+        ct_tensor *u = ct_from_host((uint8_t[]){255, 0, 7}, (int64_t[]){3}, 1, CT_U8, CT_CPU);
+        ct_tensor *v = ct_from_host((uint8_t[]){254}, (int64_t[]){1}, 1, CT_U8, CT_CPU);
+        assert_tensor_values(ct_ge(u, v), (double[]){1, 0, 0}, 3, "ge");
+    });
+}
+
+/* ---- integer semantics (include/ctensor/ops.h) --------------------------------------------------- */
+
+static ct_tensor *i32(const int32_t *v, int64_t n) {
+    return ct_from_host(v, &n, 1, CT_I32, CT_CPU);
+}
+static ct_tensor *u8(const uint8_t *v, int64_t n) {
+    return ct_from_host(v, &n, 1, CT_U8, CT_CPU);
+}
+
+Test(elementwise, integer_arithmetic_saturates_and_truncates) {
+    T_NO_LEAK({
+        /* computed in double: exact where f32 would round 16777217 */
+        ct_tensor *a = i32((int32_t[]){2147483647, -2147483647 - 1, 16777217, 2147483647, 7, -7}, 6);
+        ct_tensor *b = i32((int32_t[]){1, -1, 0, -1, 2, 2}, 6);
+        ct_tensor *sum = ct_add(a, b);
+        cr_assert_eq(ct_tensor_dtype(sum), CT_I32);
+        assert_tensor_values(sum, (double[]){2147483647, -2147483648.0, 16777217, 2147483646, 9, -5}, 6, "add");
+        assert_tensor_values(ct_mul(a, b), (double[]){2147483647, 2147483647, 0, -2147483647, 14, -14}, 6, "mul");
+        /* division truncates toward zero; x / 0 saturates; 0 / 0 is NaN, stored as 0 */
+        ct_tensor *n = i32((int32_t[]){7, -7, 1, -1, 0}, 5), *d = i32((int32_t[]){2, 2, 0, 0, 0}, 5);
+        assert_tensor_values(ct_div(n, d), (double[]){3, -3, 2147483647, -2147483648.0, 0}, 5, "div");
+        /* scalar ops and unary math too */
+        assert_tensor_values(ct_mul_scalar(i32((int32_t[]){5, -5}, 2), 0.5), (double[]){2, -2}, 2, "mul_scalar");
+        assert_tensor_values(ct_add_scalar(i32((int32_t[]){2147483600}, 1), 1000), (double[]){2147483647}, 1,
+                             "add_scalar");
+        assert_tensor_values(ct_sqrt(i32((int32_t[]){10, 16}, 2)), (double[]){3, 4}, 2, "sqrt");
+        assert_tensor_values(ct_sqrt(i32((int32_t[]){-4}, 1)), (double[]){0}, 1, "sqrt of a negative");
+        assert_tensor_values(ct_exp(i32((int32_t[]){1, 100}, 2)), (double[]){2, 2147483647}, 2, "exp");
+        /* U8 saturates at both ends */
+        ct_tensor *x = u8((uint8_t[]){200, 3, 255, 9}, 4), *y = u8((uint8_t[]){100, 5, 255, 2}, 4);
+        assert_tensor_values(ct_add(x, y), (double[]){255, 8, 255, 11}, 4, "add");
+        assert_tensor_values(ct_sub(x, y), (double[]){100, 0, 0, 7}, 4, "sub");
+        assert_tensor_values(ct_div(x, y), (double[]){2, 0, 1, 4}, 4, "div");
+        assert_tensor_values(ct_neg(x), (double[]){0, 0, 0, 0}, 4, "neg");
+        /* in place follows the same rules */
+        ct_tensor *acc = i32((int32_t[]){2147483000, -5}, 2);
+        cr_assert_eq(ct_add_(acc, i32((int32_t[]){1000, 2}, 2)), CT_OK);
+        assert_tensor_values(acc, (double[]){2147483647, -3}, 2, "add_");
+        cr_assert_eq(ct_mul_scalar_(acc, -1.5), CT_OK);
+        assert_tensor_values(acc, (double[]){-2147483648.0, 4}, 2, "mul_scalar_");
+    });
+}
+
+Test(elementwise, float_to_integer_casts_truncate_and_map_nan_to_zero) {
+    T_NO_LEAK({
+        ct_tensor *f = ct_from_host((float[]){2.7f, -2.7f, NAN, 1e10f, -1e10f, INFINITY, 0.99f}, (int64_t[]){7}, 1,
+                                    CT_F32, CT_CPU);
+        assert_tensor_values(ct_cast(f, CT_I32), (double[]){2, -2, 0, 2147483647, -2147483648.0, 2147483647, 0}, 7,
+                             "f32 -> i32");
+        assert_tensor_values(ct_cast(f, CT_U8), (double[]){2, 0, 0, 255, 0, 255, 0}, 7, "f32 -> u8");
+    });
+}
+
+Test(elementwise, activations_reject_integers_except_relu) {
+    ct_clear_error();
+    T_NO_LEAK({
+        ct_tensor *ints[] = {i32((int32_t[]){-3, 4}, 2), u8((uint8_t[]){3, 4}, 2)};
+        for (int k = 0; k < 2; k++) {
+            ct_tensor *t = ints[k];
+            const char *dt = ct_dtype_name(ct_tensor_dtype(t));
+            cr_assert_null(ct_sigmoid(t));
+            t_assert_error(CT_ERR_DTYPE, "ct_sigmoid", "floating", dt, NULL);
+            cr_assert_null(ct_tanh(t));
+            t_assert_error(CT_ERR_DTYPE, "ct_tanh", dt, NULL);
+            cr_assert_null(ct_leaky_relu(t, 0.1));
+            t_assert_error(CT_ERR_DTYPE, "ct_leaky_relu", dt, NULL);
+            cr_assert_null(ct_elu(t, 1));
+            t_assert_error(CT_ERR_DTYPE, "ct_elu", dt, NULL);
+            cr_assert_null(ct_gelu(t, CT_GELU_ERF));
+            t_assert_error(CT_ERR_DTYPE, "ct_gelu", dt, NULL);
+            cr_assert_null(ct_silu(t));
+            t_assert_error(CT_ERR_DTYPE, "ct_silu", dt, NULL);
+            cr_assert_null(ct_softplus(t, 1, 20));
+            t_assert_error(CT_ERR_DTYPE, "ct_softplus", dt, NULL);
+        }
+        ct_tensor *r = ct_relu(ints[0]);
+        cr_assert_eq(ct_tensor_dtype(r), CT_I32);
+        assert_tensor_values(r, (double[]){0, 4}, 2, "relu");
+        /* integer tensors never require grad */
+        cr_assert_null(ct_requires_grad(ints[0], true));
+        t_assert_error(CT_ERR_DTYPE, "ct_requires_grad", NULL);
     });
 }

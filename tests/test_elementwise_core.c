@@ -1,4 +1,6 @@
-/* add/sub/mul/div with broadcasting, their gradients, and the in-place forms. */
+/* add/sub/mul/div with broadcasting, their gradients, and the in-place forms: strided and
+ * converted destinations, and the refusal of destinations that alias themselves (expanded)
+ * or partially overlap their source. */
 #include "tests/common.h"
 
 static void naive_binary(const ct_tensor *a, const ct_tensor *b, const ct_tensor *out, char op, double *ref) {
@@ -115,5 +117,115 @@ Test(elementwise, inplace_forms) {
         t_assert_close(a, (double[]){120, 480, 1080, 180, 600, 1260}, 0, 0);
         cr_assert_eq(ct_add_(b, a), CT_ERR_SHAPE);
         ct_clear_error();
+    });
+}
+
+/* In place into a strided destination, also through the conversion chunks (the kernel writes
+ * the rows it reads: out == a). Elements outside the view keep their values. */
+Test(elementwise, inplace_strided_and_converted) {
+    ct_manual_seed(4);
+    ct_dtype dts[] = {CT_F64, CT_F32, CT_F16, CT_I32};
+    for (int d = 0; d < 4; d++) {
+        T_NO_LEAK({
+            ct_tensor *base = ct_cast(t_rand((int64_t[]){3, 700}, 2, CT_F64, -50, 50), dts[d]);
+            ct_tensor *b = ct_cast(t_rand((int64_t[]){3}, 1, CT_F64, -50, 50), dts[d]);
+            double *want = t_values(base), *bv = t_values(b);
+            for (int r = 0; r < 3; r++)
+                for (int c = 1; c < 700; c += 2)
+                    want[r * 700 + c] *= bv[r];                              /* exact in f64 for every dtype here */
+            ct_tensor *a = ct_transpose(ct_slice(base, 1, 1, 700, 2), 0, 1); /* (350, 3): a[i][r] = base[r][1 + 2i] */
+            cr_assert_eq(ct_mul_(a, b), CT_OK, "%s", ct_last_error_message());
+            /* the product rounded once to the dtype */
+            double *rounded = t_values(ct_cast(ct_from_host(want, (int64_t[]){3, 700}, 2, CT_F64, CT_CPU), dts[d]));
+            t_assert_close(base, rounded, 0, 0);
+            free(want);
+            free(bv);
+            free(rounded);
+        });
+    }
+}
+
+/* An in-place op on `dst` must fail with CT_ERR_VALUE and leave dst's storage as it was. */
+static void assert_refused(ct_status st, ct_tensor *whole, const double *before, const char *fragment) {
+    cr_assert_eq(st, CT_ERR_VALUE, "got %s: %s", ct_status_name(st), ct_last_error_message());
+    t_assert_error(CT_ERR_VALUE, fragment, NULL);
+    t_assert_close(whole, before, 0, 0);
+}
+
+Test(elementwise, inplace_into_an_expanded_tensor_is_refused) {
+    ct_clear_error();
+    T_NO_LEAK({
+        ct_tensor *row = ct_from_host((double[]){1, 2, 3}, (int64_t[]){1, 3}, 2, CT_F64, CT_CPU);
+        ct_tensor *e = ct_expand(row, (int64_t[]){4, 3}, 2); /* 4 rows over one: stride 0 */
+        ct_tensor *ones = ct_ones((int64_t[]){4, 3}, 2, CT_F64, CT_CPU);
+        const double before[] = {1, 2, 3};
+        assert_refused(ct_add_(e, ones), row, before, "more than one element");
+        assert_refused(ct_add_scaled_(e, ones, 2), row, before, "ct_add_scaled_");
+        assert_refused(ct_mul_(e, ones), row, before, "ct_expand");
+        assert_refused(ct_mul_scalar_(e, 3), row, before, "ct_mul_scalar_");
+        assert_refused(ct_fill_(e, 7), row, before, "ct_fill_");
+        assert_refused(ct_copy_(e, ones), row, before, "ct_copy_");
+        /* a dim expanded to size 1 is not aliasing: writing it is fine */
+        ct_tensor *one = ct_expand(ct_zeros((int64_t[]){1}, 1, CT_F64, CT_CPU), (int64_t[]){1}, 1);
+        cr_assert_eq(ct_add_(one, ct_scalar(5, CT_F64, CT_CPU)), CT_OK);
+        t_assert_close(one, (double[]){5}, 0, 0);
+        /* large enough for threads, where the wrong sums also raced */
+        ct_tensor *big = ct_expand(ct_zeros((int64_t[]){1}, 1, CT_F32, CT_CPU), (int64_t[]){100000}, 1);
+        cr_assert_eq(ct_add_(big, ct_ones((int64_t[]){100000}, 1, CT_F32, CT_CPU)), CT_ERR_VALUE);
+        ct_clear_error();
+    });
+}
+
+Test(elementwise, inplace_with_a_partially_overlapping_source_is_refused) {
+    ct_clear_error();
+    T_NO_LEAK({
+        const double v[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+        ct_tensor *a = ct_from_host(v, (int64_t[]){3, 3}, 2, CT_F64, CT_CPU);
+        /* a += a.T would read a[1][0] after writing it */
+        assert_refused(ct_add_(a, ct_transpose(a, 0, 1)), a, v, "partially overlaps");
+        assert_refused(ct_copy_(a, ct_transpose(a, 0, 1)), a, v, "ct_copy_");
+        assert_refused(ct_mul_(a, ct_transpose(a, 0, 1)), a, v, "ct_mul_");
+        assert_refused(ct_add_scaled_(a, ct_transpose(a, 0, 1), -1), a, v, "ct_add_scaled_");
+        /* shifted by one element: a[1:] += a[:-1] */
+        ct_tensor *flat = ct_reshape(a, (int64_t[]){9}, 1);
+        assert_refused(ct_add_(ct_slice(flat, 0, 1, 9, 1), ct_slice(flat, 0, 0, 8, 1)), a, v, "ct_add_");
+        /* a row of a broadcast over a: row 0 is written, then read for rows 1 and 2 */
+        assert_refused(ct_add_(a, ct_select(a, 0, 0)), a, v, "partially overlaps");
+        assert_refused(ct_add_(a, ct_slice(a, 0, 0, 1, 1)), a, v, "partially overlaps");
+    });
+}
+
+Test(elementwise, inplace_on_itself_or_disjoint_views_is_allowed) {
+    ct_clear_error();
+    T_NO_LEAK({
+        ct_tensor *a = ct_from_host((double[]){1, 2, 3, 4, 5, 6}, (int64_t[]){2, 3}, 2, CT_F64, CT_CPU);
+        cr_assert_eq(ct_add_(a, a), CT_OK, "%s", ct_last_error_message()); /* full identity */
+        t_assert_close(a, (double[]){2, 4, 6, 8, 10, 12}, 0, 0);
+        cr_assert_eq(ct_mul_(a, ct_reshape(a, (int64_t[]){2, 3}, 2)), CT_OK); /* another handle, same geometry */
+        t_assert_close(a, (double[]){4, 16, 36, 64, 100, 144}, 0, 0);
+        ct_tensor *at = ct_transpose(a, 0, 1);
+        cr_assert_eq(ct_add_scaled_(at, at, -0.5), CT_OK); /* identity through a view */
+        t_assert_close(a, (double[]){2, 8, 18, 32, 50, 72}, 0, 0);
+        cr_assert_eq(ct_copy_(a, a), CT_OK);
+        t_assert_close(a, (double[]){2, 8, 18, 32, 50, 72}, 0, 0);
+        /* halves of each row: x[:, :2] += x[:, 2:] */
+        ct_tensor *x = ct_from_host((double[]){1, 2, 10, 20, 3, 4, 30, 40}, (int64_t[]){2, 4}, 2, CT_F64, CT_CPU);
+        cr_assert_eq(ct_add_(ct_slice(x, 1, 0, 2, 1), ct_slice(x, 1, 2, 4, 1)), CT_OK, "%s", ct_last_error_message());
+        t_assert_close(x, (double[]){11, 22, 10, 20, 33, 44, 30, 40}, 0, 0);
+        /* even and odd elements: y[0::2] -= y[1::2] */
+        ct_tensor *y = ct_from_host((double[]){5, 1, 7, 2, 9, 3}, (int64_t[]){6}, 1, CT_F64, CT_CPU);
+        cr_assert_eq(ct_add_scaled_(ct_slice(y, 0, 0, 6, 2), ct_slice(y, 0, 1, 6, 2), -1), CT_OK, "%s",
+                     ct_last_error_message());
+        t_assert_close(y, (double[]){4, 1, 5, 2, 6, 3}, 0, 0);
+        /* one row into another: z[0] = z[1] */
+        ct_tensor *z = ct_from_host((double[]){1, 2, 3, 4}, (int64_t[]){2, 2}, 2, CT_F64, CT_CPU);
+        cr_assert_eq(ct_copy_(ct_select(z, 0, 0), ct_select(z, 0, 1)), CT_OK, "%s", ct_last_error_message());
+        t_assert_close(z, (double[]){3, 4, 3, 4}, 0, 0);
+        /* the upper-left block from the lower-right one of a 4 x 4 (disjoint, both strided) */
+        ct_tensor *w = ct_reshape(ct_arange(0, 16, 1, CT_F64, CT_CPU), (int64_t[]){4, 4}, 2);
+        ct_tensor *ul = ct_slice(ct_slice(w, 0, 0, 2, 1), 1, 0, 2, 1);
+        ct_tensor *lr = ct_slice(ct_slice(w, 0, 2, 4, 1), 1, 2, 4, 1);
+        cr_assert_eq(ct_add_(ul, lr), CT_OK, "%s", ct_last_error_message());
+        t_assert_close(w, (double[]){10, 12, 2, 3, 18, 20, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, 0, 0);
     });
 }

@@ -5,7 +5,21 @@
  * error. Inputs of binary ops must share dtype and device; shapes broadcast with NumPy's
  * rules. Ops are differentiable in their floating inputs unless said otherwise.
  * In-place forms (trailing underscore) modify their first argument, bump its version and
- * return a status; they refuse leaves that require grad while grad mode is on.
+ * return a status. They are not recorded by autograd, so while grad mode is on they refuse
+ * (CT_ERR_AUTOGRAD) a destination that requires grad or is part of a graph, and a source
+ * that requires grad (its gradient would be lost: use the out-of-place op, or update inside
+ * ct_no_grad_begin/end as optimizers do). They refuse (CT_ERR_VALUE) a destination whose
+ * elements share memory (an expanded tensor: stride 0 on a dim of size > 1) and a source
+ * that shares memory with the destination without being laid out exactly like it
+ * (a += transpose(a), a[1:] += a[:-1]); a += a, and disjoint views of one tensor, are fine.
+ *
+ * Integer dtypes (I32, U8): arithmetic, the scalar ops and the unary math compute in double
+ * and convert the result on store: truncated toward zero (I32 7 / 2 is 3, -7 / 2 is -3),
+ * saturated to the dtype's range (an I32 sum past INT32_MAX is INT32_MAX, 1 / 0 too; U8
+ * 3 - 5 is 0, 200 + 100 is 255), and NaN stored as 0 (I32 0 / 0 is 0). ct_cast from a
+ * floating dtype to an integer one follows the same rules. Comparisons of integers are
+ * exact. The activations need a floating tensor (CT_ERR_DTYPE), except ct_relu; integer
+ * tensors never require grad.
  */
 #ifndef CTENSOR_OPS_H
 #define CTENSOR_OPS_H

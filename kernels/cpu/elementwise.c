@@ -120,10 +120,16 @@
         return z > threshold ? g : g * FN(act_sigmoid)(z);                                                   \
     }
 
-/* Arithmetic rows, over T = float (suffix f) or double. Comparisons produce 0/1 in T. */
+/* Arithmetic rows, over T = float (suffix f) or double. Comparisons produce 0/1 in T.
+ * The row pointers are not restrict-qualified: in-place ops pass o == a (and a += a also
+ * o == b), which restrict would make undefined. GCC then guards each vector loop with an
+ * overlap test of a few instructions per row that sends o == a down the vector path too; the
+ * loop body is the same as with restrict. ct_add of f32 on one thread, medians of 4 runs of
+ * 30 (with restrict in parentheses): 16M elements 5.3 to 5.8 ms (5.4 to 5.7 ms), 32K
+ * elements 2.85 us (2.82 us); ct_add_ 16M 3.4 to 3.6 ms (3.6 to 4.7 ms). */
 #define DEFINE_BINARY_ROW(T, NAME, FN)                                                                       \
-    static void NAME(ct_binary_op op, int64_t n, T *restrict o, int64_t os, const T *restrict a, int64_t as, \
-                     const T *restrict b, int64_t bs, T p0, T p1) {                                          \
+    static void NAME(ct_binary_op op, int64_t n, T *o, int64_t os, const T *a, int64_t as,                   \
+                     const T *b, int64_t bs, T p0, T p1) {                                                   \
         switch (op) {                                                                                        \
         case CT_BIN_ADD: ROW2(T, x + y); break;                                                              \
         case CT_BIN_SUB: ROW2(T, x - y); break;                                                              \
@@ -156,7 +162,7 @@
     }
 
 #define DEFINE_UNARY_ROW(T, NAME, FN)                                                                        \
-    static void NAME(ct_unary_op op, int64_t n, T *restrict o, int64_t os, const T *restrict a, int64_t as,  \
+    static void NAME(ct_unary_op op, int64_t n, T *o, int64_t os, const T *a, int64_t as,                    \
                      T p0, T p1) {                                                                           \
         switch (op) {                                                                                        \
         case CT_UN_NEG: ROW1(T, -x); break;                                                                  \
