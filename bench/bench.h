@@ -12,9 +12,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "ctensor/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct bench_opts {
     bool quick;        /* small sizes and few repetitions: a smoke run */
-    const char *device; /* "cpu" (the CUDA sections come later) */
+    const char *device; /* "cpu" or "cuda" */
     const char *only;  /* comma-separated section names; NULL runs all */
     FILE *json;        /* JSON Lines output, or NULL */
     int reps;          /* repetitions of each large measurement; 0 for the default */
@@ -57,4 +63,14 @@ void bench_note(const bench_opts *o, const char *fmt, ...) __attribute__((format
 /* The CPU sections. Returns 0, or 1 after printing what failed. */
 int bench_cpu(const bench_opts *o);
 
+/* The "train" section (bench_train.c): the main job's CNN on `device`. Returns 0 or 1. */
+int bench_train(const bench_opts *o, ct_device device);
+
+/* The CUDA sections (bench_cuda.cu, CUDA builds only). Returns 0, or 1 after printing what
+ * failed (no usable GPU included). */
+int bench_cuda_sections(const bench_opts *o);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

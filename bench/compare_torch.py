@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The rows of ctbench's CPU sections, measured through PyTorch on the same machine.
 
-    /usr/bin/python3 bench/compare_torch.py [--quick] [--threads N] [--reps N] [--json FILE]
+    /usr/bin/python3 bench/compare_torch.py [--device cpu|cuda] [--quick] [--threads N] [--reps N]
+                                            [--only SECTIONS] [--ctbench PATH] [--json FILE]
 
 Same sizes, same definitions, same statistics as bench/ctbench, so the two tables can be
 read side by side:
@@ -13,6 +14,9 @@ read side by side:
                same buffers, interleaved
   overhead     torch.add of two 1-element tensors, without and with a tensor that requires
                grad, median per call over batches of calls
+  train        the main job's CNN trained in PyTorch, images/s (bench/torch_train.py); with
+               --ctbench, alternating with that ctbench's train row, and their ratio
+--device cuda prints the rows of ctbench's CUDA sections instead (bench/torch_cuda.py).
 
 torch.set_num_threads is set to ctensor's OpenMP thread count (the CPUs this process may
 run on, or OMP_NUM_THREADS). Python is only used for this comparison: ctensor itself never
@@ -41,8 +45,9 @@ def ctensor_threads():
 class Table:
     FORMAT = "{:<12} {:<26} {:<10} {:>3} {:>6} {:>11} {:>11} {:>10} {:<8} {:<20} {}"
 
-    def __init__(self, json_file):
+    def __init__(self, json_file, device="cpu"):
         self.json = json_file
+        self.device = device
 
     def header(self, meta):
         print("compare_torch  torch {torch}  {date}  threads {threads}  BLAS reference {blas}".format(**meta)
@@ -51,7 +56,7 @@ class Table:
                                  "unit", "vs reference", "target"))
         print("-" * 136)
         if self.json:
-            self.json.write(json.dumps(dict(type="meta", device="cpu", **meta)) + "\n")
+            self.json.write(json.dumps(dict(type="meta", device=self.device, **meta)) + "\n")
 
     @staticmethod
     def fmt_time(s):
@@ -68,7 +73,7 @@ class Table:
         print(self.FORMAT.format(section, name, size, threads, reps, self.fmt_time(best), self.fmt_time(median),
                                  ("%.1f" if value >= 100 else "%.3f") % value, unit, vs, tgt), flush=True)
         if self.json:
-            r = dict(type="row", device="cpu", section=section, name=name, size=size, threads=threads, reps=reps,
+            r = dict(type="row", device=self.device, section=section, name=name, size=size, threads=threads, reps=reps,
                      best_s=best, median_s=median, value=value, unit=unit)
             if ref:
                 r.update(ref=ref, ratio=ratio)
@@ -230,7 +235,9 @@ def main():
     p.add_argument("--quick", action="store_true", help="small sizes and few repetitions")
     p.add_argument("--threads", type=int, default=ctensor_threads(), help="torch threads (default: ctensor's)")
     p.add_argument("--reps", type=int, default=0, help="repetitions of each large measurement")
-    p.add_argument("--only", default="", help="comma-separated sections: memory,elementwise,matmul,overhead")
+    p.add_argument("--only", default="", help="comma-separated sections: memory,elementwise,matmul,overhead,train")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu, or cuda: ctbench's CUDA rows")
+    p.add_argument("--ctbench", help="path of ctbench, to run alongside for the ratios to ctensor (train; cuda)")
     p.add_argument("--json", help="also write JSON Lines to this file")
     args = p.parse_args()
 
@@ -242,10 +249,16 @@ def main():
     enabled = lambda s: not only or s in only  # noqa: E731
 
     json_file = open(args.json, "w") if args.json else None
-    t = Table(json_file)
+    t = Table(json_file, args.device)
     blas_name, _ = openblas_sgemm()
     t.header(dict(torch=torch.__version__, date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   threads=torch.get_num_threads(), blas=blas_name or "none", quick=args.quick))
+    if args.device == "cuda":
+        import torch_cuda
+        torch_cuda.run(t, args, enabled, json_file)
+        if json_file:
+            json_file.close()
+        return
     with torch.no_grad():
         if enabled("memory") or enabled("elementwise"):
             section_bandwidth(t, n, warmup, reps, args.threads, args.quick, enabled("memory"), enabled("elementwise"))
@@ -256,6 +269,10 @@ def main():
             section_overhead(t, 100, 50, 5000, True)
         else:
             section_overhead(t, 2000, 100, 20000, False)
+    if enabled("train"):
+        import torch_train
+        torch_train.section_train(t, "cpu", args.quick, args.reps or (2 if args.quick else 5), args.threads,
+                                  args.ctbench)
     print("Throughput (GB/s, GFLOP/s) is from the best repetition; overheads (us) are medians.\n"
           "GB/s counts bytes read + written: copy 2N, add/mul 3N, relu 2N, sum N (x 4 bytes).\n"
           "vs reference: median over rounds of the ratio to the reference measured in the same round.")

@@ -1,6 +1,6 @@
 /* ctbench: benchmarks of ctensor against the machine (memcpy bandwidth, direct BLAS).
  *
- *   ctbench [--device cpu] [--quick] [--only SECTIONS] [--reps N] [--json FILE]
+ *   ctbench [--device cpu|cuda] [--quick] [--only SECTIONS] [--reps N] [--json FILE]
  *
  * Prints an aligned table on stdout; with --json, also one JSON object per line (a "meta"
  * line describing the run, then one "row" per measurement). Throughput figures are
@@ -139,10 +139,10 @@ static void cpu_model(char *out, size_t cap) {
 }
 
 static void usage(FILE *to) {
-    fprintf(to, "usage: ctbench [--device cpu] [--quick] [--only SECTIONS] [--reps N] [--json FILE]\n"
-                "  --device cpu      the backend to measure (cpu; the CUDA sections are not written yet)\n"
+    fprintf(to, "usage: ctbench [--device cpu|cuda] [--quick] [--only SECTIONS] [--reps N] [--json FILE]\n"
+                "  --device cpu|cuda the backend to measure (cuda: the first GPU; needs a CUDA build)\n"
                 "  --quick           small sizes and few repetitions (a smoke run, a few seconds)\n"
-                "  --only LIST       comma-separated sections: memory,elementwise,matmul,overhead\n"
+                "  --only LIST       comma-separated sections: memory,elementwise,matmul,overhead,train\n"
                 "  --reps N          repetitions of each large measurement (default 10; 3 with --quick)\n"
                 "  --json FILE       also write JSON Lines to FILE\n"
                 "Threads: OpenMP's default (OMP_NUM_THREADS) for ctensor and the memcpy reference;\n"
@@ -193,9 +193,20 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (strcmp(o.device, "cpu") != 0) {
-        fprintf(stderr, "ctbench: device '%s' is not benchmarked yet (only cpu)\n", o.device);
+    bool on_cuda = strcmp(o.device, "cuda") == 0;
+    if (strcmp(o.device, "cpu") != 0 && !on_cuda) {
+        fprintf(stderr, "ctbench: --device must be cpu or cuda, not '%s'\n", o.device);
         return 2;
+    }
+#ifndef CT_HAVE_CUDA
+    if (on_cuda) {
+        fprintf(stderr, "ctbench: --device cuda: this ctbench was built without CUDA (configure with -DCT_CUDA=ON)\n");
+        return 2;
+    }
+#endif
+    if (on_cuda && !ct_cuda_is_available()) {
+        fprintf(stderr, "ctbench: --device cuda: no usable CUDA device on this machine\n");
+        return 1;
     }
     if (json_path && !(o.json = fopen(json_path, "w"))) {
         fprintf(stderr, "ctbench: cannot write %s\n", json_path);
@@ -219,11 +230,21 @@ int main(int argc, char **argv) {
                 wait_policy ? wait_policy : "", o.quick ? "true" : "false");
     print_header();
 
-    int rc = bench_cpu(&o);
-    printf("Throughput (GB/s, GFLOP/s) is from the best repetition; overheads (us) are medians.\n"
-           "GB/s counts bytes read + written: memcpy 2N, add/mul 3N, relu 2N, sum N (x 4 bytes).\n"
-           "vs reference: median over rounds of the ratio to the reference measured in the same round.\n%s",
-           o.quick ? "Quick run: sizes are too small for the targets, which are not checked.\n" : "");
+    int rc = 0;
+#ifdef CT_HAVE_CUDA
+    if (on_cuda)
+        rc = bench_cuda_sections(&o);
+#endif
+    if (!on_cuda) {
+        rc = bench_cpu(&o);
+        if (bench_section_enabled(&o, "train"))
+            rc |= bench_train(&o, CT_CPU);
+    }
+    if (!on_cuda) /* the CUDA sections print their own legend */
+        printf("Throughput (GB/s, GFLOP/s) is from the best repetition; overheads (us) are medians.\n"
+               "GB/s counts bytes read + written: memcpy 2N, add/mul 3N, relu 2N, sum N (x 4 bytes).\n"
+               "vs reference: median over rounds of the ratio to the reference measured in the same round.\n%s",
+               o.quick ? "Quick run: sizes are too small for the targets, which are not checked.\n" : "");
     if (o.json)
         fclose(o.json);
     return rc;
