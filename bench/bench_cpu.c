@@ -6,7 +6,9 @@
  *   elementwise  ct_add, ct_mul, ct_relu, ct_sum on tensors far beyond the caches, each call
  *                allocating and freeing its output as a user's call does; then ct_add_ and
  *                ct_mul_ in place, which allocate nothing. Interleaved with the memory rows.
- *   matmul       ct_matmul next to a direct cblas_sgemm on the same buffers, interleaved
+ *   matmul       ct_matmul next to a direct cblas_sgemm on the same buffers, interleaved; and
+ *                ct_matmul right after an elementwise op on OpenMP's threads, as in a training
+ *                step (OpenMP's idle threads spin for a while and compete with OpenBLAS's)
  *   overhead     the fixed cost of an op on a 1-element tensor inside a scope loop, without
  *                and with autograd recording (plus an empty scope and ct_empty, to split it)
  *
@@ -24,6 +26,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
@@ -277,6 +280,7 @@ typedef struct mm_ctx {
     ct_tensor *a, *b;
     float *c; /* the direct sgemm's output */
     int n;
+    ct_tensor *x; /* for an elementwise op that runs on OpenMP's threads */
 } mm_ctx;
 
 static bool mm_blas_call(void *p) {
@@ -290,6 +294,15 @@ static bool mm_ct_call(void *p) {
     mm_ctx *m = p;
     ct_scope_begin();
     bool ok = ct_matmul(m->a, m->b) != NULL;
+    ct_scope_end();
+    return ok;
+}
+
+/* An elementwise op large enough to run on OpenMP's threads, as between two matmuls of a
+ * training step. Its threads may still be spinning when OpenBLAS's threads start. */
+static bool mm_openmp_op(mm_ctx *m) {
+    ct_scope_begin();
+    bool ok = ct_add(m->x, m->x) != NULL;
     ct_scope_end();
     return ok;
 }
@@ -320,16 +333,17 @@ static bool section_matmul(const bench_opts *o, const int *sizes, int nsizes, in
     for (int k = 0; k < nsizes; k++) {
         int n = sizes[k];
         int64_t shape[2] = {n, n};
+        int64_t x_shape[1] = {(int64_t)1 << 17};
         mm_ctx m = {new_filled(2, shape, 5, -1.0f, 2.0f), new_filled(2, shape, 6, -1.0f, 2.0f),
-                    aligned_alloc(64, (size_t)n * n * sizeof(float)), n};
-        if (!m.a || !m.b || !m.c || !mm_check(&m)) {
-            if (!m.a || !m.b)
+                    aligned_alloc(64, (size_t)n * n * sizeof(float)), n, new_filled(1, x_shape, 7, -1.0f, 2.0f)};
+        if (!m.a || !m.b || !m.c || !m.x || !mm_check(&m)) {
+            if (!m.a || !m.b || !m.x)
                 report_failure("allocating the matmul inputs");
             all_ok = false;
         } else {
-            /* Interleave the two so that both see the same machine load. */
-            double blas_t[256], ct_t[256];
-            bench_stats sb = {0, 0}, sc = {0, 0};
+            /* Interleaved so that both see the same machine load. */
+            double blas_t[256], ct_t[256], blas2_t[256], after_t[256];
+            bench_stats sb = {0, 0}, sc = {0, 0}, sa = {0, 0};
             bool ok = true;
             for (int i = 0; i < warmup && ok; i++)
                 ok = mm_blas_call(&m) && mm_ct_call(&m);
@@ -342,26 +356,48 @@ static bool section_matmul(const bench_opts *o, const int *sizes, int nsizes, in
                 blas_t[i] = t1 - t0;
                 ct_t[i] = t2 - t1;
             }
+            /* Then ct_matmul right after an OpenMP op (untimed), each round after a pause long
+             * enough for OpenMP's threads to stop spinning (so the direct sgemm runs alone). */
+            for (int i = 0; i < reps && ok; i++) {
+                nanosleep(&(struct timespec){0, 30 * 1000 * 1000}, NULL);
+                double t0 = bench_now();
+                mm_blas_call(&m);
+                double t1 = bench_now();
+                ok = mm_openmp_op(&m);
+                double t2 = bench_now();
+                ok = ok && mm_ct_call(&m);
+                double t3 = bench_now();
+                blas2_t[i] = t1 - t0;
+                after_t[i] = t3 - t2;
+            }
             if (!ok) {
                 all_ok = report_failure("ct_matmul");
             } else {
                 double paired = bench_paired_ratio(blas_t, ct_t, reps);
+                double paired_after = bench_paired_ratio(blas2_t, after_t, reps);
                 sb = bench_stats_of(blas_t, reps);
                 sc = bench_stats_of(ct_t, reps);
+                sa = bench_stats_of(after_t, reps);
                 double flops = 2.0 * (double)n * n * n;
                 bench_row rb = {"matmul", "cblas_sgemm (direct)", "", openblas_get_num_threads(), reps, sb.best,
                                 sb.median, flops / sb.best * 1e-9, "GFLOP/s", NULL, 0, 0, NULL, -1};
                 bench_row rc = {"matmul", "ct_matmul", "", openblas_get_num_threads(), reps, sc.best, sc.median,
                                 flops / sc.best * 1e-9, "GFLOP/s", "sgemm", paired, sb.best / sc.best,
                                 o->quick ? NULL : ">= 95% of sgemm", paired >= 0.95};
+                bench_row ra = {"matmul", "ct_matmul after OpenMP op*", "", openblas_get_num_threads(), reps,
+                                sa.best, sa.median, flops / sa.median * 1e-9, "GFLOP/s", "sgemm", paired_after,
+                                sb.best / sa.best, NULL, -1};
                 snprintf(rb.size, sizeof rb.size, "%d^3", n);
                 snprintf(rc.size, sizeof rc.size, "%d^3", n);
+                snprintf(ra.size, sizeof ra.size, "%d^3", n);
                 bench_emit(o, &rb);
                 bench_emit(o, &rc);
+                bench_emit(o, &ra);
             }
         }
         ct_tensor_free(m.a);
         ct_tensor_free(m.b);
+        ct_tensor_free(m.x);
         free(m.c);
     }
     return all_ok;
