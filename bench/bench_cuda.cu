@@ -294,7 +294,7 @@ static bool measure_matmul(ct_dtype dtype, int64_t n, int warmup, int reps, int 
         double flops = 2.0 * (double)n * (double)n * (double)n, paired = bench_paired_ratio(direct_t, ours_t, reps);
         bench_stats sd = bench_stats_of(direct_t, reps), so = bench_stats_of(ours_t, reps);
         char size[32];
-        snprintf(size, sizeof size, "%lld^3 %s", (long long)n, ct_dtype_name(dtype));
+        snprintf(size, sizeof size, "%lld^3", (long long)n);
         snprintf(out->name_direct, sizeof out->name_direct, "cublasLt %s (direct)", ct_dtype_name(dtype));
         snprintf(out->name_ours, sizeof out->name_ours, "ct_matmul %s", ct_dtype_name(dtype));
         out->direct = make_row("matmul", out->name_direct, size, reps, sd, flops / sd.best * 1e-12, "TFLOP/s");

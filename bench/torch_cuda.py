@@ -71,7 +71,7 @@ def section_matmul(t, quick, warmup, reps):
         b = torch.rand((n, n), device="cuda", dtype=dtype) * 2 - 1
         (times,) = event_times([lambda: torch.matmul(a, b)], warmup, reps, 2 if quick else 3)
         best = min(times)
-        t.row("matmul", "torch.matmul " + name, "%d^3 %s" % (n, name), 1, reps, best, statistics.median(times),
+        t.row("matmul", "torch.matmul " + name, "%d^3" % n, 1, reps, best, statistics.median(times),
               2.0 * n ** 3 / best * 1e-12, "TFLOP/s")
 
 
