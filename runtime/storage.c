@@ -14,9 +14,10 @@ void ct__cuda_storage_free(void *ptr, int device_index);
 
 /* Buffers from 32 MiB up (glibc's largest mmap threshold: each one is a fresh mapping) are
  * 2 MiB aligned and offered to transparent huge pages. With 4 KiB pages, first-touch faults
- * and the unmap made a ct_add of 64 Mi f32 elements take 75 ms instead of 12 ms in place;
- * with huge pages it takes 29 ms (bench/results/2026-11-22-cpu.md). Only whole 2 MiB pages
- * inside the buffer are advised, so no memory is touched beyond what was asked for. */
+ * and the unmap made ct_add of 64 Mi f32 elements take 6x as long as ct_add_ in place (77 vs
+ * 12 ms); with huge pages, 1.8x (22 vs 12 ms). The host cache below avoids the faults
+ * altogether; this path serves CPU tensors when the cache is off (bench/results/2026-11-22-cpu.md).
+ * Only whole 2 MiB pages inside the buffer are advised: nothing beyond the request is touched. */
 #define HUGE_PAGE_BYTES ((size_t)2 << 20)
 #define HUGE_PAGE_FROM ((size_t)32 << 20)
 
