@@ -16,43 +16,6 @@
 #include <limits.h>
 #include <string.h>
 
-/* ---- operands ------------------------------------------------------------------------ */
-
-static ct_dtype compute_dtype(const ct_tensor *t) {
-    bool half = t->dtype == CT_F16 || t->dtype == CT_BF16;
-    return t->device.type == CT_DEVICE_CPU && half ? CT_F32 : t->dtype;
-}
-
-/* `t` as the kernels read it, contiguous and of `dtype`: t itself, or a converted copy
- * that the caller gives back with drop(). */
-static ct_tensor *operand(const ct_tensor *t, ct_dtype dtype) {
-    if (t->dtype == dtype && ct__is_contiguous(t))
-        return (ct_tensor *)t;
-    ct_tensor *c = ct__new(dtype, t->device, t->ndim, t->shape);
-    if (c && ct__copy(c, t) != CT_OK) {
-        ct_tensor_free(c);
-        return NULL;
-    }
-    return c;
-}
-
-static void drop(ct_tensor *operand_copy, const ct_tensor *original) {
-    if (operand_copy != original)
-        ct_tensor_free(operand_copy);
-}
-
-/* `t` rounded to `dtype` (t itself when it already is; otherwise t is released). */
-static ct_tensor *finish(ct_tensor *t, ct_dtype dtype) {
-    if (!t || t->dtype == dtype)
-        return t;
-    ct_tensor *out = ct__new(dtype, t->device, t->ndim, t->shape);
-    if (out && ct_copy_(out, t) != CT_OK) {
-        ct_tensor_free(out);
-        out = NULL;
-    }
-    ct_tensor_free(t);
-    return out;
-}
 
 static ct_status no_scratch(const char *op) {
     return ct__set_error(CT_ERR_MEMORY, "%s: out of host memory for convolution scratch", op);
@@ -85,7 +48,7 @@ static ct_status cuda_pass(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv
 
 /* y (N, C, H, W, compute dtype, contiguous) += bias (C) broadcast. */
 static ct_status add_channel_bias(ct_tensor *y, const ct_tensor *bias) {
-    ct_tensor *bk = operand(bias, y->dtype);
+    ct_tensor *bk = ct__operand(bias, y->dtype);
     if (!bk)
         return ct_last_error();
     int64_t L = y->shape[2] * y->shape[3];
@@ -95,7 +58,7 @@ static ct_status add_channel_bias(ct_tensor *y, const ct_tensor *bias) {
             ct_cuda_conv2d_add_bias(y->dtype, y->shape[0], y->shape[1], L, ct__data(y), ct__data(bk), stream_of(y)));
     else
         ct_cpu_conv2d_add_bias(y->dtype, y->shape[0], y->shape[1], L, ct__data(y), ct__data(bk));
-    drop(bk, bias);
+    ct__drop_operand(bk, bias);
     return st;
 }
 
@@ -103,8 +66,8 @@ static ct_status add_channel_bias(ct_tensor *y, const ct_tensor *bias) {
  * in the same pass; on CUDA it is a second kernel. */
 static ct_tensor *run_forward(const char *op, const ct_conv2d_geom *g, const ct_tensor *x, const ct_tensor *w,
                               const ct_tensor *bias) {
-    ct_dtype cd = compute_dtype(x);
-    ct_tensor *xk = operand(x, cd), *wk = operand(w, cd), *bk = bias ? operand(bias, cd) : NULL, *y = NULL;
+    ct_dtype cd = ct__compute_dtype(x);
+    ct_tensor *xk = ct__operand(x, cd), *wk = ct__operand(w, cd), *bk = bias ? ct__operand(bias, cd) : NULL, *y = NULL;
     if (xk && wk && (bk || !bias))
         y = ct__new(cd, x->device, 4, (const int64_t[]){g->N, g->O, g->oH, g->oW});
     if (y) {
@@ -123,20 +86,20 @@ static ct_tensor *run_forward(const char *op, const ct_conv2d_geom *g, const ct_
             y = NULL;
         }
     }
-    drop(xk, x);
-    drop(wk, w);
+    ct__drop_operand(xk, x);
+    ct__drop_operand(wk, w);
     if (bias)
-        drop(bk, bias);
-    return finish(y, x->dtype);
+        ct__drop_operand(bk, bias);
+    return ct__finish_dtype(y, x->dtype);
 }
 
 /* The gradients of conv(x, w) from gy, in the compute dtype (the caller rounds them):
  * *gx (N, C, H, W) when want_x (needs w), *gw (O, C / groups, kH, kW) when want_w (needs x). */
 static ct_status run_backward(const char *op, const ct_conv2d_geom *g, const ct_tensor *x, const ct_tensor *w,
                               const ct_tensor *gy, bool want_x, bool want_w, ct_tensor **gx, ct_tensor **gw) {
-    ct_dtype cd = compute_dtype(gy);
+    ct_dtype cd = ct__compute_dtype(gy);
     *gx = *gw = NULL;
-    ct_tensor *gyk = operand(gy, cd), *xk = want_w ? operand(x, cd) : NULL, *wk = want_x ? operand(w, cd) : NULL;
+    ct_tensor *gyk = ct__operand(gy, cd), *xk = want_w ? ct__operand(x, cd) : NULL, *wk = want_x ? ct__operand(w, cd) : NULL;
     ct_status st = CT_OK;
     if (!gyk || (want_w && !xk) || (want_x && !wk))
         st = ct_last_error();
@@ -157,11 +120,11 @@ static ct_status run_backward(const char *op, const ct_conv2d_geom *g, const ct_
             st = no_scratch(op);
         }
     }
-    drop(gyk, gy);
+    ct__drop_operand(gyk, gy);
     if (xk)
-        drop(xk, x);
+        ct__drop_operand(xk, x);
     if (wk)
-        drop(wk, w);
+        ct__drop_operand(wk, w);
     if (st != CT_OK) {
         ct_tensor_free(*gx);
         ct_tensor_free(*gw);
@@ -172,8 +135,8 @@ static ct_status run_backward(const char *op, const ct_conv2d_geom *g, const ct_
 
 /* The sum of t (N, C, H, W) over N, H and W: (C), in t's dtype. */
 static ct_tensor *channel_sum(const ct_tensor *t) {
-    ct_dtype cd = compute_dtype(t);
-    ct_tensor *tk = operand(t, cd), *out = tk ? ct__new(cd, t->device, 1, &t->shape[1]) : NULL;
+    ct_dtype cd = ct__compute_dtype(t);
+    ct_tensor *tk = ct__operand(t, cd), *out = tk ? ct__new(cd, t->device, 1, &t->shape[1]) : NULL;
     if (out) {
         int64_t L = t->shape[2] * t->shape[3];
         ct_status st = CT_OK;
@@ -188,8 +151,8 @@ static ct_tensor *channel_sum(const ct_tensor *t) {
         }
     }
     if (tk)
-        drop(tk, t);
-    return finish(out, t->dtype);
+        ct__drop_operand(tk, t);
+    return ct__finish_dtype(out, t->dtype);
 }
 
 /* ---- checks ------------------------------------------------------------------------- */
@@ -308,7 +271,7 @@ static ct_tensor *record(const char *op, ct_backward_fn backward, ct_tensor *y, 
 }
 
 static ct_status give(ct_tensor **slot, ct_tensor *grad, ct_dtype dtype) {
-    *slot = finish(grad, dtype);
+    *slot = ct__finish_dtype(grad, dtype);
     return *slot ? CT_OK : ct_last_error();
 }
 
@@ -450,5 +413,5 @@ ct_tensor *ct_conv_transpose2d(const ct_tensor *x, const ct_tensor *w, const ct_
         ct_tensor_free(y);
         return NULL;
     }
-    return record(op, conv_transpose2d_backward, finish(y, x->dtype), x, w, bias, &g);
+    return record(op, conv_transpose2d_backward, ct__finish_dtype(y, x->dtype), x, w, bias, &g);
 }

@@ -189,3 +189,38 @@ ct_tensor *ct_to_device(const ct_tensor *t, ct_device device) {
         ct_tensor_free(src);
     return out;
 }
+
+/* ---- operands for kernels that compute half types in f32 (see internal.h) ----------- */
+
+ct_dtype ct__compute_dtype(const ct_tensor *t) {
+    bool half = t->dtype == CT_F16 || t->dtype == CT_BF16;
+    return t->device.type == CT_DEVICE_CPU && half ? CT_F32 : t->dtype;
+}
+
+ct_tensor *ct__operand(const ct_tensor *t, ct_dtype dtype) {
+    if (t->dtype == dtype && ct__is_contiguous(t))
+        return (ct_tensor *)t;
+    ct_tensor *c = ct__new(dtype, t->device, t->ndim, t->shape);
+    if (c && ct__copy(c, t) != CT_OK) {
+        ct_tensor_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void ct__drop_operand(ct_tensor *operand_copy, const ct_tensor *original) {
+    if (operand_copy != original)
+        ct_tensor_free(operand_copy);
+}
+
+ct_tensor *ct__finish_dtype(ct_tensor *t, ct_dtype dtype) {
+    if (!t || t->dtype == dtype)
+        return t;
+    ct_tensor *out = ct__new(dtype, t->device, t->ndim, t->shape);
+    if (out && ct_copy_(out, t) != CT_OK) {
+        ct_tensor_free(out);
+        out = NULL;
+    }
+    ct_tensor_free(t);
+    return out;
+}

@@ -11,40 +11,6 @@
 #include <limits.h>
 #include <string.h>
 
-/* ---- operands (as in ops/conv.c) ------------------------------------------------------ */
-
-static ct_dtype compute_dtype(const ct_tensor *t) {
-    bool half = t->dtype == CT_F16 || t->dtype == CT_BF16;
-    return t->device.type == CT_DEVICE_CPU && half ? CT_F32 : t->dtype;
-}
-
-static ct_tensor *operand(const ct_tensor *t, ct_dtype dtype) {
-    if (t->dtype == dtype && ct__is_contiguous(t))
-        return (ct_tensor *)t;
-    ct_tensor *c = ct__new(dtype, t->device, t->ndim, t->shape);
-    if (c && ct__copy(c, t) != CT_OK) {
-        ct_tensor_free(c);
-        return NULL;
-    }
-    return c;
-}
-
-static void drop(ct_tensor *operand_copy, const ct_tensor *original) {
-    if (operand_copy != original)
-        ct_tensor_free(operand_copy);
-}
-
-static ct_tensor *finish(ct_tensor *t, ct_dtype dtype) {
-    if (!t || t->dtype == dtype)
-        return t;
-    ct_tensor *out = ct__new(dtype, t->device, t->ndim, t->shape);
-    if (out && ct_copy_(out, t) != CT_OK) {
-        ct_tensor_free(out);
-        out = NULL;
-    }
-    ct_tensor_free(t);
-    return out;
-}
 
 /* ---- geometry --------------------------------------------------------------------------- */
 
@@ -166,8 +132,8 @@ static ct_status max_pool_backward(ct_node *node, ct_tensor **gout, ct_tensor **
     if (!indices)
         return ct_last_error();
     ct_tensor *gy = gout[0];
-    ct_dtype cd = compute_dtype(gy);
-    ct_tensor *gyk = operand(gy, cd), *gx = gyk ? ct__new(cd, gy->device, 4, node->in_shape[0]) : NULL;
+    ct_dtype cd = ct__compute_dtype(gy);
+    ct_tensor *gyk = ct__operand(gy, cd), *gx = gyk ? ct__new(cd, gy->device, 4, node->in_shape[0]) : NULL;
     ct_status st = gx ? CT_OK : ct_last_error();
     if (st == CT_OK) {
         if (gy->device.type == CT_DEVICE_CUDA)
@@ -176,12 +142,12 @@ static ct_status max_pool_backward(ct_node *node, ct_tensor **gout, ct_tensor **
         else
             ct_cpu_max_pool2d_backward(cd, g, ct__data(gyk), ct__data(indices), ct__data(gx));
     }
-    drop(gyk, gy);
+    ct__drop_operand(gyk, gy);
     if (st != CT_OK) {
         ct_tensor_free(gx);
         return st;
     }
-    gin[0] = finish(gx, node->in_dtype[0]);
+    gin[0] = ct__finish_dtype(gx, node->in_dtype[0]);
     return gin[0] ? CT_OK : ct_last_error();
 }
 
@@ -192,11 +158,11 @@ ct_tensor *ct_max_pool2d(const ct_tensor *x, const ct_pool2d_opts *opts, ct_tens
     ct_pool2d_geom g;
     if (!pool_geom(op, x, opts, true, &g))
         return NULL;
-    ct_dtype cd = compute_dtype(x);
+    ct_dtype cd = ct__compute_dtype(x);
     const int64_t out_shape[4] = {g.N, g.C, g.oH, g.oW};
     /* The positions are needed by backward or by the caller; inference skips them. */
     bool want_idx = indices || ct__any_requires_grad(1, (const ct_tensor *const[]){x});
-    ct_tensor *xk = operand(x, cd), *y = xk ? ct__new(cd, x->device, 4, out_shape) : NULL;
+    ct_tensor *xk = ct__operand(x, cd), *y = xk ? ct__new(cd, x->device, 4, out_shape) : NULL;
     ct_tensor *idx = y && want_idx ? ct__new(CT_I32, x->device, 4, out_shape) : NULL;
     ct_status st = y && (idx || !want_idx) ? CT_OK : ct_last_error();
     if (st == CT_OK) {
@@ -207,9 +173,9 @@ ct_tensor *ct_max_pool2d(const ct_tensor *x, const ct_pool2d_opts *opts, ct_tens
             ct_cpu_max_pool2d_forward(cd, &g, ct__data(xk), ct__data(y), idx_data);
     }
     if (xk)
-        drop(xk, x);
+        ct__drop_operand(xk, x);
     if (st == CT_OK)
-        y = finish(y, x->dtype);
+        y = ct__finish_dtype(y, x->dtype);
     ct_node *node = st == CT_OK && y ? record(op, max_pool_backward, y, x, &g) : NULL;
     if (node)
         ct__node_save(node, idx);
@@ -228,8 +194,8 @@ ct_tensor *ct_max_pool2d(const ct_tensor *x, const ct_pool2d_opts *opts, ct_tens
 /* ---- average -------------------------------------------------------------------------- */
 
 static ct_tensor *avg_forward(const char *op, const ct_tensor *x, const ct_pool2d_geom *g) {
-    ct_dtype cd = compute_dtype(x);
-    ct_tensor *xk = operand(x, cd),
+    ct_dtype cd = ct__compute_dtype(x);
+    ct_tensor *xk = ct__operand(x, cd),
               *y = xk ? ct__new(cd, x->device, 4, (const int64_t[]){g->N, g->C, g->oH, g->oW}) : NULL;
     ct_status st = y ? CT_OK : ct_last_error();
     if (st == CT_OK) {
@@ -239,19 +205,19 @@ static ct_tensor *avg_forward(const char *op, const ct_tensor *x, const ct_pool2
             ct_cpu_avg_pool2d_forward(cd, g, ct__data(xk), ct__data(y));
     }
     if (xk)
-        drop(xk, x);
+        ct__drop_operand(xk, x);
     if (st != CT_OK) {
         ct_tensor_free(y);
         return NULL;
     }
-    return finish(y, x->dtype);
+    return ct__finish_dtype(y, x->dtype);
 }
 
 static ct_status avg_pool_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
     const ct_pool2d_geom *g = node->ctx;
     ct_tensor *gy = gout[0];
-    ct_dtype cd = compute_dtype(gy);
-    ct_tensor *gyk = operand(gy, cd), *gx = gyk ? ct__new(cd, gy->device, 4, node->in_shape[0]) : NULL;
+    ct_dtype cd = ct__compute_dtype(gy);
+    ct_tensor *gyk = ct__operand(gy, cd), *gx = gyk ? ct__new(cd, gy->device, 4, node->in_shape[0]) : NULL;
     ct_status st = gx ? CT_OK : ct_last_error();
     if (st == CT_OK) {
         if (gy->device.type == CT_DEVICE_CUDA)
@@ -259,12 +225,12 @@ static ct_status avg_pool_backward(ct_node *node, ct_tensor **gout, ct_tensor **
         else
             ct_cpu_avg_pool2d_backward(cd, g, ct__data(gyk), ct__data(gx));
     }
-    drop(gyk, gy);
+    ct__drop_operand(gyk, gy);
     if (st != CT_OK) {
         ct_tensor_free(gx);
         return st;
     }
-    gin[0] = finish(gx, node->in_dtype[0]);
+    gin[0] = ct__finish_dtype(gx, node->in_dtype[0]);
     return gin[0] ? CT_OK : ct_last_error();
 }
 

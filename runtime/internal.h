@@ -120,6 +120,15 @@ bool ct__check_no_partial_overlap(const char *op, const ct_tensor *dst, const ct
  * converted operand) and record the autograd node on the original input themselves: the
  * same conversion and broadcasting, without ct_copy_'s autograd refusals. */
 ct_status ct__copy(ct_tensor *dst, const ct_tensor *src);
+/* Operands for kernels that compute half types in f32 on the CPU (conv, pooling):
+ * ct__compute_dtype gives the dtype a kernel works in for `t`; ct__operand gives `t` itself
+ * when it is already contiguous and of `dtype`, else a converted contiguous copy, which
+ * ct__drop_operand releases (and leaves `t` alone); ct__finish_dtype rounds a result to
+ * `dtype`, releasing the input when it makes a new tensor. */
+ct_dtype ct__compute_dtype(const ct_tensor *t);
+ct_tensor *ct__operand(const ct_tensor *t, ct_dtype dtype);
+void ct__drop_operand(ct_tensor *operand_copy, const ct_tensor *original);
+ct_tensor *ct__finish_dtype(ct_tensor *t, ct_dtype dtype);
 
 /* CUDA dispatch. CT_ON_CUDA(call) runs the launcher call in CUDA builds. In others, CUDA
  * tensors cannot exist, so the branch is never taken; the call is still type-checked (inside
