@@ -47,6 +47,21 @@ void t_gradcheck(t_grad_fn fn, ct_tensor **inputs, int n, void *ctx, double eps,
             cr_skip_test("no usable CUDA device: GPU parity test skipped");                 \
     } while (0)
 
+/* ---- CPU-vs-CUDA parity helpers (the GPU suites) ------------------------------------- */
+#define T_GPU CT_CUDA(0)
+/* A copy of t on the GPU (asserts on failure). */
+ct_tensor *t_to_gpu(const ct_tensor *t);
+/* Uniform values in [lo, hi) of `dtype` on the CPU, rounded once from f32 so both devices
+ * start from the same numbers. */
+ct_tensor *t_rand_dtype(const int64_t *shape, int ndim, ct_dtype dtype, double lo, double hi);
+/* Leave NaN-filled free blocks of `numel` elements in the GPU allocator's cache (several,
+ * in case an op allocates scratch first), so that a new output of that size starts as NaN. */
+void t_poison_gpu_cache(int64_t numel, ct_dtype dtype);
+/* gpu (on the GPU) against cpu: same dtype and shape, every element within
+ * tol * max(1, |cpu|), and NaN only where the CPU has NaN (an unwritten poisoned element
+ * fails). */
+void t_assert_parity(const ct_tensor *gpu, const ct_tensor *cpu, double tol, const char *what);
+
 /* Naive multi-index helpers for references: linear index <-> coordinates. */
 void t_unravel(int64_t linear, int ndim, const int64_t *shape, int64_t *coords);
 int64_t t_ravel_broadcast(const int64_t *coords, int ndim, int src_ndim, const int64_t *src_shape);

@@ -8,65 +8,10 @@
 
 #include <string.h>
 
-#define GPU CT_CUDA(0)
+#define GPU T_GPU
 
 static const ct_dtype float_dtypes[] = {CT_F32, CT_F16, CT_BF16};
 static const double float_tols[] = {1e-4, 1e-2, 1e-2};
-
-static ct_tensor *to_gpu(const ct_tensor *t) {
-    ct_tensor *g = ct_to_device(t, GPU);
-    cr_assert_not_null(g, "%s", ct_last_error_message());
-    return g;
-}
-
-/* Uniform values of `dtype` on the CPU, rounded once so both devices see the same numbers. */
-static ct_tensor *rand_cpu(const int64_t *shape, int ndim, ct_dtype dtype, double lo, double hi) {
-    ct_tensor *t = ct_cast(t_rand(shape, ndim, CT_F32, lo, hi), dtype);
-    cr_assert_not_null(t, "%s", ct_last_error_message());
-    return t;
-}
-
-static double *values(const ct_tensor *t) {
-    ct_scope_begin();
-    ct_no_grad_begin();
-    ct_tensor *host = ct_to_device(t, CT_CPU);
-    cr_assert_not_null(host, "%s", ct_last_error_message());
-    double *v = t_values(host);
-    ct_no_grad_end();
-    ct_scope_end();
-    return v;
-}
-
-/* NaN-filled free blocks of `numel` elements in the allocator's cache, so that a new
- * output of that size starts as NaN. */
-static void poison_cache(int64_t numel, ct_dtype dtype) {
-    ct_tensor *blocks[4];
-    for (int i = 0; i < 4; i++) {
-        blocks[i] = ct_full((int64_t[]){numel > 0 ? numel : 1}, 1, NAN, dtype, GPU);
-        cr_assert_not_null(blocks[i], "%s", ct_last_error_message());
-    }
-    for (int i = 0; i < 4; i++)
-        ct_tensor_free(blocks[i]);
-}
-
-static void assert_parity(const ct_tensor *gpu, const ct_tensor *cpu, double tol, const char *what) {
-    cr_assert_not_null(gpu, "%s: %s", what, ct_last_error_message());
-    cr_assert_not_null(cpu, "%s (CPU): %s", what, ct_last_error_message());
-    cr_assert(ct_device_equal(ct_tensor_device(gpu), GPU), "%s: result is not on the GPU", what);
-    cr_assert_eq(ct_tensor_dtype(gpu), ct_tensor_dtype(cpu), "%s: dtype differs", what);
-    t_assert_shape(gpu, ct_tensor_shape(cpu), ct_tensor_ndim(cpu));
-    double *g = values(gpu), *c = values(cpu);
-    for (int64_t i = 0; i < ct_tensor_numel(cpu); i++) {
-        cr_assert(!isnan(g[i]) || isnan(c[i]), "%s: element %lld of %s is NaN (never written?)", what, (long long)i,
-                  ct_shape_str(cpu));
-        double err = fabs(g[i] - c[i]) / fmax(1.0, fabs(c[i]));
-        cr_assert(err <= tol || (isnan(g[i]) && isnan(c[i])),
-                  "%s (%s): element %lld of %s: gpu %.9g, cpu %.9g (error %.3g > %.3g)", what,
-                  ct_dtype_name(ct_tensor_dtype(cpu)), (long long)i, ct_shape_str(cpu), g[i], c[i], err, tol);
-    }
-    free(g);
-    free(c);
-}
 
 /* ---- convolution ------------------------------------------------------------------------ */
 
@@ -93,26 +38,26 @@ static const conv_case conv_cases[] = {
 /* Forward and all gradients of one case in `dt`, GPU against CPU. */
 static void check_conv(const conv_case *k, ct_dtype dt, double tol) {
     T_NO_LEAK({
-        ct_tensor *xc = ct_requires_grad(rand_cpu((int64_t[]){k->N, k->C, k->H, k->W}, 4, dt, -1, 1), true);
+        ct_tensor *xc = ct_requires_grad(t_rand_dtype((int64_t[]){k->N, k->C, k->H, k->W}, 4, dt, -1, 1), true);
         ct_tensor *wc =
-            ct_requires_grad(rand_cpu((int64_t[]){k->O, k->C / k->o.groups, k->kH, k->kW}, 4, dt, -1, 1), true);
-        ct_tensor *bc = k->bias ? ct_requires_grad(rand_cpu((int64_t[]){k->O}, 1, dt, -1, 1), true) : NULL;
-        ct_tensor *xg = ct_requires_grad(to_gpu(xc), true), *wg = ct_requires_grad(to_gpu(wc), true);
-        ct_tensor *bg = bc ? ct_requires_grad(to_gpu(bc), true) : NULL;
+            ct_requires_grad(t_rand_dtype((int64_t[]){k->O, k->C / k->o.groups, k->kH, k->kW}, 4, dt, -1, 1), true);
+        ct_tensor *bc = k->bias ? ct_requires_grad(t_rand_dtype((int64_t[]){k->O}, 1, dt, -1, 1), true) : NULL;
+        ct_tensor *xg = ct_requires_grad(t_to_gpu(xc), true), *wg = ct_requires_grad(t_to_gpu(wc), true);
+        ct_tensor *bg = bc ? ct_requires_grad(t_to_gpu(bc), true) : NULL;
         ct_tensor *yc = ct_conv2d(xc, wc, bc, &k->o);
         cr_assert_not_null(yc, "%s", ct_last_error_message());
-        poison_cache(ct_tensor_numel(yc), dt);
+        t_poison_gpu_cache(ct_tensor_numel(yc), dt);
         ct_tensor *yg = ct_conv2d(xg, wg, bg, &k->o);
-        assert_parity(yg, yc, tol, "conv2d forward");
+        t_assert_parity(yg, yc, tol, "conv2d forward");
 
-        ct_tensor *gy = rand_cpu(ct_tensor_shape(yc), 4, dt, -1, 1);
+        ct_tensor *gy = t_rand_dtype(ct_tensor_shape(yc), 4, dt, -1, 1);
         cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
-        poison_cache(ct_tensor_numel(xc), dt);
-        cr_assert_eq(ct_backward_ex(yg, to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
-        assert_parity(ct_grad(xg), ct_grad(xc), tol, "conv2d grad x");
-        assert_parity(ct_grad(wg), ct_grad(wc), tol, "conv2d grad w");
+        t_poison_gpu_cache(ct_tensor_numel(xc), dt);
+        cr_assert_eq(ct_backward_ex(yg, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
+        t_assert_parity(ct_grad(xg), ct_grad(xc), tol, "conv2d grad x");
+        t_assert_parity(ct_grad(wg), ct_grad(wc), tol, "conv2d grad w");
         if (bc)
-            assert_parity(ct_grad(bg), ct_grad(bc), tol, "conv2d grad bias");
+            t_assert_parity(ct_grad(bg), ct_grad(bc), tol, "conv2d grad bias");
     });
 }
 
@@ -128,14 +73,14 @@ Test(cuda_conv, strided_input_and_empty_batch) {
     T_REQUIRE_GPU();
     ct_manual_seed(2);
     T_NO_LEAK({
-        ct_tensor *base = rand_cpu((int64_t[]){2, 3, 9, 8}, 4, CT_F32, -1, 1);
-        ct_tensor *xc = ct_transpose(base, 2, 3), *w = rand_cpu((int64_t[]){4, 3, 3, 3}, 4, CT_F32, -1, 1);
+        ct_tensor *base = t_rand_dtype((int64_t[]){2, 3, 9, 8}, 4, CT_F32, -1, 1);
+        ct_tensor *xc = ct_transpose(base, 2, 3), *w = t_rand_dtype((int64_t[]){4, 3, 3, 3}, 4, CT_F32, -1, 1);
         ct_conv2d_opts o = OPTS(1, 2, 1, 0, 1, 1, 1);
         ct_tensor *yc = ct_conv2d(xc, w, NULL, &o);
-        poison_cache(ct_tensor_numel(yc), CT_F32);
-        assert_parity(ct_conv2d(ct_transpose(to_gpu(base), 2, 3), to_gpu(w), NULL, &o), yc, 1e-4, "strided x");
+        t_poison_gpu_cache(ct_tensor_numel(yc), CT_F32);
+        t_assert_parity(ct_conv2d(ct_transpose(t_to_gpu(base), 2, 3), t_to_gpu(w), NULL, &o), yc, 1e-4, "strided x");
         ct_tensor *empty = ct_zeros((int64_t[]){0, 3, 8, 8}, 4, CT_F32, GPU);
-        t_assert_shape(ct_conv2d(empty, to_gpu(w), NULL, NULL), (int64_t[]){0, 4, 6, 6}, 4);
+        t_assert_shape(ct_conv2d(empty, t_to_gpu(w), NULL, NULL), (int64_t[]){0, 4, 6, 6}, 4);
     });
 }
 
@@ -146,17 +91,17 @@ Test(cuda_conv, deterministic_mode_repeats_bit_for_bit) {
     ct_set_deterministic(true);
     T_NO_LEAK({
         const conv_case *k = &conv_cases[8];
-        ct_tensor *x = ct_requires_grad(to_gpu(rand_cpu((int64_t[]){k->N, k->C, k->H, k->W}, 4, CT_F32, -1, 1)), true);
+        ct_tensor *x = ct_requires_grad(t_to_gpu(t_rand_dtype((int64_t[]){k->N, k->C, k->H, k->W}, 4, CT_F32, -1, 1)), true);
         ct_tensor *w =
-            ct_requires_grad(to_gpu(rand_cpu((int64_t[]){k->O, k->C, k->kH, k->kW}, 4, CT_F32, -1, 1)), true);
-        ct_tensor *gy = to_gpu(rand_cpu((int64_t[]){k->N, k->O, k->H, k->W}, 4, CT_F32, -1, 1));
+            ct_requires_grad(t_to_gpu(t_rand_dtype((int64_t[]){k->O, k->C, k->kH, k->kW}, 4, CT_F32, -1, 1)), true);
+        ct_tensor *gy = t_to_gpu(t_rand_dtype((int64_t[]){k->N, k->O, k->H, k->W}, 4, CT_F32, -1, 1));
         double *first[3] = {NULL, NULL, NULL};
         for (int run = 0; run < 2; run++) {
             ct_zero_grad(x);
             ct_zero_grad(w);
             ct_tensor *y = ct_conv2d(x, w, NULL, &k->o);
             cr_assert_eq(ct_backward_ex(y, gy, false), CT_OK, "%s", ct_last_error_message());
-            double *now[3] = {values(y), values(ct_grad(x)), values(ct_grad(w))};
+            double *now[3] = {t_values(y), t_values(ct_grad(x)), t_values(ct_grad(w))};
             int64_t counts[3] = {ct_tensor_numel(gy), ct_tensor_numel(x), ct_tensor_numel(w)};
             for (int t = 0; t < 3; t++) {
                 if (run == 0) {
@@ -190,25 +135,25 @@ Test(cuda_conv, conv_transpose2d_matches_cpu) {
             T_NO_LEAK({
                 ct_dtype dt = float_dtypes[d];
                 ct_tensor *xc = ct_requires_grad(
-                    rand_cpu((int64_t[]){cases[i].N, cases[i].C, cases[i].H, cases[i].W}, 4, dt, -1, 1), true);
+                    t_rand_dtype((int64_t[]){cases[i].N, cases[i].C, cases[i].H, cases[i].W}, 4, dt, -1, 1), true);
                 ct_tensor *wc = ct_requires_grad(
-                    rand_cpu((int64_t[]){cases[i].C, cases[i].O / cases[i].o.groups, cases[i].kH, cases[i].kW}, 4, dt,
+                    t_rand_dtype((int64_t[]){cases[i].C, cases[i].O / cases[i].o.groups, cases[i].kH, cases[i].kW}, 4, dt,
                              -1, 1),
                     true);
-                ct_tensor *bc = ct_requires_grad(rand_cpu((int64_t[]){cases[i].O}, 1, dt, -1, 1), true);
-                ct_tensor *xg = ct_requires_grad(to_gpu(xc), true), *wg = ct_requires_grad(to_gpu(wc), true);
-                ct_tensor *bg = ct_requires_grad(to_gpu(bc), true);
+                ct_tensor *bc = ct_requires_grad(t_rand_dtype((int64_t[]){cases[i].O}, 1, dt, -1, 1), true);
+                ct_tensor *xg = ct_requires_grad(t_to_gpu(xc), true), *wg = ct_requires_grad(t_to_gpu(wc), true);
+                ct_tensor *bg = ct_requires_grad(t_to_gpu(bc), true);
                 ct_tensor *yc = ct_conv_transpose2d(xc, wc, bc, &cases[i].o);
                 cr_assert_not_null(yc, "%s", ct_last_error_message());
-                poison_cache(ct_tensor_numel(yc), dt);
-                assert_parity(ct_conv_transpose2d(xg, wg, bg, &cases[i].o), yc, float_tols[d], "conv_transpose2d");
-                ct_tensor *gy = rand_cpu(ct_tensor_shape(yc), 4, dt, -1, 1);
+                t_poison_gpu_cache(ct_tensor_numel(yc), dt);
+                t_assert_parity(ct_conv_transpose2d(xg, wg, bg, &cases[i].o), yc, float_tols[d], "conv_transpose2d");
+                ct_tensor *gy = t_rand_dtype(ct_tensor_shape(yc), 4, dt, -1, 1);
                 cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
                 ct_tensor *yg = ct_conv_transpose2d(xg, wg, bg, &cases[i].o);
-                cr_assert_eq(ct_backward_ex(yg, to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
-                assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "conv_transpose2d grad x");
-                assert_parity(ct_grad(wg), ct_grad(wc), float_tols[d], "conv_transpose2d grad w");
-                assert_parity(ct_grad(bg), ct_grad(bc), float_tols[d], "conv_transpose2d grad bias");
+                cr_assert_eq(ct_backward_ex(yg, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
+                t_assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "conv_transpose2d grad x");
+                t_assert_parity(ct_grad(wg), ct_grad(wc), float_tols[d], "conv_transpose2d grad w");
+                t_assert_parity(ct_grad(bg), ct_grad(bc), float_tols[d], "conv_transpose2d grad bias");
             });
         }
 }
@@ -235,31 +180,31 @@ Test(cuda_conv, pooling_matches_cpu) {
                 ct_tensor *perm = ct_cast(ct_randperm(2 * 3 * 9 * 11, CT_CPU), dt);
                 ct_tensor *xc = ct_requires_grad(
                     ct_contiguous(ct_reshape(ct_add_scalar(perm, -100), (int64_t[]){2, 3, 9, 11}, 4)), true);
-                ct_tensor *xg = ct_requires_grad(to_gpu(xc), true);
+                ct_tensor *xg = ct_requires_grad(t_to_gpu(xc), true);
                 ct_tensor *ic, *ig;
                 ct_tensor *yc = ct_max_pool2d(xc, &pool_cases[i], &ic);
                 cr_assert_not_null(yc, "%s", ct_last_error_message());
-                poison_cache(ct_tensor_numel(yc), dt);
+                t_poison_gpu_cache(ct_tensor_numel(yc), dt);
                 ct_tensor *yg = ct_max_pool2d(xg, &pool_cases[i], &ig);
-                assert_parity(yg, yc, 0, "max_pool2d");
-                assert_parity(ig, ic, 0, "max_pool2d indices");
-                ct_tensor *gy = rand_cpu(ct_tensor_shape(yc), 4, dt, -1, 1);
+                t_assert_parity(yg, yc, 0, "max_pool2d");
+                t_assert_parity(ig, ic, 0, "max_pool2d indices");
+                ct_tensor *gy = t_rand_dtype(ct_tensor_shape(yc), 4, dt, -1, 1);
                 cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
-                poison_cache(ct_tensor_numel(xc), dt);
-                cr_assert_eq(ct_backward_ex(yg, to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
-                assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "max_pool2d grad");
+                t_poison_gpu_cache(ct_tensor_numel(xc), dt);
+                cr_assert_eq(ct_backward_ex(yg, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
+                t_assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "max_pool2d grad");
 
                 if (pool_cases[i].dilation[0] == 1 && pool_cases[i].dilation[1] == 1) {
                     ct_zero_grad(xc);
                     ct_zero_grad(xg);
                     ct_tensor *ac = ct_avg_pool2d(xc, &pool_cases[i]);
-                    poison_cache(ct_tensor_numel(ac), dt);
+                    t_poison_gpu_cache(ct_tensor_numel(ac), dt);
                     ct_tensor *ag = ct_avg_pool2d(xg, &pool_cases[i]);
-                    assert_parity(ag, ac, float_tols[d], "avg_pool2d");
+                    t_assert_parity(ag, ac, float_tols[d], "avg_pool2d");
                     cr_assert_eq(ct_backward_ex(ac, gy, false), CT_OK, "%s", ct_last_error_message());
-                    poison_cache(ct_tensor_numel(xc), dt);
-                    cr_assert_eq(ct_backward_ex(ag, to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
-                    assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "avg_pool2d grad");
+                    t_poison_gpu_cache(ct_tensor_numel(xc), dt);
+                    cr_assert_eq(ct_backward_ex(ag, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
+                    t_assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "avg_pool2d grad");
                 }
             });
         }
@@ -270,16 +215,16 @@ Test(cuda_conv, global_avg_pool_matches_cpu) {
     ct_manual_seed(6);
     for (int d = 0; d < 3; d++) {
         T_NO_LEAK({
-            ct_tensor *xc = ct_requires_grad(rand_cpu((int64_t[]){4, 5, 7, 6}, 4, float_dtypes[d], -1, 1), true);
-            ct_tensor *xg = ct_requires_grad(to_gpu(xc), true);
+            ct_tensor *xc = ct_requires_grad(t_rand_dtype((int64_t[]){4, 5, 7, 6}, 4, float_dtypes[d], -1, 1), true);
+            ct_tensor *xg = ct_requires_grad(t_to_gpu(xc), true);
             ct_tensor *yc = ct_global_avg_pool2d(xc);
-            poison_cache(ct_tensor_numel(yc), float_dtypes[d]);
+            t_poison_gpu_cache(ct_tensor_numel(yc), float_dtypes[d]);
             ct_tensor *yg = ct_global_avg_pool2d(xg);
-            assert_parity(yg, yc, float_tols[d], "global_avg_pool2d");
-            ct_tensor *gy = rand_cpu((int64_t[]){4, 5, 1, 1}, 4, float_dtypes[d], -1, 1);
+            t_assert_parity(yg, yc, float_tols[d], "global_avg_pool2d");
+            ct_tensor *gy = t_rand_dtype((int64_t[]){4, 5, 1, 1}, 4, float_dtypes[d], -1, 1);
             cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
-            cr_assert_eq(ct_backward_ex(yg, to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
-            assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "global_avg_pool2d grad");
+            cr_assert_eq(ct_backward_ex(yg, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
+            t_assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "global_avg_pool2d grad");
         });
     }
 }

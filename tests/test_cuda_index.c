@@ -12,16 +12,10 @@
 
 #include <string.h>
 
-#define GPU CT_CUDA(0)
+#define GPU T_GPU
 
 static const ct_dtype gpu_dtypes[] = {CT_F32, CT_F16, CT_BF16, CT_I32, CT_U8};
 #define N_GPU_DTYPES 5
-
-static ct_tensor *to_gpu(const ct_tensor *t) {
-    ct_tensor *g = ct_to_device(t, GPU);
-    cr_assert_not_null(g, "%s", ct_last_error_message());
-    return g;
-}
 
 /* Integers in [lo, hi) of `dtype` on the CPU: exact in every dtype, and their sums too. */
 static ct_tensor *rand_ints(const int64_t *shape, int ndim, ct_dtype dtype, double lo, double hi) {
@@ -48,18 +42,6 @@ static ct_tensor *i32(const int32_t *values, const int64_t *shape, int ndim, ct_
     return t;
 }
 
-/* All elements of a tensor on any device, as doubles in row-major order. */
-static double *values(const ct_tensor *t) {
-    ct_scope_begin();
-    ct_no_grad_begin();
-    ct_tensor *host = ct_to_device(t, CT_CPU);
-    cr_assert_not_null(host, "%s", ct_last_error_message());
-    double *v = t_values(host);
-    ct_no_grad_end();
-    ct_scope_end();
-    return v;
-}
-
 /* Leave free blocks of `numel` elements filled with `value` in the allocator's cache
  * (several, for the scratch the op allocates first), so a new output of that size starts
  * out poisoned. */
@@ -72,27 +54,6 @@ static void poison_cache(int64_t numel, ct_dtype dtype) {
     }
     for (int i = 0; i < 4; i++)
         ct_tensor_free(blocks[i]);
-}
-
-/* gpu against cpu: same dtype and shape, |gpu - cpu| <= tol * max(1, |cpu|) everywhere,
- * NaN only where the CPU has NaN (tol 0: equal). */
-static void assert_parity(const ct_tensor *gpu, const ct_tensor *cpu, double tol, const char *what) {
-    cr_assert_not_null(gpu, "%s: %s", what, ct_last_error_message());
-    cr_assert_not_null(cpu, "%s (CPU): %s", what, ct_last_error_message());
-    cr_assert(ct_device_equal(ct_tensor_device(gpu), GPU), "%s: result is not on the GPU", what);
-    cr_assert_eq(ct_tensor_dtype(gpu), ct_tensor_dtype(cpu), "%s: dtype differs", what);
-    t_assert_shape(gpu, ct_tensor_shape(cpu), ct_tensor_ndim(cpu));
-    double *g = values(gpu), *c = values(cpu);
-    for (int64_t i = 0; i < ct_tensor_numel(cpu); i++) {
-        if (isnan(c[i]) && isnan(g[i]))
-            continue;
-        cr_assert(!isnan(g[i]), "%s: element %lld of %s is NaN (never written?)", what, (long long)i,
-                  ct_shape_str(cpu));
-        cr_assert(fabs(g[i] - c[i]) <= tol * fmax(1.0, fabs(c[i])), "%s (%s): element %lld of %s: gpu %.9g, cpu %.9g",
-                  what, ct_dtype_name(ct_tensor_dtype(cpu)), (long long)i, ct_shape_str(cpu), g[i], c[i]);
-    }
-    free(g);
-    free(c);
 }
 
 /* Bit-for-bit equality of two tensors of one dtype and shape (any devices). */
@@ -117,7 +78,7 @@ static void check_index_select(ct_tensor *a, int dim, ct_tensor *index, const ch
     ct_tensor *ref = ct_index_select(a, dim, index);
     cr_assert_not_null(ref, "%s (CPU): %s", what, ct_last_error_message());
     poison_cache(ct_tensor_numel(ref), ct_tensor_dtype(ref));
-    assert_parity(ct_index_select(to_gpu(a), dim, to_gpu(index)), ref, 0, what);
+    t_assert_parity(ct_index_select(t_to_gpu(a), dim, t_to_gpu(index)), ref, 0, what);
 }
 
 Test(cuda_index, index_select) {
@@ -135,11 +96,11 @@ Test(cuda_index, index_select) {
             /* Strided operands, as views of GPU tensors: a transposed, a stepped index. */
             ct_tensor *base_index = rand_index((int64_t[]){10}, 1, 4);
             ct_tensor *at = ct_transpose(a, 0, 2), *index = ct_slice(base_index, 0, 0, 10, 3); /* (6, 5, 4), (4) */
-            ct_tensor *gat = ct_transpose(to_gpu(a), 0, 2), *gindex = ct_slice(to_gpu(base_index), 0, 0, 10, 3);
+            ct_tensor *gat = ct_transpose(t_to_gpu(a), 0, 2), *gindex = ct_slice(t_to_gpu(base_index), 0, 0, 10, 3);
             cr_assert_eq(ct_tensor_strides(gindex)[0], 3);
             ct_tensor *ref = ct_index_select(at, 2, index);
             poison_cache(ct_tensor_numel(ref), gpu_dtypes[k]);
-            assert_parity(ct_index_select(gat, 2, gindex), ref, 0, "transposed a, stepped index");
+            t_assert_parity(ct_index_select(gat, 2, gindex), ref, 0, "transposed a, stepped index");
         });
     }
 }
@@ -150,7 +111,7 @@ static void check_gather(ct_tensor *a, int dim, ct_tensor *index, const char *wh
     ct_tensor *ref = ct_gather(a, dim, index);
     cr_assert_not_null(ref, "%s (CPU): %s", what, ct_last_error_message());
     poison_cache(ct_tensor_numel(ref), ct_tensor_dtype(ref));
-    assert_parity(ct_gather(to_gpu(a), dim, to_gpu(index)), ref, 0, what);
+    t_assert_parity(ct_gather(t_to_gpu(a), dim, t_to_gpu(index)), ref, 0, what);
 }
 
 Test(cuda_index, gather) {
@@ -182,11 +143,11 @@ static void check_scatter_add(ct_tensor *a, int dim, ct_tensor *index, ct_tensor
     ct_tensor *ref = ct_scatter_add(a, dim, index, src);
     cr_assert_not_null(ref, "%s (CPU): %s", what, ct_last_error_message());
     poison_cache(ct_tensor_numel(ref), ct_tensor_dtype(ref));
-    ct_tensor *out = ct_scatter_add(to_gpu(a), dim, to_gpu(index), to_gpu(src));
+    ct_tensor *out = ct_scatter_add(t_to_gpu(a), dim, t_to_gpu(index), t_to_gpu(src));
     if (tol < 0)
         assert_same_bits(out, ref, what);
     else
-        assert_parity(out, ref, tol, what);
+        t_assert_parity(out, ref, tol, what);
 }
 
 /* Every dim, more index entries than a has along dim (repeats accumulate), a src larger
@@ -272,7 +233,7 @@ Test(cuda_index, one_hot) {
                 ct_tensor *ref = ct_one_hot(cases[c], 9, gpu_dtypes[k]);
                 cr_assert_not_null(ref, "%s", ct_last_error_message());
                 poison_cache(ct_tensor_numel(ref), gpu_dtypes[k]);
-                assert_parity(ct_one_hot(to_gpu(cases[c]), 9, gpu_dtypes[k]), ref, 0, what[c]);
+                t_assert_parity(ct_one_hot(t_to_gpu(cases[c]), 9, gpu_dtypes[k]), ref, 0, what[c]);
             }
         });
     }
@@ -292,49 +253,49 @@ Test(cuda_join, cat_stack_split_chunk) {
             ct_tensor *p2 = rand_ints((int64_t[]){3, 0, 4}, 3, dt, 0, 70);
             ct_tensor *p3 = ct_slice(rand_ints((int64_t[]){3, 7, 4}, 3, dt, 0, 70), 1, 0, 7, 2); /* (3, 4, 4) */
             ct_tensor *cpu[4] = {p0, p1, p2, p3};
-            ct_tensor *gpu[4] = {to_gpu(p0), to_gpu(p1), to_gpu(p2), to_gpu(p3)};
+            ct_tensor *gpu[4] = {t_to_gpu(p0), t_to_gpu(p1), t_to_gpu(p2), t_to_gpu(p3)};
             for (int dim = -2; dim <= 1; dim += 3) {
                 ct_tensor *ref = ct_cat(cpu, 4, dim);
                 poison_cache(ct_tensor_numel(ref), dt);
-                assert_parity(ct_cat(gpu, 4, dim), ref, 0, "cat");
+                t_assert_parity(ct_cat(gpu, 4, dim), ref, 0, "cat");
             }
             /* Equal shapes: cat on every dim and stack on every new dim. */
             ct_tensor *q[3], *gq[3];
             for (int i = 0; i < 3; i++) {
                 q[i] = i == 1 ? ct_transpose(rand_ints((int64_t[]){5, 3}, 2, dt, 0, 70), 0, 1)
                               : rand_ints((int64_t[]){3, 5}, 2, dt, 0, 70);
-                gq[i] = to_gpu(q[i]);
+                gq[i] = t_to_gpu(q[i]);
             }
             for (int dim = -2; dim < 2; dim++) {
                 ct_tensor *ref = ct_cat(q, 3, dim);
                 poison_cache(ct_tensor_numel(ref), dt);
-                assert_parity(ct_cat(gq, 3, dim), ref, 0, "cat equal shapes");
+                t_assert_parity(ct_cat(gq, 3, dim), ref, 0, "cat equal shapes");
             }
             for (int dim = -3; dim < 3; dim++) {
                 ct_tensor *ref = ct_stack(q, 3, dim);
                 poison_cache(ct_tensor_numel(ref), dt);
-                assert_parity(ct_stack(gq, 3, dim), ref, 0, "stack");
+                t_assert_parity(ct_stack(gq, 3, dim), ref, 0, "stack");
             }
             /* A long list: more inputs than one autograd node takes. */
             ct_tensor *many[20], *gmany[20];
             for (int i = 0; i < 20; i++) {
                 many[i] = rand_ints((int64_t[]){i % 3, 2}, 2, dt, 0, 70);
-                gmany[i] = to_gpu(many[i]);
+                gmany[i] = t_to_gpu(many[i]);
             }
             ct_tensor *ref = ct_cat(many, 20, 0);
             poison_cache(ct_tensor_numel(ref), dt);
-            assert_parity(ct_cat(gmany, 20, 0), ref, 0, "cat of 20");
+            t_assert_parity(ct_cat(gmany, 20, 0), ref, 0, "cat of 20");
             /* split / chunk are views: each piece equals the CPU's. */
-            ct_tensor *whole = rand_ints((int64_t[]){7, 4}, 2, dt, 0, 70), *gwhole = to_gpu(whole);
+            ct_tensor *whole = rand_ints((int64_t[]){7, 4}, 2, dt, 0, 70), *gwhole = t_to_gpu(whole);
             ct_tensor *pieces[8], *gpieces[8];
             int n = ct_split(whole, 3, 0, pieces, 8);
             cr_assert_eq(ct_split(gwhole, 3, 0, gpieces, 8), n);
             for (int i = 0; i < n; i++)
-                assert_parity(gpieces[i], pieces[i], 0, "split");
+                t_assert_parity(gpieces[i], pieces[i], 0, "split");
             n = ct_chunk(whole, 3, 1, pieces, 8);
             cr_assert_eq(ct_chunk(gwhole, 3, 1, gpieces, 8), n);
             for (int i = 0; i < n; i++)
-                assert_parity(gpieces[i], pieces[i], 0, "chunk");
+                t_assert_parity(gpieces[i], pieces[i], 0, "chunk");
         });
     }
 }
@@ -384,15 +345,15 @@ static void check_backward(graph_fn fn, int n, const int64_t shapes[][3], const 
         ct_tensor *cpu[2], *gpu[2];
         for (int i = 0; i < n; i++) {
             cpu[i] = rand_floats(shapes[i], ndims[i], dtype, -1, 1);
-            gpu[i] = to_gpu(cpu[i]);
+            gpu[i] = t_to_gpu(cpu[i]);
             cr_assert(ct_requires_grad(cpu[i], true) && ct_requires_grad(gpu[i], true), "%s", ct_last_error_message());
         }
-        ct_tensor *out = fn(cpu, index), *out_gpu = fn(gpu, index ? to_gpu(index) : NULL);
+        ct_tensor *out = fn(cpu, index), *out_gpu = fn(gpu, index ? t_to_gpu(index) : NULL);
         cr_assert(out && out_gpu, "%s: %s", what, ct_last_error_message());
         ct_tensor *g = integer_grad ? rand_ints(ct_tensor_shape(out), ct_tensor_ndim(out), dtype, -8, 8)
                                     : rand_floats(ct_tensor_shape(out), ct_tensor_ndim(out), dtype, -1, 1);
         cr_assert_eq(ct_backward_ex(out, g, false), CT_OK, "%s: %s", what, ct_last_error_message());
-        cr_assert_eq(ct_backward_ex(out_gpu, to_gpu(g), false), CT_OK, "%s: %s", what, ct_last_error_message());
+        cr_assert_eq(ct_backward_ex(out_gpu, t_to_gpu(g), false), CT_OK, "%s: %s", what, ct_last_error_message());
         for (int i = 0; i < n; i++)
             assert_same_bits(ct_grad(gpu[i]), ct_grad(cpu[i]), what);
     });
@@ -470,7 +431,7 @@ Test(cuda_index, bad_indices) {
         /* The GPU is still usable. */
         ct_tensor *ok = ct_index_select(a, 0, i32((int32_t[]){3, 0}, (int64_t[]){2}, 1, GPU));
         cr_assert_not_null(ok, "%s", ct_last_error_message());
-        double *v = values(ok);
+        double *v = t_values(ok);
         for (int i = 0; i < 10; i++)
             cr_assert_eq(v[i], 0.0);
         free(v);

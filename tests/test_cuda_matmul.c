@@ -9,85 +9,27 @@
 
 #include <string.h>
 
-#define GPU CT_CUDA(0)
+#define GPU T_GPU
 
 static const ct_dtype float_dtypes[] = {CT_F32, CT_F16, CT_BF16};
 static const double float_tols[] = {1e-4, 1e-2, 1e-2};
-
-static ct_tensor *to_gpu(const ct_tensor *t) {
-    ct_tensor *g = ct_to_device(t, GPU);
-    cr_assert_not_null(g, "%s", ct_last_error_message());
-    return g;
-}
-
-/* Uniform values in [lo, hi) of `dtype` on the CPU (rounded once, so both devices start
- * from the same numbers). */
-static ct_tensor *rand_cpu(const int64_t *shape, int ndim, ct_dtype dtype, double lo, double hi) {
-    ct_tensor *t = ct_cast(t_rand(shape, ndim, CT_F32, lo, hi), dtype);
-    cr_assert_not_null(t, "%s", ct_last_error_message());
-    return t;
-}
-
-/* All elements of a tensor on any device, as doubles in row-major order. */
-static double *values(const ct_tensor *t) {
-    ct_scope_begin();
-    ct_no_grad_begin();
-    ct_tensor *host = ct_to_device(t, CT_CPU);
-    cr_assert_not_null(host, "%s", ct_last_error_message());
-    double *v = t_values(host);
-    ct_no_grad_end();
-    ct_scope_end();
-    return v;
-}
-
-/* Leave NaN-filled free blocks of `numel` elements in the allocator's cache (several, in
- * case the op allocates scratch first), so that a new output of that size starts as NaN. */
-static void poison_cache(int64_t numel, ct_dtype dtype) {
-    ct_tensor *blocks[4];
-    for (int i = 0; i < 4; i++) {
-        blocks[i] = ct_full((int64_t[]){numel > 0 ? numel : 1}, 1, NAN, dtype, GPU);
-        cr_assert_not_null(blocks[i], "%s", ct_last_error_message());
-    }
-    for (int i = 0; i < 4; i++)
-        ct_tensor_free(blocks[i]);
-}
-
-/* gpu (on the GPU) against cpu: same dtype and shape, every element within
- * tol * max(1, |cpu|), and no NaN. */
-static void assert_parity(const ct_tensor *gpu, const ct_tensor *cpu, double tol, const char *what) {
-    cr_assert_not_null(gpu, "%s: %s", what, ct_last_error_message());
-    cr_assert_not_null(cpu, "%s (CPU): %s", what, ct_last_error_message());
-    cr_assert(ct_device_equal(ct_tensor_device(gpu), GPU), "%s: result is not on the GPU", what);
-    cr_assert_eq(ct_tensor_dtype(gpu), ct_tensor_dtype(cpu), "%s: dtype differs", what);
-    t_assert_shape(gpu, ct_tensor_shape(cpu), ct_tensor_ndim(cpu));
-    double *g = values(gpu), *c = values(cpu);
-    for (int64_t i = 0; i < ct_tensor_numel(cpu); i++) {
-        cr_assert(!isnan(g[i]), "%s: element %lld of %s is NaN (never written?)", what, (long long)i,
-                  ct_shape_str(cpu));
-        double err = fabs(g[i] - c[i]) / fmax(1.0, fabs(c[i]));
-        cr_assert(err <= tol, "%s (%s): element %lld of %s: gpu %.9g, cpu %.9g (error %.3g > %.3g)", what,
-                  ct_dtype_name(ct_tensor_dtype(cpu)), (long long)i, ct_shape_str(cpu), g[i], c[i], err, tol);
-    }
-    free(g);
-    free(c);
-}
 
 /* The product on both devices; the GPU output poisoned first. */
 static void check_pair(const ct_tensor *a_cpu, const ct_tensor *b_cpu, const ct_tensor *a_gpu, const ct_tensor *b_gpu,
                        double tol, const char *what) {
     ct_tensor *ref = ct_matmul(a_cpu, b_cpu);
     cr_assert_not_null(ref, "%s (CPU): %s", what, ct_last_error_message());
-    poison_cache(ct_tensor_numel(ref), ct_tensor_dtype(ref));
-    assert_parity(ct_matmul(a_gpu, b_gpu), ref, tol, what);
+    t_poison_gpu_cache(ct_tensor_numel(ref), ct_tensor_dtype(ref));
+    t_assert_parity(ct_matmul(a_gpu, b_gpu), ref, tol, what);
 }
 
 static void check_shapes(const int64_t *as, int an, const int64_t *bs, int bn) {
     for (int i = 0; i < 3; i++) {
         T_NO_LEAK({
-            ct_tensor *a = rand_cpu(as, an, float_dtypes[i], -1, 1), *b = rand_cpu(bs, bn, float_dtypes[i], -1, 1);
+            ct_tensor *a = t_rand_dtype(as, an, float_dtypes[i], -1, 1), *b = t_rand_dtype(bs, bn, float_dtypes[i], -1, 1);
             char what[128];
             snprintf(what, sizeof what, "matmul %s x %s", ct_shape_str(a), ct_shape_str(b));
-            check_pair(a, b, to_gpu(a), to_gpu(b), float_tols[i], what);
+            check_pair(a, b, t_to_gpu(a), t_to_gpu(b), float_tols[i], what);
         });
     }
 }
@@ -161,8 +103,8 @@ static void check_views(const int64_t *as, int an, view_fn fa, const int64_t *bs
                         const char *what) {
     for (int i = 0; i < 3; i++) {
         T_NO_LEAK({
-            ct_tensor *a = rand_cpu(as, an, float_dtypes[i], -1, 1), *b = rand_cpu(bs, bn, float_dtypes[i], -1, 1);
-            ct_tensor *va = fa(a), *vb = fb(b), *ga = fa(to_gpu(a)), *gb = fb(to_gpu(b));
+            ct_tensor *a = t_rand_dtype(as, an, float_dtypes[i], -1, 1), *b = t_rand_dtype(bs, bn, float_dtypes[i], -1, 1);
+            ct_tensor *va = fa(a), *vb = fb(b), *ga = fa(t_to_gpu(a)), *gb = fb(t_to_gpu(b));
             cr_assert(va && vb && ga && gb, "%s: %s", what, ct_last_error_message());
             check_pair(va, vb, ga, gb, float_tols[i], what);
         });
@@ -198,15 +140,15 @@ Test(cuda_matmul, bmm) {
     ct_manual_seed(4);
     for (int i = 0; i < 3; i++) {
         T_NO_LEAK({
-            ct_tensor *a = rand_cpu((int64_t[]){4, 5, 6}, 3, float_dtypes[i], -1, 1);
-            ct_tensor *b = rand_cpu((int64_t[]){4, 6, 3}, 3, float_dtypes[i], -1, 1);
+            ct_tensor *a = t_rand_dtype((int64_t[]){4, 5, 6}, 3, float_dtypes[i], -1, 1);
+            ct_tensor *b = t_rand_dtype((int64_t[]){4, 6, 3}, 3, float_dtypes[i], -1, 1);
             ct_tensor *ref = ct_bmm(a, b);
-            poison_cache(ct_tensor_numel(ref), float_dtypes[i]);
-            assert_parity(ct_bmm(to_gpu(a), to_gpu(b)), ref, float_tols[i], "bmm");
-            ct_tensor *bt = rand_cpu((int64_t[]){4, 3, 6}, 3, float_dtypes[i], -1, 1);
+            t_poison_gpu_cache(ct_tensor_numel(ref), float_dtypes[i]);
+            t_assert_parity(ct_bmm(t_to_gpu(a), t_to_gpu(b)), ref, float_tols[i], "bmm");
+            ct_tensor *bt = t_rand_dtype((int64_t[]){4, 3, 6}, 3, float_dtypes[i], -1, 1);
             ref = ct_bmm(a, ct_transpose(bt, 1, 2));
-            poison_cache(ct_tensor_numel(ref), float_dtypes[i]);
-            assert_parity(ct_bmm(to_gpu(a), ct_transpose(to_gpu(bt), 1, 2)), ref, float_tols[i], "bmm transposed");
+            t_poison_gpu_cache(ct_tensor_numel(ref), float_dtypes[i]);
+            t_assert_parity(ct_bmm(t_to_gpu(a), ct_transpose(t_to_gpu(bt), 1, 2)), ref, float_tols[i], "bmm transposed");
         });
     }
 }
@@ -216,21 +158,21 @@ Test(cuda_matmul, tf32_switch) {
     ct_manual_seed(5);
     cr_assert(!ct_matmul_allow_tf32(), "TF32 must be off by default");
     T_NO_LEAK({
-        ct_tensor *a = rand_cpu((int64_t[]){2, 70, 40}, 3, CT_F32, -1, 1);
-        ct_tensor *b = rand_cpu((int64_t[]){40, 90}, 2, CT_F32, -1, 1);
-        ct_tensor *ga = to_gpu(a), *gb = to_gpu(b);
+        ct_tensor *a = t_rand_dtype((int64_t[]){2, 70, 40}, 3, CT_F32, -1, 1);
+        ct_tensor *b = t_rand_dtype((int64_t[]){40, 90}, 2, CT_F32, -1, 1);
+        ct_tensor *ga = t_to_gpu(a), *gb = t_to_gpu(b);
         ct_tensor *ref = ct_matmul(a, b);
-        assert_parity(ct_matmul(ga, gb), ref, 1e-4, "tf32 off");
+        t_assert_parity(ct_matmul(ga, gb), ref, 1e-4, "tf32 off");
         ct_matmul_set_allow_tf32(true);
         cr_assert(ct_matmul_allow_tf32());
-        poison_cache(ct_tensor_numel(ref), CT_F32);
-        assert_parity(ct_matmul(ga, gb), ref, 1e-2, "tf32 on");
+        t_poison_gpu_cache(ct_tensor_numel(ref), CT_F32);
+        t_assert_parity(ct_matmul(ga, gb), ref, 1e-2, "tf32 on");
         /* Half types ignore the switch. */
         ct_tensor *ha = ct_cast(a, CT_BF16), *hb = ct_cast(b, CT_BF16);
-        assert_parity(ct_matmul(to_gpu(ha), to_gpu(hb)), ct_matmul(ha, hb), 1e-2, "bf16 with tf32 on");
+        t_assert_parity(ct_matmul(t_to_gpu(ha), t_to_gpu(hb)), ct_matmul(ha, hb), 1e-2, "bf16 with tf32 on");
         ct_matmul_set_allow_tf32(false);
         cr_assert(!ct_matmul_allow_tf32());
-        assert_parity(ct_matmul(ga, gb), ref, 1e-4, "tf32 off again");
+        t_assert_parity(ct_matmul(ga, gb), ref, 1e-4, "tf32 off again");
     });
 }
 
@@ -242,18 +184,18 @@ static void check_backward(const int64_t *as, int an, view_fn fa, const int64_t 
                            const char *what) {
     for (int i = 0; i < 3; i++) {
         T_NO_LEAK({
-            ct_tensor *a = rand_cpu(as, an, float_dtypes[i], -1, 1), *b = rand_cpu(bs, bn, float_dtypes[i], -1, 1);
-            ct_tensor *ga = to_gpu(a), *gb = to_gpu(b);
+            ct_tensor *a = t_rand_dtype(as, an, float_dtypes[i], -1, 1), *b = t_rand_dtype(bs, bn, float_dtypes[i], -1, 1);
+            ct_tensor *ga = t_to_gpu(a), *gb = t_to_gpu(b);
             ct_tensor *leaves[4] = {a, b, ga, gb};
             for (int k = 0; k < 4; k++)
                 cr_assert_not_null(ct_requires_grad(leaves[k], true), "%s", ct_last_error_message());
             ct_tensor *out = ct_matmul(fa(a), fb(b)), *out_gpu = ct_matmul(fa(ga), fb(gb));
             cr_assert(out && out_gpu, "%s: %s", what, ct_last_error_message());
-            ct_tensor *g = rand_cpu(ct_tensor_shape(out), ct_tensor_ndim(out), float_dtypes[i], -1, 1);
+            ct_tensor *g = t_rand_dtype(ct_tensor_shape(out), ct_tensor_ndim(out), float_dtypes[i], -1, 1);
             cr_assert_eq(ct_backward_ex(out, g, false), CT_OK, "%s: %s", what, ct_last_error_message());
-            cr_assert_eq(ct_backward_ex(out_gpu, to_gpu(g), false), CT_OK, "%s: %s", what, ct_last_error_message());
-            assert_parity(ct_grad(ga), ct_grad(a), float_tols[i], what);
-            assert_parity(ct_grad(gb), ct_grad(b), float_tols[i], what);
+            cr_assert_eq(ct_backward_ex(out_gpu, t_to_gpu(g), false), CT_OK, "%s: %s", what, ct_last_error_message());
+            t_assert_parity(ct_grad(ga), ct_grad(a), float_tols[i], what);
+            t_assert_parity(ct_grad(gb), ct_grad(b), float_tols[i], what);
         });
     }
 }
