@@ -61,6 +61,10 @@ void t_poison_gpu_cache(int64_t numel, ct_dtype dtype);
  * tol * max(1, |cpu|), and NaN only where the CPU has NaN (an unwritten poisoned element
  * fails). */
 void t_assert_parity(const ct_tensor *gpu, const ct_tensor *cpu, double tol, const char *what);
+/* The same with the error relative to max(1, max |cpu|) over the whole tensor: for sums of
+ * thousands of products (a convolution's weight gradient), whose rounding error scales
+ * with the terms, not with a result that cancels to near zero. */
+void t_assert_parity_normwise(const ct_tensor *gpu, const ct_tensor *cpu, double tol, const char *what);
 
 /* Naive multi-index helpers for references: linear index <-> coordinates. */
 void t_unravel(int64_t linear, int ndim, const int64_t *shape, int64_t *coords);

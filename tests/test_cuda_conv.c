@@ -1,6 +1,10 @@
 /* CUDA parity for convolution and pooling: the same operands on the GPU (cuDNN for the
  * convolutions, ctensor's kernels for pooling) and on the CPU (the reference), forward and
- * every gradient, F32 within 1e-4 and F16 / BF16 within 1e-2 of max(1, |cpu|); max-pool
+ * every gradient, F32 within 1e-4, F16 within 1e-2 and BF16 within 1.6e-2 of max(1, |cpu|),
+ * for conv2d of the largest |cpu| of the tensor (see check_conv). bf16 keeps 8 significant
+ * bits, so one unit in the last place is up to 0.78%; cuDNN's fastest backward-data
+ * algorithm was seen 2 units from the CPU's once-rounded f32 sum on an H100 (1.09%), and
+ * 1.6e-2 is PyTorch's own assert_close tolerance for bf16. Max-pool
  * indices exactly; deterministic mode repeating bit for bit. The allocator's cache is
  * poisoned with NaN blocks of each output's size before the GPU runs, so an element never
  * written reads as NaN and fails. Every test reports itself skipped where no GPU is usable. */
@@ -11,7 +15,7 @@
 #define GPU T_GPU
 
 static const ct_dtype float_dtypes[] = {CT_F32, CT_F16, CT_BF16};
-static const double float_tols[] = {1e-4, 1e-2, 1e-2};
+static const double float_tols[] = {1e-4, 1e-2, 1.6e-2};
 
 /* ---- convolution ------------------------------------------------------------------------ */
 
@@ -48,16 +52,21 @@ static void check_conv(const conv_case *k, ct_dtype dt, double tol) {
         cr_assert_not_null(yc, "%s", ct_last_error_message());
         t_poison_gpu_cache(ct_tensor_numel(yc), dt);
         ct_tensor *yg = ct_conv2d(xg, wg, bg, &k->o);
-        t_assert_parity(yg, yc, tol, "conv2d forward");
+        t_assert_parity_normwise(yg, yc, tol, "conv2d forward");
 
         ct_tensor *gy = t_rand_dtype(ct_tensor_shape(yc), 4, dt, -1, 1);
         cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
         t_poison_gpu_cache(ct_tensor_numel(xc), dt);
         cr_assert_eq(ct_backward_ex(yg, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
-        t_assert_parity(ct_grad(xg), ct_grad(xc), tol, "conv2d grad x");
-        t_assert_parity(ct_grad(wg), ct_grad(wc), tol, "conv2d grad w");
+        /* Normwise: each element is a sum of hundreds to thousands of products (grad w of the
+         * CNN's conv2: 3136), and the error of cuDNN's fastest algorithms (Winograd, FFT, ones
+         * PyTorch uses too) scales with the terms, not with an element that cancels to near
+         * zero. Seen on an H100 in f32: grad x 1.5e-4 and grad w 1.2e-4 from the CPU relative
+         * to one element, on elements far smaller than the tensor's largest. */
+        t_assert_parity_normwise(ct_grad(xg), ct_grad(xc), tol, "conv2d grad x");
+        t_assert_parity_normwise(ct_grad(wg), ct_grad(wc), tol, "conv2d grad w");
         if (bc)
-            t_assert_parity(ct_grad(bg), ct_grad(bc), tol, "conv2d grad bias");
+            t_assert_parity_normwise(ct_grad(bg), ct_grad(bc), tol, "conv2d grad bias");
     });
 }
 

@@ -208,24 +208,7 @@ template <int OP, typename C> __device__ __forceinline__ C unary_op(C x, C p0, C
 
 // ---- 16-byte packs --------------------------------------------------------------------
 
-template <int Bytes> struct raw_type;
-template <> struct raw_type<16> { typedef uint4 type; };
-template <> struct raw_type<8> { typedef uint2 type; };
-template <> struct raw_type<4> { typedef uint32_t type; };
-
-// Pack v of N elements at p: one 4-, 8- or 16-byte access (p aligned to N * sizeof(T)).
-template <typename T, int N> __device__ __forceinline__ void load_pack(const T *p, int64_t v, T (&x)[N]) {
-    typedef typename raw_type<sizeof(T) * N>::type R;
-    R raw = reinterpret_cast<const R *>(p)[v];
-    memcpy(x, &raw, sizeof raw);
-}
-template <typename T, int N> __device__ __forceinline__ void store_pack(T *p, int64_t v, const T (&x)[N]) {
-    typedef typename raw_type<sizeof(T) * N>::type R;
-    R raw;
-    memcpy(&raw, x, sizeof raw);
-    reinterpret_cast<R *>(p)[v] = raw;
-}
-
+// raw_type, load_pack and store_pack are in common.cuh.
 template <typename T> constexpr int kPack = 16 / (int)sizeof(T); // elements per 16 bytes
 
 // Operand k of a one-dim iteration: stride 1 with `align`-byte aligned data (a vector

@@ -181,7 +181,7 @@ struct lse_op {
             s = 0.0f;
 #pragma unroll
             for (int i = 0; i < N; i++)
-                s += expf(x[i] - m);
+                s += __expf(x[i] - m); // ex2.approx: a few ulp, well inside the 1e-4 the parity asks
         }
         merge(a, {m, s});
     }
@@ -264,10 +264,19 @@ template <typename F> struct arg_op {
         if (before(x, j, a))
             a = {x, j};
     }
+    // The pack's own first extreme (its indices increase, so a tie keeps the earlier one),
+    // then one full comparison with the accumulator.
     template <int N> __device__ void push_n(acc &a, const F (&x)[N], int64_t j0, int64_t step) const {
+        F b = x[0];
+        int bi = 0;
 #pragma unroll
-        for (int i = 0; i < N; i++)
-            push(a, x[i], j0 + i * step);
+        for (int i = 1; i < N; i++) {
+            if (b == b && (x[i] != x[i] || (is_max ? x[i] > b : x[i] < b))) {
+                b = x[i];
+                bi = i;
+            }
+        }
+        push(a, b, j0 + bi * step);
     }
     __device__ void merge(acc &a, const acc &b) const {
         if (b.i >= 0 && before(b.v, b.i, a))
