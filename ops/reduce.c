@@ -6,6 +6,7 @@
 #include "runtime/internal.h"
 #include "kernels/cpu/reduce.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <string.h>
 
@@ -347,6 +348,11 @@ static ct_tensor *extreme_dim(const char *op, ct_reduce_op kop, const ct_tensor 
     }
     /* The positions are needed when asked for, and for the gradient. */
     bool need_index = indices || !want_values || ct__any_requires_grad(1, (const ct_tensor *const[]){a});
+    if (need_index && a->ndim > 0 && a->shape[d] > INT32_MAX) {
+        ct__set_error(CT_ERR_SHAPE, "%s: dim %d has %" PRId64 " elements; indices are I32 (at most %d)", op, dim,
+                      a->shape[d], INT32_MAX);
+        return NULL;
+    }
     ct_tensor *values = want_values ? ct__new(a->dtype, a->device, r.ndim, r.shape) : NULL;
     ct_tensor *index = need_index ? ct__new(CT_I32, a->device, r.ndim, r.shape) : NULL;
     if ((want_values && !values) || (need_index && !index)) {

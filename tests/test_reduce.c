@@ -634,6 +634,13 @@ Test(reduce, bad_inputs) {
         t_assert_error(CT_ERR_SHAPE, "ct_argmax", NULL);
         cr_assert_null(ct_min_all(empty));
         t_assert_error(CT_ERR_SHAPE, "ct_min_all", "empty", NULL);
+        /* Indices are I32: a longer dim (a stride-0 view, no memory) is refused, not wrapped. */
+        ct_tensor *huge = ct_expand(ct_zeros((int64_t[]){1}, 1, CT_F32, CT_CPU), (int64_t[]){(int64_t)1 << 31}, 1);
+        cr_assert_not_null(huge, "%s", ct_last_error_message());
+        cr_assert_null(ct_argmax(huge, 0, false));
+        t_assert_error(CT_ERR_SHAPE, "ct_argmax", "2147483648", "I32", NULL);
+        cr_assert_null(ct_max(huge, 0, false, &idx));
+        t_assert_error(CT_ERR_SHAPE, "ct_max", "I32", NULL);
 
         cr_assert_null(ct_std(NULL, NULL, 0, 1, false));
         t_assert_error(CT_ERR_NULL, "ct_std", "argument a is NULL", NULL);

@@ -240,9 +240,11 @@ struct var_op {
 // The first extreme and its index; i < 0 marks the empty accumulator. The order "NaN
 // first, then larger (smaller), then lower index" is total, so any merge tree finds the
 // element a sequential scan keeps.
+// The index is 32-bit (8 bytes per accumulator for float, one shuffle word less than a
+// 64-bit index): indices are I32 tensors, and the op layer refuses dims over INT32_MAX.
 template <typename F> struct arg_acc {
     F v;
-    int64_t i;
+    int32_t i;
 };
 template <typename F> struct arg_op {
     typedef arg_acc<F> acc;
@@ -262,7 +264,7 @@ template <typename F> struct arg_op {
     }
     __device__ void push(acc &a, F x, int64_t j) const {
         if (before(x, j, a))
-            a = {x, j};
+            a = {x, (int32_t)j};
     }
     // The pack's own first extreme (its indices increase, so a tie keeps the earlier one),
     // then one full comparison with the accumulator.
