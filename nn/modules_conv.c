@@ -24,7 +24,7 @@ static bool nonnegative_pair(const int v[2]) {
 typedef struct conv_impl {
     bool transposed;
     int64_t in, out;
-    int kernel;
+    int kernel[2];                  /* (kH, kW) */
     ct_conv2d_opts opts;            /* Conv2d */
     ct_conv_transpose2d_opts topts; /* ConvTranspose2d */
 } conv_impl;
@@ -46,9 +46,10 @@ static void conv_describe(const ct_module *m, char *buf, size_t size) {
     const int *padding = p->transposed ? p->topts.padding : p->opts.padding;
     const int *dilation = p->transposed ? p->topts.dilation : p->opts.dilation;
     int groups = p->transposed ? p->topts.groups : p->opts.groups;
-    char s[32], pd[32], d[32], op[32];
-    int n = snprintf(buf, size, "%lld, %lld, kernel_size=%d, stride=%s, padding=%s", (long long)p->in,
-                     (long long)p->out, p->kernel, pair(s, sizeof s, stride), pair(pd, sizeof pd, padding));
+    char k[32], s[32], pd[32], d[32], op[32];
+    int n =
+        snprintf(buf, size, "%lld, %lld, kernel_size=%s, stride=%s, padding=%s", (long long)p->in, (long long)p->out,
+                 pair(k, sizeof k, p->kernel), pair(s, sizeof s, stride), pair(pd, sizeof pd, padding));
     if (p->transposed && (p->topts.output_padding[0] || p->topts.output_padding[1]) && n >= 0 && (size_t)n < size)
         n += snprintf(buf + n, size - (size_t)n, ", output_padding=%s", pair(op, sizeof op, p->topts.output_padding));
     if ((dilation[0] != 1 || dilation[1] != 1) && n >= 0 && (size_t)n < size)
@@ -65,9 +66,10 @@ static const ct_module_vtable conv_transpose2d_vt = {"ConvTranspose2d", conv_for
 
 static ct_module *conv_module(const char *op, conv_impl *impl, const int *stride, const int *padding,
                               const int *dilation, int groups, bool bias) {
-    if (impl->in <= 0 || impl->out <= 0 || impl->kernel <= 0) {
-        ct__set_error(CT_ERR_VALUE, "%s: channels and kernel size must be positive, got %lld, %lld, kernel %d", op,
-                      (long long)impl->in, (long long)impl->out, impl->kernel);
+    if (impl->in <= 0 || impl->out <= 0 || !positive_pair(impl->kernel)) {
+        char k[32];
+        ct__set_error(CT_ERR_VALUE, "%s: channels and kernel size must be positive, got %lld, %lld, kernel %s", op,
+                      (long long)impl->in, (long long)impl->out, pair(k, sizeof k, impl->kernel));
         return NULL;
     }
     if (!positive_pair(stride) || !nonnegative_pair(padding) || !positive_pair(dilation) || groups < 1) {
@@ -85,8 +87,7 @@ static ct_module *conv_module(const char *op, conv_impl *impl, const int *stride
     ct_module *m = ct__layer_new(impl->transposed ? &conv_transpose2d_vt : &conv2d_vt, impl, sizeof *impl);
     if (!m)
         return NULL;
-    int64_t k = impl->kernel;
-    int64_t wshape[4] = {impl->out, impl->in / groups, k, k};
+    int64_t wshape[4] = {impl->out, impl->in / groups, impl->kernel[0], impl->kernel[1]};
     if (impl->transposed) {
         wshape[0] = impl->in;
         wshape[1] = impl->out / groups;
@@ -100,24 +101,37 @@ static ct_module *conv_module(const char *op, conv_impl *impl, const int *stride
     return m;
 }
 
-ct_module *ct_conv2d_layer(int64_t in_channels, int64_t out_channels, int kernel, const ct_conv2d_opts *opts,
-                           bool bias) {
+ct_module *ct_conv2d_layer_ex(int64_t in_channels, int64_t out_channels, const int kernel[2],
+                              const ct_conv2d_opts *opts, bool bias) {
+    if (!kernel) {
+        ct__set_error(CT_ERR_NULL, "ct_conv2d_layer_ex: kernel is NULL");
+        return NULL;
+    }
     conv_impl impl = {false,
                       in_channels,
                       out_channels,
-                      kernel,
+                      {kernel[0], kernel[1]},
                       opts ? *opts : CT_CONV2D_OPTS_DEFAULT,
                       CT_CONV_TRANSPOSE2D_OPTS_DEFAULT};
     return conv_module("ct_conv2d_layer", &impl, impl.opts.stride, impl.opts.padding, impl.opts.dilation,
                        impl.opts.groups, bias);
 }
 
-ct_module *ct_conv_transpose2d_layer(int64_t in_channels, int64_t out_channels, int kernel,
-                                     const ct_conv_transpose2d_opts *opts, bool bias) {
+ct_module *ct_conv2d_layer(int64_t in_channels, int64_t out_channels, int kernel, const ct_conv2d_opts *opts,
+                           bool bias) {
+    return ct_conv2d_layer_ex(in_channels, out_channels, (const int[]){kernel, kernel}, opts, bias);
+}
+
+ct_module *ct_conv_transpose2d_layer_ex(int64_t in_channels, int64_t out_channels, const int kernel[2],
+                                        const ct_conv_transpose2d_opts *opts, bool bias) {
+    if (!kernel) {
+        ct__set_error(CT_ERR_NULL, "ct_conv_transpose2d_layer_ex: kernel is NULL");
+        return NULL;
+    }
     conv_impl impl = {true,
                       in_channels,
                       out_channels,
-                      kernel,
+                      {kernel[0], kernel[1]},
                       CT_CONV2D_OPTS_DEFAULT,
                       opts ? *opts : CT_CONV_TRANSPOSE2D_OPTS_DEFAULT};
     const ct_conv_transpose2d_opts *o = &impl.topts;
@@ -131,6 +145,11 @@ ct_module *ct_conv_transpose2d_layer(int64_t in_channels, int64_t out_channels, 
             return NULL;
         }
     return conv_module("ct_conv_transpose2d_layer", &impl, o->stride, o->padding, o->dilation, o->groups, bias);
+}
+
+ct_module *ct_conv_transpose2d_layer(int64_t in_channels, int64_t out_channels, int kernel,
+                                     const ct_conv_transpose2d_opts *opts, bool bias) {
+    return ct_conv_transpose2d_layer_ex(in_channels, out_channels, (const int[]){kernel, kernel}, opts, bias);
 }
 
 /* ---- pooling ------------------------------------------------------------------------- */

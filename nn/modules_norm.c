@@ -8,20 +8,43 @@
 typedef struct batchnorm_impl {
     bool two_d; /* BatchNorm2d: (N, C, H, W); BatchNorm1d: (N, C) or (N, C, L) */
     int64_t C;
-    double eps, momentum;
+    ct_batchnorm_opts opts;
 } batchnorm_impl;
 
 /* Count a training batch: num_batches_tracked += 1, outside the graph. */
-static ct_status count_batch(ct_module *m) {
-    ct_tensor *count = ct_module_buffer(m, "num_batches_tracked");
-    if (!count)
-        return CT_OK; /* a state loaded without it: PyTorch also tolerates that */
+static ct_status count_batch(ct_tensor *count) {
     ct_no_grad_begin();
     ct_scope_begin();
     ct_status st = ct_copy_(count, ct_add_scalar(count, 1));
     ct_scope_end();
     ct_no_grad_end();
     return st;
+}
+
+/* The blend factor of this training batch. The cumulative average of k batches is the
+ * running average with factor 1 / k, the batch being the k-th: the count is read before it
+ * is incremented (on the host: a synchronization on CUDA, as PyTorch's
+ * float(num_batches_tracked) is). Without the buffer (a state loaded without it) the
+ * statistics stay as they are, PyTorch's factor 0. */
+static bool blend_factor(const ct_module *m, const batchnorm_impl *p, ct_tensor *count, double *factor) {
+    if (!p->opts.cumulative_average) {
+        *factor = p->opts.momentum;
+        return true;
+    }
+    if (!count) {
+        *factor = 0;
+        return true;
+    }
+    double seen = ct_item(count);
+    if (isnan(seen))
+        return false;
+    if (seen < 0) {
+        ct__set_error(CT_ERR_VALUE, "%s(%lld): num_batches_tracked is %g, cannot average", ct_module_type(m),
+                      (long long)p->C, seen);
+        return false;
+    }
+    *factor = 1 / (seen + 1);
+    return true;
 }
 
 static ct_tensor *batchnorm_forward(ct_module *m, ct_tensor *x) {
@@ -35,17 +58,28 @@ static ct_tensor *batchnorm_forward(ct_module *m, ct_tensor *x) {
         return NULL;
     }
     bool training = ct_module_is_training(m);
+    ct_tensor *count = ct_module_buffer(m, "num_batches_tracked");
+    double factor = 0;
+    if (training && !blend_factor(m, p, count, &factor))
+        return NULL;
     ct_tensor *y =
         ct_batch_norm(x, ct_module_buffer(m, "running_mean"), ct_module_buffer(m, "running_var"),
-                      ct_module_param(m, "weight"), ct_module_param(m, "bias"), training, p->momentum, p->eps);
-    if (y && training && count_batch(m) != CT_OK)
+                      ct_module_param(m, "weight"), ct_module_param(m, "bias"), training, factor, p->opts.eps);
+    /* a batch the op refused is not counted */
+    if (y && training && count && count_batch(count) != CT_OK)
         return NULL;
     return y;
 }
 
 static void batchnorm_describe(const ct_module *m, char *buf, size_t size) {
     const batchnorm_impl *p = ct_module_impl(m);
-    snprintf(buf, size, "%lld, eps=%g, momentum=%g", (long long)p->C, p->eps, p->momentum);
+    char momentum[32];
+    if (p->opts.cumulative_average)
+        snprintf(momentum, sizeof momentum, "None");
+    else
+        snprintf(momentum, sizeof momentum, "%g", p->opts.momentum);
+    snprintf(buf, size, "%lld, eps=%g, momentum=%s%s", (long long)p->C, p->opts.eps, momentum,
+             p->opts.affine ? "" : ", affine=False");
 }
 
 static const ct_module_vtable batchnorm1d_vt = {"BatchNorm1d", batchnorm_forward, batchnorm_describe,
@@ -53,35 +87,51 @@ static const ct_module_vtable batchnorm1d_vt = {"BatchNorm1d", batchnorm_forward
 static const ct_module_vtable batchnorm2d_vt = {"BatchNorm2d", batchnorm_forward, batchnorm_describe,
                                                 ct__layer_free_impl};
 
-static ct_module *batchnorm(const char *op, bool two_d, int64_t C, double eps, double momentum) {
-    if (C <= 0 || !(eps >= 0 && isfinite(eps)) || !(momentum >= 0 && momentum <= 1)) {
+static ct_module *batchnorm(const char *op, bool two_d, int64_t C, const ct_batchnorm_opts *opts) {
+    batchnorm_impl impl = {two_d, C, opts ? *opts : CT_BATCHNORM_OPTS_DEFAULT};
+    const ct_batchnorm_opts *o = &impl.opts;
+    if (C <= 0 || !(o->eps >= 0 && isfinite(o->eps)) ||
+        (!o->cumulative_average && !(o->momentum >= 0 && o->momentum <= 1))) {
         ct__set_error(
             CT_ERR_VALUE,
             "%s: need num_features > 0, finite eps >= 0 and momentum in [0, 1], got %lld, eps %g, momentum %g", op,
-            (long long)C, eps, momentum);
+            (long long)C, o->eps, o->momentum);
         return NULL;
     }
-    ct_module *m = ct__layer_new(two_d ? &batchnorm2d_vt : &batchnorm1d_vt, &(batchnorm_impl){two_d, C, eps, momentum},
-                                 sizeof(batchnorm_impl));
+    ct_module *m = ct__layer_new(two_d ? &batchnorm2d_vt : &batchnorm1d_vt, &impl, sizeof impl);
     if (!m)
         return NULL;
-    ct_tensor *w = ct__layer_param(m, "weight", &C, 1);
+    /* PyTorch's order: weight, bias, then the buffers; affine=False has no weight or bias */
+    ct_tensor *w = o->affine ? ct__layer_param(m, "weight", &C, 1) : NULL;
     ct_tensor *b = w ? ct__layer_param(m, "bias", &C, 1) : NULL;
-    ct_tensor *mean = b ? ct__layer_buffer(m, "running_mean", &C, 1, CT_F32) : NULL;
+    bool params_ok = !o->affine || (b && ct_init_ones(w) == CT_OK && ct_init_zeros(b) == CT_OK);
+    ct_tensor *mean = params_ok ? ct__layer_buffer(m, "running_mean", &C, 1, CT_F32) : NULL;
     ct_tensor *var = mean ? ct__layer_buffer(m, "running_var", &C, 1, CT_F32) : NULL;
     ct_tensor *count = var ? ct__layer_buffer(m, "num_batches_tracked", NULL, 0, CT_I32) : NULL;
-    if (!count || ct_init_ones(w) != CT_OK || ct_init_zeros(b) != CT_OK || ct_init_ones(var) != CT_OK) {
+    if (!count || ct_init_ones(var) != CT_OK) { /* buffers start as zeros */
         ct_module_free(m);
         return NULL;
     }
     return m;
 }
 
+ct_module *ct_batchnorm1d_ex(int64_t num_features, const ct_batchnorm_opts *opts) {
+    return batchnorm("ct_batchnorm1d", false, num_features, opts);
+}
+ct_module *ct_batchnorm2d_ex(int64_t num_features, const ct_batchnorm_opts *opts) {
+    return batchnorm("ct_batchnorm2d", true, num_features, opts);
+}
 ct_module *ct_batchnorm1d(int64_t num_features, double eps, double momentum) {
-    return batchnorm("ct_batchnorm1d", false, num_features, eps, momentum);
+    ct_batchnorm_opts o = CT_BATCHNORM_OPTS_DEFAULT;
+    o.eps = eps;
+    o.momentum = momentum;
+    return ct_batchnorm1d_ex(num_features, &o);
 }
 ct_module *ct_batchnorm2d(int64_t num_features, double eps, double momentum) {
-    return batchnorm("ct_batchnorm2d", true, num_features, eps, momentum);
+    ct_batchnorm_opts o = CT_BATCHNORM_OPTS_DEFAULT;
+    o.eps = eps;
+    o.momentum = momentum;
+    return ct_batchnorm2d_ex(num_features, &o);
 }
 
 /* ---- LayerNorm ----------------------------------------------------------------------- */

@@ -1,5 +1,5 @@
 /* Padding of the trailing dims: constant (any device: a fill and a copy through views),
- * reflect and replicate (CPU kernels, kernels/cpu/pad.c). */
+ * reflect and replicate (kernels/cpu/pad.c and kernels/cuda/pad.cu, over contiguous data). */
 #include "runtime/internal.h"
 #include "kernels/cpu/pad.h"
 
@@ -65,15 +65,27 @@ static ct_status pad_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) 
         gin[0] = dx;
         return CT_OK;
     }
-    if (!ct__require_cpu(node->name, g))
-        return ct_last_error();
+    bool reflect = mode == CT_PAD_REFLECT;
+    if (g->device.type == CT_DEVICE_CUDA) {
+        /* A gather that writes every element: no zeroed buffer, no F32 copy of g. */
+        ct_tensor *gc = ct_contiguous(g);
+        ct_tensor *dx = gc ? ct__new(g->dtype, g->device, ndim, in_shape) : NULL;
+        if (!dx)
+            return ct_last_error();
+        ct_status st = CT_ON_CUDA(ct_cuda_pad_backward(reflect, g->dtype, ndim, in_shape, ct__data(dx), g->shape,
+                                                       ct__data(gc), pc->left, ct__stream_for(g)));
+        if (st != CT_OK)
+            return st;
+        gin[0] = dx;
+        return CT_OK;
+    }
     /* Accumulate in F32 (F64 for F64) and round once. */
     ct_dtype work = g->dtype == CT_F64 ? CT_F64 : CT_F32;
     ct_tensor *gc = ct_contiguous(ct_cast(g, work));
     ct_tensor *acc = gc ? ct_zeros(in_shape, ndim, work, g->device) : NULL;
     if (!acc)
         return ct_last_error();
-    ct_cpu_pad_backward(mode == CT_PAD_REFLECT, work, ndim, in_shape, ct__data(acc), g->shape, ct__data(gc), pc->left);
+    ct_cpu_pad_backward(reflect, work, ndim, in_shape, ct__data(acc), g->shape, ct__data(gc), pc->left);
     gin[0] = ct_cast(acc, g->dtype);
     return gin[0] ? CT_OK : ct_last_error();
 }
@@ -132,8 +144,6 @@ ct_tensor *ct_pad(const ct_tensor *x, const int64_t *pads, int npads, ct_pad_mod
             return NULL;
         }
     } else {
-        if (!ct__require_cpu(op, x))
-            return NULL;
         ct_tensor *xc = (ct_tensor *)x;
         if (!ct__is_contiguous(x)) {
             ct_no_grad_begin();
@@ -141,9 +151,17 @@ ct_tensor *ct_pad(const ct_tensor *x, const int64_t *pads, int npads, ct_pad_mod
             ct_no_grad_end();
         }
         out = xc ? ct__new(x->dtype, x->device, x->ndim, shape) : NULL;
-        if (out)
-            ct_cpu_pad(mode == CT_PAD_REFLECT, ct_dtype_size(x->dtype), x->ndim, x->shape, ct__data(xc), shape,
-                       ct__data(out), pc.left);
+        bool reflect = mode == CT_PAD_REFLECT;
+        size_t elem_size = ct_dtype_size(x->dtype);
+        if (out && x->device.type == CT_DEVICE_CUDA) {
+            if (CT_ON_CUDA(ct_cuda_pad(reflect, elem_size, x->ndim, x->shape, ct__data(xc), shape, ct__data(out),
+                                       pc.left, ct__stream_for(x))) != CT_OK) {
+                ct_tensor_free(out);
+                out = NULL;
+            }
+        } else if (out) {
+            ct_cpu_pad(reflect, elem_size, x->ndim, x->shape, ct__data(xc), shape, ct__data(out), pc.left);
+        }
         if (xc != x)
             ct_tensor_free(xc);
     }

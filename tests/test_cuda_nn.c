@@ -1,8 +1,8 @@
-/* CUDA parity for the nn ops: batch norm, layer norm, dropout, embedding, pad and the losses,
- * forward and gradients against the CPU (F32 within 1e-5 absolute / 1e-4 relative, F16 and
- * BF16 within 1e-2), the dropout mask bit for bit. Every test reports itself skipped where
- * no GPU is usable. The caching allocator is poisoned with NaN before each op, so that an
- * element a kernel forgets to write shows up. */
+/* CUDA parity for the nn ops: batch norm (and the BatchNorm2d module), layer norm, dropout,
+ * embedding, pad and the losses, forward and gradients against the CPU (F32 within 1e-5
+ * absolute / 1e-4 relative, F16 and BF16 within 1e-2), the dropout mask and padding bit for
+ * bit. Every test reports itself skipped where no GPU is usable. The caching allocator is
+ * poisoned with NaN before each op, so that an element a kernel forgets to write shows up. */
 #include "tests/common.h"
 
 #include <string.h>
@@ -105,6 +105,57 @@ Test(cuda_nn, batch_norm) {
                 });
 }
 
+/* BatchNorm2d modules on the GPU against the same modules on the CPU, in PyTorch's
+ * momentum=None mode (cuDNN's exponentialAverageFactor is then 1 / num_batches_tracked) with
+ * and without affine parameters: three training steps on different batches (outputs,
+ * gradients, running statistics, count), then an eval step. */
+Test(cuda_nn, batchnorm_module_cumulative_average) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(5);
+    for (int affine = 0; affine < 2; affine++)
+        for (int k = 0; k < 3; k++) {
+            ct_dtype dt = float_dtypes[k];
+            ct_batchnorm_opts o = CT_BATCHNORM_OPTS_DEFAULT;
+            o.cumulative_average = true;
+            o.affine = affine;
+            ct_module *cpu = ct_batchnorm2d_ex(5, &o), *gpu = ct_batchnorm2d_ex(5, &o);
+            cr_assert(cpu && gpu, "%s", ct_last_error_message());
+            cr_assert_eq(ct_module_to(gpu, GPU), CT_OK, "%s", ct_last_error_message());
+            T_NO_LEAK({
+                for (int step = 0; step < 4; step++) {
+                    bool training = step < 3;
+                    ct_module_train(cpu, training);
+                    ct_module_train(gpu, training);
+                    ct_tensor *x = ct_requires_grad(
+                        ct_cast(t_rand((int64_t[]){4 + step, 5, 6, 7}, 4, CT_F32, -2 + step, 3 + 2 * step), dt), true);
+                    ct_tensor *xg = to_gpu(x);
+                    poison_cache();
+                    ct_tensor *yc = ct_module_forward(cpu, x), *yg = ct_module_forward(gpu, xg);
+                    assert_same(yg, yc, tol_of(dt), rtol_of(dt), "output");
+                    ct_tensor *w = ct_cast(t_rand(ct_tensor_shape(yc), 4, CT_F32, -1, 1), dt);
+                    cr_assert_eq(ct_backward_ex(yc, w, false), CT_OK, "%s", ct_last_error_message());
+                    cr_assert_eq(ct_backward_ex(yg, to_gpu(w), false), CT_OK, "%s", ct_last_error_message());
+                    assert_same(ct_grad(xg), ct_grad(x), tol_of(dt) * 10, rtol_of(dt) * 10, "dx");
+                    for (int p = 0; affine && p < 2; p++) {
+                        const char *name = p ? "bias" : "weight";
+                        ct_tensor *pc = ct_module_param(cpu, name), *pg = ct_module_param(gpu, name);
+                        assert_same(ct_grad(pg), ct_grad(pc), tol_of(dt) * 10, rtol_of(dt) * 10, name);
+                        ct_zero_grad(pc);
+                        ct_zero_grad(pg);
+                    }
+                    assert_same(ct_module_buffer(gpu, "running_mean"), ct_module_buffer(cpu, "running_mean"), 1e-5,
+                                1e-4, "running_mean");
+                    assert_same(ct_module_buffer(gpu, "running_var"), ct_module_buffer(cpu, "running_var"), 1e-5, 1e-4,
+                                "running_var");
+                    cr_assert_eq(ct_item(ct_module_buffer(gpu, "num_batches_tracked")), training ? step + 1 : 3);
+                    cr_assert_eq(ct_item(ct_module_buffer(cpu, "num_batches_tracked")), training ? step + 1 : 3);
+                }
+            });
+            ct_module_free(cpu);
+            ct_module_free(gpu);
+        }
+}
+
 typedef struct ln_ctx {
     int nd;
     bool affine;
@@ -198,22 +249,56 @@ Test(cuda_nn, embedding) {
     });
 }
 
+typedef struct pad_case {
+    int ndim, npads;
+    int64_t shape[4], pads[6];
+    ct_pad_mode mode;
+    bool transposed; /* pad a transposed (non-contiguous) view of the input */
+} pad_case;
+
 static ct_tensor *f_pad(ct_tensor **in, void *ctx) {
-    return ct_pad(in[0], (const int64_t[]){2, -1, 1, 3}, 4, CT_PAD_CONSTANT, 0.25);
+    const pad_case *c = ctx;
+    ct_tensor *x = c->transposed ? ct_transpose(in[0], 0, c->ndim - 1) : in[0];
+    return ct_pad(x, c->pads, c->npads, c->mode, 0.25);
 }
 
+/* Padding only moves values, and the reflect/replicate gradient adds in the CPU's order
+ * (row-major output order, in F32, rounded once), so both directions must match exactly. */
 Test(cuda_nn, pad) {
     T_REQUIRE_GPU();
     ct_manual_seed(4);
-    for (int k = 0; k < 3; k++)
+    static const pad_case cases[] = {
+        {3, 4, {2, 3, 5}, {2, -1, 1, 3}, CT_PAD_CONSTANT, false},
+        {3, 4, {2, 3, 5}, {2, 4, 1, 2}, CT_PAD_REFLECT, false},
+        {4, 4, {2, 3, 6, 7}, {3, 1, 5, 2}, CT_PAD_REFLECT, false},
+        {3, 6, {4, 5, 6}, {1, 5, 4, 0, 2, 3}, CT_PAD_REFLECT, false}, /* every dim padded */
+        {3, 4, {6, 3, 5}, {2, 2, 1, 1}, CT_PAD_REFLECT, true},
+        {4, 4, {4, 8, 32, 32}, {1, 1, 1, 1}, CT_PAD_REFLECT, false}, /* many blocks */
+        {3, 4, {2, 3, 5}, {7, 2, 0, 4}, CT_PAD_REPLICATE, false},    /* pads longer than the dim */
+        {4, 4, {2, 3, 1, 6}, {2, 3, 4, 5}, CT_PAD_REPLICATE, false}, /* a padded dim of size 1 */
+        {3, 6, {4, 5, 6}, {1, 5, 4, 0, 2, 3}, CT_PAD_REPLICATE, false},
+        {3, 4, {6, 3, 5}, {3, 0, 2, 2}, CT_PAD_REPLICATE, true},
+        {4, 4, {4, 8, 32, 32}, {2, 2, 2, 2}, CT_PAD_REPLICATE, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int k = 0; k < 3; k++)
+            T_NO_LEAK({
+                const pad_case *c = &cases[i];
+                ct_tensor *in[1] = {
+                    ct_requires_grad(ct_cast(t_rand(c->shape, c->ndim, CT_F32, -1, 1), float_dtypes[k]), true)};
+                parity(f_pad, in, 1, (void *)c, (void *)c, 0, 0);
+            });
+    /* integers pad too (forward only) */
+    for (int mode = CT_PAD_REFLECT; mode <= CT_PAD_REPLICATE; mode++)
         T_NO_LEAK({
-            ct_tensor *in[1] = {
-                ct_requires_grad(ct_cast(t_rand((int64_t[]){2, 3, 5}, 3, CT_F32, -1, 1), float_dtypes[k]), true)};
-            parity(f_pad, in, 1, NULL, NULL, 0, 0);
+            ct_tensor *x = ct_cast(t_rand((int64_t[]){3, 4, 5}, 3, CT_F32, -100, 100), CT_I32);
+            const int64_t pads[4] = {3, 1, 2, 3};
+            t_assert_parity(ct_pad(t_to_gpu(x), pads, 4, (ct_pad_mode)mode, 0),
+                            ct_pad(x, pads, 4, (ct_pad_mode)mode, 0), 0, "I32 pad");
         });
     T_NO_LEAK({
-        cr_assert_null(ct_pad(ct_zeros((int64_t[]){3, 4}, 2, CT_F32, GPU), (int64_t[]){1, 1}, 2, CT_PAD_REFLECT, 0));
-        t_assert_error(CT_ERR_UNSUPPORTED, "ct_pad", NULL);
+        cr_assert_null(ct_pad(ct_zeros((int64_t[]){3, 4}, 2, CT_F32, GPU), (int64_t[]){4, 1}, 2, CT_PAD_REFLECT, 0));
+        t_assert_error(CT_ERR_VALUE, "ct_pad", "reflect", "dim 1 has size 4", NULL);
     });
 }
 

@@ -6,6 +6,7 @@
 #include "ctensor/modules.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* Start / end of a leak-checked test. */
 #define LIVE_BEGIN() int64_t live_at_start_ = ct_live_tensors()
@@ -412,6 +413,173 @@ Test(modules, batchnorm1d_shapes_and_gradients) {
     LIVE_END();
 }
 
+/* PyTorch's momentum=None: after k batches the running statistics are the plain averages of
+ * the k batch means and unbiased variances (the initial values are gone after the first),
+ * and a count loaded from a checkpoint continues the average. */
+Test(modules, batchnorm_cumulative_average) {
+    LIVE_BEGIN();
+    ct_manual_seed(21);
+    const int C = 3, K = 4;
+    ct_batchnorm_opts opts = CT_BATCHNORM_OPTS_DEFAULT;
+    opts.cumulative_average = true;
+    opts.momentum = 7; /* ignored, as PyTorch has no momentum then */
+    ct_module *bn = ct_batchnorm2d_ex(C, &opts);
+    cr_assert_not_null(bn, "%s", ct_last_error_message());
+    double sum_mean[3] = {0}, sum_var[3] = {0}, run_mean[3], run_var[3];
+    ct_scope_begin();
+    for (int k = 1; k <= K; k++) {
+        /* batches of different sizes, means and spreads */
+        ct_tensor *x = ct_add_scalar(ct_mul_scalar(ct_randn((int64_t[]){k + 1, C, 3, 2}, 4, CT_F32, CT_CPU), k), -k);
+        double mean[3], var[3], n = (k + 1) * 3 * 2;
+        channel_stats(x, mean, var);
+        cr_assert_not_null(ct_module_forward(bn, x), "%s", ct_last_error_message());
+        for (int c = 0; c < C; c++) {
+            sum_mean[c] += mean[c];
+            sum_var[c] += var[c] * n / (n - 1);
+            run_mean[c] = sum_mean[c] / k;
+            run_var[c] = sum_var[c] / k;
+        }
+        t_assert_close(ct_module_buffer(bn, "running_mean"), run_mean, 1e-5, 1e-5);
+        t_assert_close(ct_module_buffer(bn, "running_var"), run_var, 1e-5, 1e-5);
+        cr_assert_eq(ct_item(ct_module_buffer(bn, "num_batches_tracked")), k);
+    }
+    /* a refused batch is neither averaged nor counted */
+    cr_assert_null(ct_module_forward(bn, ct_randn((int64_t[]){1, C, 1, 1}, 4, CT_F32, CT_CPU)));
+    t_assert_error(CT_ERR_SHAPE, "more than one value", NULL);
+    cr_assert_eq(ct_item(ct_module_buffer(bn, "num_batches_tracked")), K);
+    /* as if loaded: 9 batches seen, so the next one weighs 1/10 */
+    cr_assert_eq(ct_fill_(ct_module_buffer(bn, "num_batches_tracked"), 9), CT_OK);
+    ct_tensor *x = ct_randn((int64_t[]){5, C, 2, 2}, 4, CT_F32, CT_CPU);
+    double mean[3], var[3];
+    channel_stats(x, mean, var);
+    cr_assert_not_null(ct_module_forward(bn, x));
+    for (int c = 0; c < C; c++) {
+        run_mean[c] += (mean[c] - run_mean[c]) / 10;
+        run_var[c] += (var[c] * 20.0 / 19.0 - run_var[c]) / 10;
+    }
+    t_assert_close(ct_module_buffer(bn, "running_mean"), run_mean, 1e-5, 1e-5);
+    t_assert_close(ct_module_buffer(bn, "running_var"), run_var, 1e-5, 1e-5);
+    cr_assert_eq(ct_item(ct_module_buffer(bn, "num_batches_tracked")), 10);
+    /* eval changes nothing */
+    ct_module_train(bn, false);
+    cr_assert_not_null(ct_module_forward(bn, x));
+    t_assert_close(ct_module_buffer(bn, "running_mean"), run_mean, 1e-5, 1e-5);
+    cr_assert_eq(ct_item(ct_module_buffer(bn, "num_batches_tracked")), 10);
+    ct_scope_end();
+    ct_module_free(bn);
+
+    /* the exponential mode through the options: momentum 0.5 from ones and zeros */
+    opts = CT_BATCHNORM_OPTS_DEFAULT;
+    opts.momentum = 0.5;
+    bn = ct_batchnorm1d_ex(C, &opts);
+    cr_assert_not_null(bn, "%s", ct_last_error_message());
+    ct_scope_begin();
+    x = ct_randn((int64_t[]){6, C}, 2, CT_F32, CT_CPU);
+    channel_stats(x, mean, var);
+    cr_assert_not_null(ct_module_forward(bn, x));
+    cr_assert_not_null(ct_module_forward(bn, x));
+    for (int c = 0; c < C; c++) {
+        run_mean[c] = 0.75 * mean[c];
+        run_var[c] = 0.25 + 0.75 * var[c] * 6.0 / 5.0;
+    }
+    t_assert_close(ct_module_buffer(bn, "running_mean"), run_mean, 1e-5, 1e-5);
+    t_assert_close(ct_module_buffer(bn, "running_var"), run_var, 1e-5, 1e-5);
+    ct_scope_end();
+    ct_module_free(bn);
+    LIVE_END();
+}
+
+/* affine=False: no weight or bias (PyTorch's state names), y = (x - mean) / sqrt(var + eps),
+ * and dx the closed-form batch-norm gradient without the scale. */
+Test(modules, batchnorm_without_affine) {
+    LIVE_BEGIN();
+    ct_manual_seed(22);
+    const int N = 4, C = 3, S = 10;
+    const double eps = 1e-3;
+    ct_batchnorm_opts opts = CT_BATCHNORM_OPTS_DEFAULT;
+    opts.affine = false;
+    opts.eps = eps;
+    ct_module *bn = ct_batchnorm1d_ex(C, &opts);
+    cr_assert_not_null(bn, "%s", ct_last_error_message());
+    assert_state(bn, 3, (const char *[]){"running_mean", "running_var", "num_batches_tracked"},
+                 (const char *[]){"[3]", "[3]", "[]"});
+    cr_assert_null(ct_module_param(bn, "weight"));
+    cr_assert_eq(ct_module_num_parameters(bn, false), 0);
+    ct_named_tensors *params = ct_module_parameters(bn);
+    cr_assert_eq(params->count, 0);
+    ct_named_tensors_free(params);
+    ct_scope_begin();
+    ct_tensor *x = ct_requires_grad(ct_randn((int64_t[]){N, C, S}, 3, CT_F32, CT_CPU), true);
+    ct_tensor *g = ct_randn((int64_t[]){N, C, S}, 3, CT_F32, CT_CPU);
+    ct_tensor *y = ct_module_forward(bn, x);
+    cr_assert_not_null(y, "%s", ct_last_error_message());
+    double mean[3], var[3], ones[3] = {1, 1, 1}, zeros[3] = {0};
+    channel_stats(x, mean, var);
+    double *ref = normalize_ref(x, mean, var, ones, zeros, eps);
+    t_assert_close(y, ref, 1e-5, 1e-5);
+    cr_assert_eq(ct_backward_ex(y, g, false), CT_OK, "%s", ct_last_error_message());
+    /* dx = invstd (g - mean_c(g) - xhat mean_c(g xhat)) */
+    double *gv = t_values(g), dx[N * C * S];
+    for (int c = 0; c < C; c++) {
+        double mg = 0, mgx = 0;
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < S; i++) {
+                int64_t at = (n * C + c) * S + i;
+                mg += gv[at] / (N * S);
+                mgx += gv[at] * ref[at] / (N * S);
+            }
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < S; i++) {
+                int64_t at = (n * C + c) * S + i;
+                dx[at] = (gv[at] - mg - ref[at] * mgx) / sqrt(var[c] + eps);
+            }
+    }
+    t_assert_close(ct_grad(x), dx, 1e-4, 1e-4);
+    free(ref);
+    free(gv);
+    ct_scope_end();
+    ct_module_free(bn);
+    LIVE_END();
+}
+
+/* The checkpoint of an affine=False BatchNorm holds only the running statistics and the count,
+ * under PyTorch's names: it loads strictly into the same module, not into an affine one. */
+Test(modules, batchnorm_without_affine_checkpoint) {
+    LIVE_BEGIN();
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/ct_test_bn_%d.safetensors", (int)getpid());
+    ct_batchnorm_opts opts = CT_BATCHNORM_OPTS_DEFAULT;
+    opts.affine = false;
+    opts.cumulative_average = true;
+    ct_module *bn = ct_batchnorm2d_ex(2, &opts);
+    ct_scope_begin();
+    cr_assert_not_null(ct_module_forward(bn, ct_randn((int64_t[]){3, 2, 2, 2}, 4, CT_F32, CT_CPU)));
+    ct_scope_end();
+    cr_assert_eq(ct_module_save(bn, path, NULL, NULL, 0), CT_OK, "%s", ct_last_error_message());
+    ct_safetensors *f = ct_safetensors_load(path);
+    cr_assert_not_null(f, "%s", ct_last_error_message());
+    cr_assert_null(ct_safetensors_get(f, "weight"));
+    cr_assert_null(ct_safetensors_get(f, "bias"));
+    cr_assert_not_null(ct_safetensors_get(f, "running_mean"));
+    cr_assert_not_null(ct_safetensors_get(f, "running_var"));
+    cr_assert_eq(ct_item(ct_safetensors_get(f, "num_batches_tracked")), 1);
+    ct_safetensors_free(f);
+    ct_module *same = ct_batchnorm2d_ex(2, &opts), *affine = ct_batchnorm2d(2, 1e-5, 0.1);
+    ct_load_opts strict = CT_LOAD_OPTS_STRICT;
+    cr_assert_eq(ct_module_load(same, path, &strict, NULL), CT_OK, "%s", ct_last_error_message());
+    cr_assert_eq(ct_item(ct_module_buffer(same, "num_batches_tracked")), 1);
+    double *rm = t_values(ct_module_buffer(bn, "running_mean"));
+    t_assert_close(ct_module_buffer(same, "running_mean"), rm, 0, 0);
+    free(rm);
+    cr_assert_neq(ct_module_load(affine, path, &strict, NULL), CT_OK);
+    t_assert_error(ct_last_error(), "weight", NULL);
+    remove(path);
+    ct_module_free(bn);
+    ct_module_free(same);
+    ct_module_free(affine);
+    LIVE_END();
+}
+
 /* ---- LayerNorm ------------------------------------------------------------------------ */
 
 Test(modules, layernorm) {
@@ -567,6 +735,75 @@ Test(modules, pooling) {
     bad.dilation[0] = 2;
     cr_assert_null(ct_avgpool2d_layer(&bad));
     t_assert_error(CT_ERR_VALUE, "dilation 1", NULL);
+    LIVE_END();
+}
+
+/* Non-square geometry: a 3x5 kernel with a different stride, padding and dilation per axis,
+ * in Conv2d, ConvTranspose2d, MaxPool2d and AvgPool2d, against the ops and PyTorch's shapes. */
+Test(modules, non_square_kernels) {
+    LIVE_BEGIN();
+    ct_manual_seed(23);
+    const int kernel[2] = {3, 5};
+    ct_conv2d_opts o = CT_CONV2D_OPTS_DEFAULT;
+    o.stride[0] = 1, o.stride[1] = 2;
+    o.padding[0] = 2, o.padding[1] = 1;
+    o.dilation[0] = 2, o.dilation[1] = 1;
+    o.groups = 2;
+    /* nn.Conv2d(4, 6, (3, 5), stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2) */
+    ct_module *conv = ct_conv2d_layer_ex(4, 6, kernel, &o, true);
+    cr_assert_not_null(conv, "%s", ct_last_error_message());
+    assert_state(conv, 2, (const char *[]){"weight", "bias"}, (const char *[]){"[6, 2, 3, 5]", "[6]"});
+    assert_all_within(ct_module_param(conv, "weight"), 1 / sqrt(2.0 * 3 * 5));
+    ct_conv_transpose2d_opts to = CT_CONV_TRANSPOSE2D_OPTS_DEFAULT;
+    to.stride[0] = 2, to.stride[1] = 1;
+    to.padding[0] = 1, to.padding[1] = 2;
+    to.output_padding[0] = 1;
+    /* nn.ConvTranspose2d(4, 6, (3, 5), stride=(2, 1), padding=(1, 2), output_padding=(1, 0)) */
+    ct_module *up = ct_conv_transpose2d_layer_ex(4, 6, kernel, &to, false);
+    cr_assert_not_null(up, "%s", ct_last_error_message());
+    assert_state(up, 1, (const char *[]){"weight"}, (const char *[]){"[4, 6, 3, 5]"});
+    assert_all_within(ct_module_param(up, "weight"), 1 / sqrt(6.0 * 3 * 5));
+    ct_pool2d_opts po = CT_POOL2D_OPTS_DEFAULT;
+    po.kernel[0] = 3, po.kernel[1] = 5;
+    po.stride[0] = 2, po.stride[1] = 1;
+    po.padding[0] = 1, po.padding[1] = 2;
+    ct_module *maxp = ct_maxpool2d_layer(&po), *avgp = ct_avgpool2d_layer(&po);
+    cr_assert(maxp && avgp, "%s", ct_last_error_message());
+
+    ct_scope_begin();
+    ct_tensor *x = ct_randn((int64_t[]){2, 4, 9, 11}, 4, CT_F32, CT_CPU);
+    /* oH = (9 + 4 - 2 * 2 - 1) / 1 + 1 = 9, oW = (11 + 2 - 4 - 1) / 2 + 1 = 5 */
+    ct_tensor *y = ct_module_forward(conv, x);
+    t_assert_shape(y, (int64_t[]){2, 6, 9, 5}, 4);
+    assert_tensors_equal(y, ct_conv2d(x, ct_module_param(conv, "weight"), ct_module_param(conv, "bias"), &o), 0);
+    /* oH = 8 * 2 - 2 + 2 + 1 + 1 = 18, oW = 10 - 4 + 4 + 1 = 11 */
+    y = ct_module_forward(up, x);
+    t_assert_shape(y, (int64_t[]){2, 6, 18, 11}, 4);
+    assert_tensors_equal(y, ct_conv_transpose2d(x, ct_module_param(up, "weight"), NULL, &to), 0);
+    /* oH = (9 + 2 - 3) / 2 + 1 = 5, oW = (11 + 4 - 5) / 1 + 1 = 11 */
+    y = ct_module_forward(maxp, x);
+    t_assert_shape(y, (int64_t[]){2, 4, 5, 11}, 4);
+    assert_tensors_equal(y, ct_max_pool2d(x, &po, NULL), 0);
+    y = ct_module_forward(avgp, x);
+    t_assert_shape(y, (int64_t[]){2, 4, 5, 11}, 4);
+    assert_tensors_equal(y, ct_avg_pool2d(x, &po), 0);
+    ct_scope_end();
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    ct_module *net = ct_sequential(2, (ct_module *[]){conv, maxp});
+    cr_assert_eq(ct_module_summary(net, (int64_t[]){1, 4, 9, 11}, 4, CT_F32, out), CT_OK, "%s",
+                 ct_last_error_message());
+    fclose(out);
+    cr_assert(
+        strstr(text, "Conv2d(4, 6, kernel_size=(3, 5), stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2)"),
+        "%s", text);
+    cr_assert(strstr(text, "MaxPool2d(kernel_size=(3, 5), stride=(2, 1), padding=(1, 2))"), "%s", text);
+    free(text);
+    ct_module_free(net);
+    ct_module_free(up);
+    ct_module_free(avgp);
     LIVE_END();
 }
 
@@ -895,5 +1132,25 @@ Test(modules, bad_conv_and_norm_arguments) {
     t_assert_error(CT_ERR_VALUE, "momentum 1.5", NULL);
     cr_assert_null(ct_batchnorm2d(4, NAN, 0.1));
     t_assert_error(CT_ERR_VALUE, "eps nan", NULL);
+    ct_batchnorm_opts bo = CT_BATCHNORM_OPTS_DEFAULT;
+    bo.momentum = -0.5;
+    cr_assert_null(ct_batchnorm1d_ex(4, &bo));
+    t_assert_error(CT_ERR_VALUE, "ct_batchnorm1d", "momentum -0.5", NULL);
+    bo.eps = -1;
+    bo.cumulative_average = true;
+    cr_assert_null(ct_batchnorm2d_ex(4, &bo));
+    t_assert_error(CT_ERR_VALUE, "ct_batchnorm2d", "eps -1", NULL);
+    ct_module *bn = ct_batchnorm2d_ex(4, NULL);
+    cr_assert_not_null(bn, "NULL options are the defaults: %s", ct_last_error_message());
+    cr_assert_eq(ct_module_num_parameters(bn, false), 8);
+    ct_module_free(bn);
+    cr_assert_null(ct_conv2d_layer_ex(3, 4, NULL, NULL, true));
+    t_assert_error(CT_ERR_NULL, "ct_conv2d_layer_ex", "kernel", NULL);
+    cr_assert_null(ct_conv2d_layer_ex(3, 4, (const int[]){3, 0}, NULL, true));
+    t_assert_error(CT_ERR_VALUE, "kernel (3, 0)", NULL);
+    cr_assert_null(ct_conv_transpose2d_layer_ex(3, 4, NULL, NULL, true));
+    t_assert_error(CT_ERR_NULL, "ct_conv_transpose2d_layer_ex", "kernel", NULL);
+    cr_assert_null(ct_conv_transpose2d_layer_ex(3, 4, (const int[]){-1, 5}, NULL, true));
+    t_assert_error(CT_ERR_VALUE, "ct_conv_transpose2d_layer", "kernel (-1, 5)", NULL);
     LIVE_END();
 }

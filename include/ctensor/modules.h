@@ -44,21 +44,29 @@ ct_module *ct_softplus_layer(double beta, double threshold); /* PyTorch's: 1, 20
 
 /* ---- convolution ------------------------------------------------------------------------ */
 
-/* 2-D convolution of (N, in_channels, H, W) with square kernel x kernel windows (ct_conv2d;
- * opts NULL means CT_CONV2D_OPTS_DEFAULT, and groups must divide both channel counts).
- * Parameters "weight" (out_channels, in_channels / groups, kernel, kernel) and, when
- * `bias`, "bias" (out_channels), initialized like PyTorch's nn.Conv2d:
- * U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels / groups * kernel^2. */
+/* 2-D convolution of (N, in_channels, H, W) with kernel[0] x kernel[1] windows (kH, kW;
+ * ct_conv2d; opts NULL means CT_CONV2D_OPTS_DEFAULT, whose stride, padding and dilation are
+ * per-axis pairs too, and groups must divide both channel counts). Parameters "weight"
+ * (out_channels, in_channels / groups, kH, kW) and, when `bias`, "bias" (out_channels),
+ * initialized like PyTorch's nn.Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in =
+ * in_channels / groups * kH * kW. */
+ct_module *ct_conv2d_layer_ex(int64_t in_channels, int64_t out_channels, const int kernel[2],
+                              const ct_conv2d_opts *opts, bool bias);
+/* The same with square kernel x kernel windows. */
 ct_module *ct_conv2d_layer(int64_t in_channels, int64_t out_channels, int kernel, const ct_conv2d_opts *opts,
                            bool bias);
 
 /* The transposed convolution (ct_conv_transpose2d), PyTorch's nn.ConvTranspose2d: "weight"
- * (in_channels, out_channels / groups, kernel, kernel), "bias" (out_channels), initialized
- * with PyTorch's fan_in = out_channels / groups * kernel^2. */
+ * (in_channels, out_channels / groups, kH, kW), "bias" (out_channels), initialized with
+ * PyTorch's fan_in = out_channels / groups * kH * kW. */
+ct_module *ct_conv_transpose2d_layer_ex(int64_t in_channels, int64_t out_channels, const int kernel[2],
+                                        const ct_conv_transpose2d_opts *opts, bool bias);
+/* The same with square kernel x kernel windows. */
 ct_module *ct_conv_transpose2d_layer(int64_t in_channels, int64_t out_channels, int kernel,
                                      const ct_conv_transpose2d_opts *opts, bool bias);
 
-/* ---- pooling (no parameters; opts NULL means CT_POOL2D_OPTS_DEFAULT: 2x2, stride 2) -------- */
+/* ---- pooling (no parameters; opts NULL means CT_POOL2D_OPTS_DEFAULT: 2x2, stride 2; kernel,
+ * stride, padding and dilation are (height, width) pairs, so windows may be non-square) ---- */
 ct_module *ct_maxpool2d_layer(const ct_pool2d_opts *opts);
 ct_module *ct_avgpool2d_layer(const ct_pool2d_opts *opts); /* dilation must be 1 */
 /* (N, C, H, W) -> (N, C, 1, 1), PyTorch's nn.AdaptiveAvgPool2d(1); follow it with
@@ -68,12 +76,29 @@ ct_module *ct_global_avgpool2d_layer(void);
 /* ---- normalization ------------------------------------------------------------------------ */
 
 /* Batch normalization over channel dim 1 (ct_batch_norm): BatchNorm1d takes (N, C) or
- * (N, C, L), BatchNorm2d (N, C, H, W). Parameters "weight" (C, ones) and "bias" (C, zeros);
- * buffers "running_mean" (C, zeros), "running_var" (C, ones) and "num_batches_tracked"
- * (0-dim I32), as in PyTorch. In train mode a forward normalizes with the batch statistics,
- * updates the running ones with `momentum` (PyTorch's default 0.1) and counts the batch; in
- * eval mode it normalizes with the running statistics and changes nothing. eps (PyTorch's
- * 1e-5) must be finite and >= 0, momentum in [0, 1]. */
+ * (N, C, L), BatchNorm2d (N, C, H, W). Parameters "weight" (C, ones) and "bias" (C, zeros)
+ * when affine; buffers "running_mean" (C, zeros), "running_var" (C, ones) and
+ * "num_batches_tracked" (0-dim I32), as in PyTorch, so checkpoints carry PyTorch's names
+ * (affine=False has no weight or bias entries). In train mode a forward normalizes with the
+ * batch statistics, updates the running ones and counts the batch; in eval mode it
+ * normalizes with the running statistics and changes nothing. */
+typedef struct ct_batchnorm_opts {
+    double eps;              /* added to the variance; finite and >= 0 (PyTorch's 1e-5) */
+    double momentum;         /* in [0, 1]: running = (1 - momentum) running + momentum batch */
+    bool cumulative_average; /* PyTorch's momentum=None: the running statistics are the plain
+                                average of every batch seen (momentum 1 / num_batches_tracked,
+                                this batch counted); `momentum` is then ignored. Each training
+                                forward reads the count on the host (synchronizes on CUDA) */
+    bool affine;             /* learnable weight and bias; false: y is only normalized */
+} ct_batchnorm_opts;
+#define CT_BATCHNORM_OPTS_DEFAULT                                                                                      \
+    ((ct_batchnorm_opts){.eps = 1e-5, .momentum = 0.1, .cumulative_average = false, .affine = true})
+
+/* opts NULL means CT_BATCHNORM_OPTS_DEFAULT. */
+ct_module *ct_batchnorm1d_ex(int64_t num_features, const ct_batchnorm_opts *opts);
+ct_module *ct_batchnorm2d_ex(int64_t num_features, const ct_batchnorm_opts *opts);
+/* The same with affine parameters and an exponential running average of `momentum`
+ * (PyTorch's default 0.1). */
 ct_module *ct_batchnorm1d(int64_t num_features, double eps, double momentum);
 ct_module *ct_batchnorm2d(int64_t num_features, double eps, double momentum);
 

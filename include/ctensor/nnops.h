@@ -26,6 +26,8 @@ extern "C" {
  *   running_mean = (1 - momentum) * running_mean + momentum * mean
  *   running_var  = (1 - momentum) * running_var  + momentum * var * n / (n - 1)
  * with n = N * prod(*) (the unbiased variance), and their version counters are bumped.
+ * PyTorch's momentum=None (a cumulative average) is momentum = 1 / k for the k-th batch,
+ * which is what ct_batchnorm2d_ex's cumulative_average passes.
  * Training needs n > 1 (CT_ERR_SHAPE otherwise). Evaluation (!training) normalizes with the
  * running statistics, which are then required. Gradients flow to x, weight and bias (the
  * closed-form batch-norm backward); running statistics never receive gradients.
@@ -65,8 +67,10 @@ typedef enum ct_pad_mode {
 /* Pad the trailing dims of x. `pads` holds npads (even, ≤ 2 * ndim) sizes in PyTorch's
  * order: the last dim first, (left, right), then the one before it, and so on. Constant
  * mode accepts negative sizes (they crop); reflect needs 0 ≤ pad < the dim's size and
- * replicate 0 ≤ pad with a non-empty dim. Reflect and replicate run on the CPU only
- * (CT_ERR_UNSUPPORTED on CUDA); constant mode runs everywhere. */
+ * replicate 0 ≤ pad with a non-empty dim. Every mode runs on the CPU and on CUDA. The
+ * gradient of reflect and replicate padding sums, for each input element, the output
+ * gradients that read it, in row-major output order (F32 accumulation for half types), so
+ * it repeats bit for bit and is the same on both devices for F32. */
 ct_tensor *ct_pad(const ct_tensor *x, const int64_t *pads, int npads, ct_pad_mode mode, double value);
 
 #ifdef __cplusplus

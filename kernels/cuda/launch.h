@@ -198,6 +198,17 @@ ct_status ct_cuda_embedding_forward(size_t elem_size, int64_t n, int64_t D, cons
 ct_status ct_cuda_embedding_backward(int64_t n, int64_t D, const int32_t *index, const float *g, int padding_idx,
                                      float *dweight, ct_stream *stream);
 
+/* pad.cu: ct_cpu_pad (kernels/cpu/pad.h) on the GPU, same arguments and checks by the
+ * caller; moves elem_size (1, 2, 4 or 8) bytes per element. The backward writes every
+ * element of grad_in (in_shape, contiguous, no zeroing needed) from grad_out (out_shape,
+ * contiguous), both of dtype F32, F16 or BF16: each input element gathers the gradients of
+ * the outputs that read it in row-major output order, adding in F32 and rounding once, so
+ * the result is deterministic and is the CPU's (no atomics). */
+ct_status ct_cuda_pad(bool reflect, size_t elem_size, int ndim, const int64_t *in_shape, const void *in,
+                      const int64_t *out_shape, void *out, const int64_t *left, ct_stream *stream);
+ct_status ct_cuda_pad_backward(bool reflect, ct_dtype dtype, int ndim, const int64_t *in_shape, void *grad_in,
+                               const int64_t *out_shape, const void *grad_out, const int64_t *left, ct_stream *stream);
+
 /* loss.cu: the losses of kernels/cpu/loss.h on the GPU (F32, F16, BF16 inputs; F32 class
  * weights; contiguous operands), per-sample and per-element results in F32.
  * class_targets_find_bad: the first target outside [0, C) that is not ignore_index (value
