@@ -35,6 +35,14 @@ static bool broadcasts_to(const char *op, const ct_tensor *dst, const ct_tensor 
     return true;
 }
 
+/* The bytes of contiguous `src` into `dst_data` on dst's device: from pinned storage to a
+ * GPU, directly and asynchronously (the block is kept until the copy has run). */
+static ct_status move_bytes(const ct_tensor *dst, void *dst_data, const ct_tensor *src, size_t nbytes) {
+    if (src->storage->pinned && dst->device.type == CT_DEVICE_CUDA)
+        return ct__memcpy_from_pinned(dst->device, dst_data, src->storage, ct__data(src), nbytes);
+    return ct__memcpy(dst->device, dst_data, src->device, ct__data(src), nbytes);
+}
+
 /* Copy src (broadcast to dst's shape, converted to dst's dtype) into dst. No autograd. */
 static ct_status copy_into(const char *op, ct_tensor *dst, const ct_tensor *src) {
     int64_t strides[CT_MAX_DIMS];
@@ -54,21 +62,23 @@ static ct_status copy_into(const char *op, ct_tensor *dst, const ct_tensor *src)
     int64_t n = ct__numel(dst->ndim, dst->shape);
     if (src->dtype == dst->dtype && ct__is_contiguous(dst) && ct__is_contiguous(src) &&
         ct__numel(src->ndim, src->shape) == n)
-        return ct__memcpy(dst->device, ct__data(dst), src->device, ct__data(src), (size_t)n * ct_dtype_size(dst->dtype));
+        return move_bytes(dst, ct__data(dst), src, (size_t)n * ct_dtype_size(dst->dtype));
     /* Otherwise: broadcast and convert on the source's device into a contiguous buffer, move
-     * the bytes, then (if dst is strided) scatter on the destination's device. */
+     * the bytes, then (if dst is strided) scatter on the destination's device. From the CPU
+     * to a GPU the buffer is pinned, so the GPU reads it directly. */
     ct_status st = CT_OK;
-    ct_tensor *staged = ct__new(dst->dtype, src->device, dst->ndim, dst->shape);
+    bool upload = src->device.type == CT_DEVICE_CPU && dst->device.type == CT_DEVICE_CUDA;
+    ct_tensor *staged = upload ? ct__new_pinned(dst->dtype, dst->ndim, dst->shape)
+                               : ct__new(dst->dtype, src->device, dst->ndim, dst->shape);
     ct_tensor *landing = NULL;
     if (!staged)
         return ct_last_error();
     st = copy_into(op, staged, src);
     if (st == CT_OK && ct__is_contiguous(dst)) {
-        st = ct__memcpy(dst->device, ct__data(dst), src->device, ct__data(staged), (size_t)n * ct_dtype_size(dst->dtype));
+        st = move_bytes(dst, ct__data(dst), staged, (size_t)n * ct_dtype_size(dst->dtype));
     } else if (st == CT_OK) {
         landing = ct__new(dst->dtype, dst->device, dst->ndim, dst->shape);
-        st = landing ? ct__memcpy(dst->device, ct__data(landing), src->device, ct__data(staged),
-                                  (size_t)n * ct_dtype_size(dst->dtype))
+        st = landing ? move_bytes(landing, ct__data(landing), staged, (size_t)n * ct_dtype_size(dst->dtype))
                      : ct_last_error();
         if (st == CT_OK)
             st = copy_into(op, dst, landing);
@@ -187,6 +197,26 @@ ct_tensor *ct_to_device(const ct_tensor *t, ct_device device) {
     ct_tensor *out = src ? copy_op("ct_to_device", src, t->dtype, device) : NULL;
     if (src != t)
         ct_tensor_free(src);
+    return out;
+}
+
+ct_tensor *ct_pin_memory(const ct_tensor *t) {
+    if (!ct__check("ct_pin_memory", "t", t))
+        return NULL;
+    if (t->device.type != CT_DEVICE_CPU) {
+        ct__set_error(CT_ERR_DEVICE, "ct_pin_memory: the tensor is on %s; only CPU tensors can be pinned",
+                      ct_device_name(t->device));
+        return NULL;
+    }
+    ct_tensor *out = ct__new_pinned(t->dtype, t->ndim, t->shape);
+    if (!out)
+        return NULL;
+    if (copy_into("ct_pin_memory", out, t) != CT_OK) {
+        ct_tensor_free(out);
+        return NULL;
+    }
+    if (ct_dtype_is_float(t->dtype))
+        ct__record("ct_pin_memory", identity_backward, out, 1, (const ct_tensor *const[]){t});
     return out;
 }
 

@@ -5,8 +5,10 @@
  * accumulated in F32 for F16/BF16 weights (F64 for F64) and rounded once; the padding row
  * gets none. On the CPU the scatter-add is deterministic (kernels/cpu/index.c); on CUDA it
  * uses atomics (kernels/cuda/embedding.cu) unless ct_set_deterministic(true) asks for the
- * ordered scatter-add of kernels/cuda/index.cu. Checking the indices on CUDA reads one
- * answer back, so the forward synchronizes its stream once. */
+ * ordered scatter-add of kernels/cuda/index.cu. Bad indices are CT_ERR_DIM: at once on the
+ * CPU; on CUDA the kernels skip them (the output row is zeros), never reading or writing
+ * through them, and the next synchronizing call reports them (kernels/cuda/device_error.cuh):
+ * checking first would mean waiting for the GPU. */
 #include "runtime/internal.h"
 #include "kernels/cpu/copy.h"
 #include "kernels/cpu/index.h"
@@ -36,9 +38,10 @@ static ct_status scatter_rows(ct_tensor *dw, const ct_tensor *g, const ct_tensor
         ct_stream *stream = ct__stream_for(dw);
         if (!ct_deterministic())
             return CT_ON_CUDA(
-                ct_cuda_embedding_backward(n, D, ct__data(index), ct__data(g), padding_idx, ct__data(dw), stream));
-        ct_status st = CT_ON_CUDA(ct_cuda_scatter_add(dw->dtype, 2, shape, 0, ct__data(dw), dw->strides, ct__data(g),
-                                                      g_strides, ct__data(index), i_strides, true, stream));
+                ct_cuda_embedding_backward(n, D, dw->shape[0], ct__data(index), ct__data(g), padding_idx, ct__data(dw), stream));
+        ct_status st = CT_ON_CUDA(ct_cuda_scatter_add("ct_embedding", dw->dtype, 2, shape, 0, ct__data(dw),
+                                                      dw->strides, ct__data(g), g_strides, ct__data(index), i_strides,
+                                                      dw->shape[0], true, stream));
         if (st != CT_OK || padding_idx < 0)
             return st;
         return CT_ON_CUDA(ct_cuda_fill(1, &D, (char *)ct__data(dw) + padding_idx * row_bytes, dw->dtype,
@@ -70,21 +73,6 @@ static ct_status embedding_backward(ct_node *node, ct_tensor **gout, ct_tensor *
     return gin[0] ? CT_OK : ct_last_error();
 }
 
-/* The first index outside [0, V), if any, into *bad (CUDA: reads the answer back). */
-static ct_status find_bad(const ct_tensor *indices, int64_t V, bool *found, int32_t *bad) {
-    if (indices->device.type == CT_DEVICE_CPU) {
-        *found = ct_cpu_index_find_bad(indices->ndim, indices->shape, ct__data(indices), indices->strides, V, bad);
-        return CT_OK;
-    }
-    ct_tensor *scratch = ct__new(CT_I32, indices->device, 1, (const int64_t[]){2}); /* 8 bytes */
-    ct_status st =
-        scratch ? CT_ON_CUDA(ct_cuda_index_find_bad(indices->ndim, indices->shape, ct__data(indices), indices->strides,
-                                                    V, ct__data(scratch), found, bad, ct__stream_for(indices)))
-                : ct_last_error();
-    ct_tensor_free(scratch);
-    return st;
-}
-
 ct_tensor *ct_embedding(const ct_tensor *weight, const ct_tensor *indices, int padding_idx) {
     const char *op = "ct_embedding";
     if (!ct__check(op, "weight", weight) || !ct__check(op, "indices", indices))
@@ -113,11 +101,9 @@ ct_tensor *ct_embedding(const ct_tensor *weight, const ct_tensor *indices, int p
                       padding_idx);
         return NULL;
     }
-    bool found = false;
     int32_t bad = 0;
-    if (find_bad(indices, V, &found, &bad) != CT_OK)
-        return NULL;
-    if (found) {
+    if (indices->device.type == CT_DEVICE_CPU &&
+        ct_cpu_index_find_bad(indices->ndim, indices->shape, ct__data(indices), indices->strides, V, &bad)) {
         ct__set_error(CT_ERR_DIM, "%s: index %" PRId32 " out of range for a weight of %" PRId64 " rows", op, bad, V);
         return NULL;
     }
@@ -129,7 +115,7 @@ ct_tensor *ct_embedding(const ct_tensor *weight, const ct_tensor *indices, int p
     if (out && n > 0 && D > 0) {
         ct_status st = CT_OK;
         if (out->device.type == CT_DEVICE_CUDA)
-            st = CT_ON_CUDA(ct_cuda_embedding_forward(ct_dtype_size(weight->dtype), n, D, ct__data(weight),
+            st = CT_ON_CUDA(ct_cuda_embedding_forward(ct_dtype_size(weight->dtype), n, D, V, ct__data(weight),
                                                       weight->strides[0], weight->strides[1], ct__data(index),
                                                       ct__data(out), ct__stream_for(out)));
         else

@@ -1,10 +1,12 @@
 /* Indexing: index_select, gather, scatter_add (differentiable) and one_hot.
  *
- * Every index is checked before anything is allocated or written, and an out-of-range one
- * (negative included: there is no wrap-around) is CT_ERR_DIM naming the value, the dim and
- * its size. On CUDA the check is a kernel whose answer is read back, so these ops
- * synchronize their stream once (the price of reporting bad indices as errors rather than
- * as corrupted memory or a dead context). The gradients of the reading ops are scatter-adds
+ * On the CPU every index is checked before anything is allocated or written, and an
+ * out-of-range one (negative included: there is no wrap-around) is CT_ERR_DIM naming the
+ * value, the dim and its size. On CUDA, checking first would mean reading the answer back,
+ * i.e. waiting for the GPU; instead the kernels check every index they use, never touch
+ * memory through a bad one, and record it: the same CT_ERR_DIM is reported by the next
+ * synchronizing call (ct_to_host, ct_item, ct_*_synchronize; kernels/cuda/device_error.cuh),
+ * and the op's result is not valid. The gradients of the reading ops are scatter-adds
  * into zeros: deterministic on the CPU (kernels/cpu/index.c), atomic on CUDA unless
  * ct_set_deterministic(true). */
 #include "runtime/internal.h"
@@ -37,23 +39,12 @@ static bool check_index(const char *op, const ct_tensor *a, const ct_tensor *ind
     return true;
 }
 
-/* Every element of `index` in [0, size), the size of dim `dim` (named in the message). */
+/* Every element of `index` in [0, size), the size of dim `dim` (named in the message). On
+ * CUDA the kernels check and report later (see above). */
 static bool check_range(const char *op, const ct_tensor *index, int dim, int64_t size) {
     int32_t bad = 0;
-    bool found = false;
-    if (index->device.type == CT_DEVICE_CUDA) {
-        ct_tensor *scratch = ct__new(CT_I32, index->device, 1, (const int64_t[]){2}); /* 8 bytes */
-        ct_status st = scratch ? CT_ON_CUDA(ct_cuda_index_find_bad(index->ndim, index->shape, ct__data(index),
-                                                                   index->strides, size, ct__data(scratch), &found,
-                                                                   &bad, ct__stream_for(index)))
-                               : ct_last_error();
-        ct_tensor_free(scratch);
-        if (st != CT_OK)
-            return false;
-    } else {
-        found = ct_cpu_index_find_bad(index->ndim, index->shape, ct__data(index), index->strides, size, &bad);
-    }
-    if (!found)
+    if (index->device.type == CT_DEVICE_CUDA ||
+        !ct_cpu_index_find_bad(index->ndim, index->shape, ct__data(index), index->strides, size, &bad))
         return true;
     ct__set_error(CT_ERR_DIM, "%s: index %" PRId32 " out of range for dim %d of size %" PRId64, op, bad, dim,
                   size);
@@ -62,25 +53,27 @@ static bool check_range(const char *op, const ct_tensor *index, int dim, int64_t
 
 /* ---- kernels by device -------------------------------------------------------------------
  * Over the index space (ndim, shape), with q = p except that coordinate `dim` is the index:
- * gather_into: out[p] = src[q]; scatter_add_into: dst[q] += src[p]. Indices already checked. */
+ * gather_into: out[p] = src[q]; scatter_add_into: dst[q] += src[p]. Indices already checked
+ * on the CPU; on CUDA the kernels check them and report bad ones as `op`'s. */
 
-static ct_status gather_into(int ndim, const int64_t *shape, int dim, ct_tensor *out, const ct_tensor *src,
+static ct_status gather_into(const char *op, int ndim, const int64_t *shape, int dim, ct_tensor *out, const ct_tensor *src,
                              const ct_tensor *index, const int64_t *index_strides) {
     size_t es = ct_dtype_size(src->dtype);
     if (out->device.type == CT_DEVICE_CUDA)
-        return CT_ON_CUDA(ct_cuda_gather(es, ndim, shape, dim, ct__data(out), out->strides, ct__data(src),
-                                         src->strides, ct__data(index), index_strides, ct__stream_for(out)));
+        return CT_ON_CUDA(ct_cuda_gather(op, es, ndim, shape, dim, ct__data(out), out->strides, ct__data(src),
+                                         src->strides, ct__data(index), index_strides, src->shape[dim],
+                                         ct__stream_for(out)));
     ct_cpu_gather(es, ndim, shape, dim, ct__data(out), out->strides, ct__data(src), src->strides, ct__data(index),
                   index_strides);
     return CT_OK;
 }
 
-static ct_status scatter_add_into(int ndim, const int64_t *shape, int dim, ct_tensor *dst, const ct_tensor *src,
+static ct_status scatter_add_into(const char *op, int ndim, const int64_t *shape, int dim, ct_tensor *dst, const ct_tensor *src,
                                   const ct_tensor *index, const int64_t *index_strides) {
     if (dst->device.type == CT_DEVICE_CUDA)
-        return CT_ON_CUDA(ct_cuda_scatter_add(dst->dtype, ndim, shape, dim, ct__data(dst), dst->strides,
+        return CT_ON_CUDA(ct_cuda_scatter_add(op, dst->dtype, ndim, shape, dim, ct__data(dst), dst->strides,
                                               ct__data(src), src->strides, ct__data(index), index_strides,
-                                              ct_deterministic(), ct__stream_for(dst)));
+                                              dst->shape[dim], ct_deterministic(), ct__stream_for(dst)));
     ct_cpu_scatter_add(dst->dtype, ndim, shape, dim, ct__data(dst), dst->strides, ct__data(src), src->strides,
                        ct__data(index), index_strides);
     return CT_OK;
@@ -113,7 +106,7 @@ static ct_status index_select_backward(ct_node *node, ct_tensor **gout, ct_tenso
         return ct_last_error();
     int64_t istrides[CT_MAX_DIMS];
     select_strides(index, g->ndim, dim, istrides);
-    gin[0] = finish(z, scatter_add_into(g->ndim, g->shape, dim, z, g, index, istrides));
+    gin[0] = finish(z, scatter_add_into(node->name, g->ndim, g->shape, dim, z, g, index, istrides));
     return gin[0] ? CT_OK : ct_last_error();
 }
 
@@ -139,7 +132,7 @@ ct_tensor *ct_index_select(const ct_tensor *a, int dim, const ct_tensor *index) 
     if (!check_range(op, index, d, a->shape[d]))
         return NULL;
     ct_tensor *out = ct__new(a->dtype, a->device, a->ndim, shape);
-    if (!out || !(out = finish(out, gather_into(a->ndim, shape, d, out, a, index, istrides))))
+    if (!out || !(out = finish(out, gather_into(op, a->ndim, shape, d, out, a, index, istrides))))
         return NULL;
     ct_node *node = ct__record(op, index_select_backward, out, 2, (const ct_tensor *const[]){a, index});
     if (node) {
@@ -174,7 +167,7 @@ static ct_status gather_backward(ct_node *node, ct_tensor **gout, ct_tensor **gi
     ct_tensor *z = ct_zeros(node->in_shape[0], node->in_ndim[0], node->in_dtype[0], node->device);
     if (!z)
         return ct_last_error();
-    gin[0] = finish(z, scatter_add_into(index->ndim, index->shape, (int)node->iargs[0], z, g, index, index->strides));
+    gin[0] = finish(z, scatter_add_into(node->name, index->ndim, index->shape, (int)node->iargs[0], z, g, index, index->strides));
     return gin[0] ? CT_OK : ct_last_error();
 }
 
@@ -192,7 +185,7 @@ ct_tensor *ct_gather(const ct_tensor *a, int dim, const ct_tensor *index) {
     if (!check_range(op, index, d, a->shape[d]))
         return NULL;
     ct_tensor *out = ct__new(a->dtype, a->device, index->ndim, index->shape);
-    if (!out || !(out = finish(out, gather_into(index->ndim, index->shape, d, out, a, index, index->strides))))
+    if (!out || !(out = finish(out, gather_into(op, index->ndim, index->shape, d, out, a, index, index->strides))))
         return NULL;
     ct_node *node = ct__record(op, gather_backward, out, 2, (const ct_tensor *const[]){a, index});
     if (node) {
@@ -221,7 +214,7 @@ static ct_status scatter_add_backward(ct_node *node, ct_tensor **gout, ct_tensor
                             : ct_zeros(src_shape, index->ndim, g->dtype, g->device);
     if (!gs)
         return ct_last_error();
-    gin[2] = finish(gs, gather_into(index->ndim, index->shape, (int)node->iargs[0], gs, g, index, index->strides));
+    gin[2] = finish(gs, gather_into(node->name, index->ndim, index->shape, (int)node->iargs[0], gs, g, index, index->strides));
     return gin[2] ? CT_OK : ct_last_error();
 }
 
@@ -245,7 +238,7 @@ ct_tensor *ct_scatter_add(const ct_tensor *a, int dim, const ct_tensor *index, c
         return NULL;
     ct_status st = ct__copy(out, a);
     if (st == CT_OK)
-        st = scatter_add_into(index->ndim, index->shape, d, out, src, index, index->strides);
+        st = scatter_add_into(op, index->ndim, index->shape, d, out, src, index, index->strides);
     if (!(out = finish(out, st)))
         return NULL;
     ct_node *node = ct__record(op, scatter_add_backward, out, 3, (const ct_tensor *const[]){a, index, src});

@@ -5,10 +5,10 @@
  * cross-entropy, the log-sum-exp) so that the reduction and the fused backward need no
  * second softmax. Class weights are constants, kept in the node as doubles (CPU) or as an
  * F32 device tensor (CUDA). On CUDA (kernels/cuda/loss.cu) the per-sample values are F32,
- * the reductions run in two fixed stages and the mean's divisor stays on the device; only
- * the check of the class targets reads an answer back, so a classification loss
- * synchronizes its stream once per call (reporting a bad target as an error rather than
- * reading out of bounds). */
+ * the reductions run in two fixed stages and the mean's divisor stays on the device, so
+ * nothing waits for the GPU: a class target out of range is treated like ignore_index by
+ * the kernels (never read through) and reported by the next synchronizing call
+ * (kernels/cuda/device_error.cuh). */
 #include "runtime/internal.h"
 #include "kernels/cpu/copy.h"
 #include "kernels/cpu/loss.h"
@@ -139,36 +139,21 @@ static bool check_class_inputs(const char *op, const ct_tensor *input, const ct_
     return true;
 }
 
-/* The first target outside [0, C) that is not ignore_index (targets contiguous; on CUDA a
- * kernel whose answer is read back, so the op synchronizes its stream once). */
+/* The first target outside [0, C) that is not ignore_index (targets contiguous). On CUDA,
+ * checking here would mean waiting for the GPU: the kernels treat such a target like
+ * ignore_index and the next synchronizing call reports it (kernels/cuda/device_error.cuh). */
 static bool check_target_values(const char *op, const ct_tensor *targets, int64_t n, int64_t C, int ignore_index) {
-    bool found = false;
-    int32_t bad = 0;
-    int64_t position = 0;
-    if (targets->device.type == CT_DEVICE_CUDA) {
-        ct_tensor *scratch = ct__new(CT_I32, targets->device, 1, (const int64_t[]){2}); /* 8 bytes */
-        ct_status st =
-            scratch
-                ? CT_ON_CUDA(ct_cuda_class_targets_find_bad(n, ct__data(targets), C, ignore_index, ct__data(scratch),
-                                                            &found, &bad, &position, ct__stream_for(targets)))
-                : ct_last_error();
-        ct_tensor_free(scratch);
-        if (st != CT_OK)
+    if (targets->device.type == CT_DEVICE_CUDA)
+        return true;
+    const int32_t *t = ct__data(targets);
+    for (int64_t i = 0; i < n; i++)
+        if (t[i] != ignore_index && (t[i] < 0 || t[i] >= C)) {
+            ct__set_error(CT_ERR_DIM,
+                          "%s: target %d (sample %lld) is out of range for %lld classes and is not ignore_index %d",
+                          op, (int)t[i], (long long)i, (long long)C, ignore_index);
             return false;
-    } else {
-        const int32_t *t = ct__data(targets);
-        for (int64_t i = 0; i < n && !found; i++)
-            if (t[i] != ignore_index && (t[i] < 0 || t[i] >= C)) {
-                found = true;
-                bad = t[i];
-                position = i;
-            }
-    }
-    if (found)
-        ct__set_error(CT_ERR_DIM,
-                      "%s: target %d (sample %lld) is out of range for %lld classes and is not ignore_index %d", op,
-                      (int)bad, (long long)position, (long long)C, ignore_index);
-    return !found;
+        }
+    return true;
 }
 
 /* The node's ctx on the CPU: the class weights as doubles and the divisor of MEAN (the sum

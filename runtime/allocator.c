@@ -855,6 +855,7 @@ void ct_cuda_empty_cache(void) {}
 /* Without CUDA, "pinned" memory is ordinary aligned host memory, and nothing is cached. */
 void *ct_pinned_alloc(size_t nbytes) { return ct__host_alloc(nbytes); }
 void ct_pinned_free(void *ptr) { ct__host_free(ptr); }
+bool ct__pinned_is_page_locked(void) { return false; }
 
 ct_status ct_pinned_memory_stats(ct_memory_stats *out) {
     if (!out)

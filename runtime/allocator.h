@@ -116,6 +116,13 @@ void *ct__cuda_allocator_malloc(int device, size_t nbytes);
 ct_status ct__cuda_allocator_free(int device, void *ptr);
 ct_status ct__cuda_allocator_record_stream(int device, void *ptr, ct_stream *stream);
 
+/* Pinned host memory (ct_pinned_alloc): whether it really is page-locked (false without a
+ * usable GPU, where it is ordinary aligned memory), and, CUDA only, mark the live pinned
+ * block at `block` as read by work queued on `stream`, so that once freed it is reused only
+ * after that work completes (like ct_allocator_record_stream). */
+bool ct__pinned_is_page_locked(void);
+ct_status ct__pinned_record_stream(void *block, ct_stream *stream);
+
 /* Parse a byte count: "1048576", "512M", "8G", "1.5GiB", "64KB" (K, M, G, T are powers of
  * 1024; an optional B or iB may follow). False on anything else or on overflow. */
 bool ct__parse_byte_size(const char *text, size_t *out);

@@ -35,18 +35,31 @@ typedef struct ct_storage {
     ct_device device;
     void *data;
     size_t nbytes;
+    bool pinned; /* host memory from the pinned cache (ct_pin_memory) */
     atomic_uint_least64_t version; /* bumped by every in-place write; shared by views */
 } ct_storage;
 
 ct_storage *ct__storage_new(size_t nbytes, ct_device device);
+/* CPU storage from the pinned host cache (ct_pinned_alloc). */
+ct_storage *ct__storage_new_pinned(size_t nbytes);
 void ct__storage_release(ct_storage *s);
 
 /* 64-byte aligned host memory (never NULL for size 0). */
 void *ct__host_alloc(size_t nbytes);
 void ct__host_free(void *p);
 
-/* Copy bytes between devices (synchronous for device-to-host). */
+/* Copy bytes between devices. Host to device is asynchronous on the destination's current
+ * stream, and `src` may be reused as soon as this returns (pageable memory is staged through
+ * a pinned block). Device to host synchronizes the source device's current stream, then
+ * reports the errors the GPU recorded (ct__cuda_check_device_errors). Device to device
+ * orders the copy after the source's current stream, on the destination's. */
 ct_status ct__memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes);
+/* Host to device from pinned storage (`src` inside src_storage): the copy reads the pinned
+ * memory directly and the block is recorded on the stream, so that it is not reused before
+ * the copy has completed (the caller may release the storage at once). The caller must not
+ * write the source until then: its data is read asynchronously. */
+ct_status ct__memcpy_from_pinned(ct_device dst_device, void *dst, const ct_storage *src_storage, const void *src,
+                                 size_t nbytes);
 
 /* ---- tensors ----------------------------------------------------------------------- */
 typedef struct ct_node ct_node;
@@ -73,6 +86,8 @@ struct ct_tensor {
 
 /* A new tensor over a fresh contiguous storage (registered in the current scope). */
 ct_tensor *ct__new(ct_dtype dtype, ct_device device, int ndim, const int64_t *shape);
+/* The same on the CPU, over pinned storage (ct__storage_new_pinned). */
+ct_tensor *ct__new_pinned(ct_dtype dtype, int ndim, const int64_t *shape);
 /* A new tensor over `base`'s storage with the given geometry (a view; no autograd). */
 ct_tensor *ct__view_of(const ct_tensor *base, int ndim, const int64_t *shape, const int64_t *strides,
                        int64_t offset);

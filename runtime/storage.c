@@ -116,6 +116,7 @@ ct_storage *ct__storage_new(size_t nbytes, ct_device device) {
     atomic_init(&s->version, 0);
     s->device = device;
     s->nbytes = nbytes;
+    s->pinned = false;
     if (device.type == CT_DEVICE_CPU) {
         s->data = cpu_storage_alloc(nbytes);
     } else {
@@ -134,10 +135,31 @@ ct_storage *ct__storage_new(size_t nbytes, ct_device device) {
     return s;
 }
 
+ct_storage *ct__storage_new_pinned(size_t nbytes) {
+    ct_storage *s = malloc(sizeof *s);
+    if (!s) {
+        ct__set_error(CT_ERR_MEMORY, "out of host memory");
+        return NULL;
+    }
+    atomic_init(&s->refcount, 1);
+    atomic_init(&s->version, 0);
+    s->device = CT_CPU;
+    s->nbytes = nbytes;
+    s->pinned = true;
+    s->data = ct_pinned_alloc(nbytes);
+    if (!s->data) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
 void ct__storage_release(ct_storage *s) {
     if (!s || atomic_fetch_sub(&s->refcount, 1) != 1)
         return;
-    if (s->device.type == CT_DEVICE_CPU) {
+    if (s->pinned) {
+        ct_pinned_free(s->data); /* reused only after the copies recorded on it (ct__memcpy_from_pinned) */
+    } else if (s->device.type == CT_DEVICE_CPU) {
         cpu_storage_free(s->data);
     } else {
 #ifdef CT_HAVE_CUDA
@@ -148,7 +170,8 @@ void ct__storage_release(ct_storage *s) {
 }
 
 #ifdef CT_HAVE_CUDA
-ct_status ct__cuda_memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes);
+ct_status ct__cuda_memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes,
+                          void *pinned_block);
 #endif
 
 ct_status ct__memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes) {
@@ -159,9 +182,25 @@ ct_status ct__memcpy(ct_device dst_device, void *dst, ct_device src_device, cons
         return CT_OK;
     }
 #ifdef CT_HAVE_CUDA
-    return ct__cuda_memcpy(dst_device, dst, src_device, src, nbytes);
+    return ct__cuda_memcpy(dst_device, dst, src_device, src, nbytes, NULL);
 #else
     return ct__set_error(CT_ERR_DEVICE, "copy between %s and %s: this ctensor was built without CUDA",
                          ct_device_name(src_device), ct_device_name(dst_device));
 #endif
+}
+
+ct_status ct__memcpy_from_pinned(ct_device dst_device, void *dst, const ct_storage *src_storage, const void *src,
+                                 size_t nbytes) {
+    CT_ASSERT(src_storage->pinned && dst_device.type == CT_DEVICE_CUDA, CT_ERR_INTERNAL);
+    if (nbytes == 0)
+        return CT_OK;
+#ifdef CT_HAVE_CUDA
+    return ct__cuda_memcpy(dst_device, dst, CT_CPU, src, nbytes, src_storage->data);
+#else
+    return ct__set_error(CT_ERR_DEVICE, "copy to %s: this ctensor was built without CUDA", ct_device_name(dst_device));
+#endif
+}
+
+bool ct_is_pinned(const ct_tensor *t) {
+    return ct__check("ct_is_pinned", "t", t) && t->storage->pinned && ct__pinned_is_page_locked();
 }

@@ -175,14 +175,14 @@ static bool check_device(const char *op, ct_device device, ct_dtype dtype) {
     return true;
 }
 
-ct_tensor *ct__new(ct_dtype dtype, ct_device device, int ndim, const int64_t *shape) {
+static ct_tensor *new_tensor(ct_dtype dtype, ct_device device, bool pinned, int ndim, const int64_t *shape) {
     int64_t numel = ct__numel(ndim, shape);
     size_t es = ct_dtype_size(dtype);
     if (numel > 0 && (uint64_t)numel > SIZE_MAX / es) {
         ct__set_error(CT_ERR_MEMORY, "tensor of shape %s is too large", ct__shape_fmt(ndim, shape));
         return NULL;
     }
-    ct_storage *s = ct__storage_new((size_t)numel * es, device);
+    ct_storage *s = pinned ? ct__storage_new_pinned((size_t)numel * es) : ct__storage_new((size_t)numel * es, device);
     if (!s)
         return NULL;
     ct_tensor *t = handle_alloc();
@@ -199,6 +199,14 @@ ct_tensor *ct__new(ct_dtype dtype, ct_device device, int ndim, const int64_t *sh
     t->storage = s;
     ct__scope_register(t);
     return t;
+}
+
+ct_tensor *ct__new(ct_dtype dtype, ct_device device, int ndim, const int64_t *shape) {
+    return new_tensor(dtype, device, false, ndim, shape);
+}
+
+ct_tensor *ct__new_pinned(ct_dtype dtype, int ndim, const int64_t *shape) {
+    return new_tensor(dtype, CT_CPU, true, ndim, shape);
 }
 
 ct_tensor *ct__view_of(const ct_tensor *base, int ndim, const int64_t *shape, const int64_t *strides,

@@ -740,3 +740,73 @@ Test(allocator, cuda_storage_uses_the_caching_allocator) {
     cr_assert_eq(after.allocations, after.frees);
     ct_cuda_empty_cache();
 }
+
+/* ct_pin_memory / ct_is_pinned on any machine: a contiguous CPU copy with the same values
+ * (page-locked only where a GPU is usable), usable by every CPU op, freed like any tensor. */
+Test(allocator, pinned_cpu_tensors) {
+    ct_clear_error();
+    T_NO_LEAK({
+        ct_tensor *a = ct_reshape(ct_arange(0, 12, 1, CT_F32, CT_CPU), (int64_t[]){3, 4}, 2);
+        ct_tensor *tr = ct_transpose(a, 0, 1);
+        ct_tensor *p = ct_pin_memory(tr);
+        cr_assert_not_null(p, "%s", ct_last_error_message());
+        cr_assert(ct_device_equal(ct_tensor_device(p), CT_CPU));
+        cr_assert_eq(ct_tensor_dtype(p), CT_F32);
+        t_assert_shape(p, (int64_t[]){4, 3}, 2);
+        cr_assert(ct_tensor_is_contiguous(p));
+        cr_assert(!ct_tensor_shares_storage(p, a));
+        double *ref = t_values(tr);
+        t_assert_close(p, ref, 0, 0);
+        cr_assert_eq(ct_is_pinned(p), ct_cuda_is_available());
+        cr_assert(!ct_is_pinned(a));
+        /* Views share the pinned storage. */
+        cr_assert_eq(ct_is_pinned(ct_slice(p, 0, 1, 3, 1)), ct_cuda_is_available());
+        /* Writing the source afterwards leaves the copy alone; ops read and write it. */
+        cr_assert_eq(ct_fill_(a, -1.0), CT_OK);
+        t_assert_close(p, ref, 0, 0);
+        ct_tensor *twice = ct_add(p, p);
+        double *tv = t_values(twice);
+        for (int i = 0; i < 12; i++)
+            cr_assert_eq(tv[i], 2 * ref[i]);
+        free(tv);
+        cr_assert_eq(ct_fill_(p, 3.0), CT_OK);
+        cr_assert_eq(ct_item(ct_sum(p, NULL, 0, false)), 36.0);
+        /* Other dtypes, empty tensors, and to_device between CPU and CPU. */
+        ct_tensor *u = ct_pin_memory(ct_full((int64_t[]){5}, 1, 200, CT_U8, CT_CPU));
+        cr_assert_not_null(u, "%s", ct_last_error_message());
+        cr_assert_eq(ct_item(ct_sum(ct_cast(u, CT_I32), NULL, 0, false)), 1000.0);
+        ct_tensor *empty = ct_pin_memory(ct_zeros((int64_t[]){0, 3}, 2, CT_F32, CT_CPU));
+        cr_assert_not_null(empty, "%s", ct_last_error_message());
+        t_assert_shape(empty, (int64_t[]){0, 3}, 2);
+        ct_tensor *same = ct_to_device(p, CT_CPU);
+        cr_assert(ct_tensor_shares_storage(same, p));
+        free(ref);
+    });
+    /* Gradients flow through it like ct_clone. */
+    T_NO_LEAK({
+        ct_tensor *x = ct_requires_grad(ct_ones((int64_t[]){3}, 1, CT_F64, CT_CPU), true);
+        ct_tensor *p = ct_pin_memory(x);
+        cr_assert_eq(ct_backward(ct_sum(ct_mul(p, p), NULL, 0, false)), CT_OK, "%s", ct_last_error_message());
+        double *g = t_values(ct_grad(x));
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(g[i], 2.0);
+        free(g);
+    });
+    /* Errors. */
+    cr_assert_null(ct_pin_memory(NULL));
+    t_assert_error(CT_ERR_NULL, "ct_pin_memory", NULL);
+    cr_assert(!ct_is_pinned(NULL));
+    t_assert_error(CT_ERR_NULL, "ct_is_pinned", NULL);
+    ct_tensor *dead = ct_zeros((int64_t[]){2}, 1, CT_F32, CT_CPU);
+    ct_tensor_free(dead);
+    cr_assert_null(ct_pin_memory(dead));
+    t_assert_error(CT_ERR_STATE, "ct_pin_memory", NULL);
+}
+
+Test(allocator, pin_memory_refuses_gpu_tensors) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        cr_assert_null(ct_pin_memory(ct_zeros((int64_t[]){2}, 1, CT_F32, CT_CUDA(0))));
+        t_assert_error(CT_ERR_DEVICE, "ct_pin_memory", "cuda:0", "only CPU tensors", NULL);
+    });
+}

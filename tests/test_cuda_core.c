@@ -95,3 +95,108 @@ Test(cuda_core, philox_streams_are_identical) {
         }
     });
 }
+
+/* ---- asynchronous host-to-device copies ------------------------------------------------- */
+
+/* Keep the current stream of cuda:0 busy for a while (some tens of milliseconds of
+ * matmuls), so that copies queued now are still waiting when the host looks at them. */
+static void keep_gpu_busy(void) {
+    ct_tensor *m = ct_ones((int64_t[]){4096, 4096}, 2, CT_F32, CT_CUDA(0));
+    cr_assert_not_null(m, "%s", ct_last_error_message());
+    for (int i = 0; i < 8; i++)
+        cr_assert_not_null(ct_matmul(m, m), "%s", ct_last_error_message());
+}
+
+Test(cuda_core, copies_from_pinned_memory_are_asynchronous) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(11);
+    T_NO_LEAK({
+        ct_tensor *host = t_rand((int64_t[]){1 << 20}, 1, CT_F32, -1000, 1000); /* 4 MiB */
+        double *ref = t_values(host);
+        ct_tensor *pinned = ct_pin_memory(host);
+        cr_assert_not_null(pinned, "%s", ct_last_error_message());
+        cr_assert(ct_is_pinned(pinned));
+        cr_assert(!ct_is_pinned(host));
+        ct_memory_stats before, after;
+        cr_assert_eq(ct_device_synchronize(0), CT_OK);
+        ct_cuda_empty_cache(); /* settles the blocks of earlier copies: pending is 0 now */
+        keep_gpu_busy();
+        cr_assert_eq(ct_pinned_memory_stats(&before), CT_OK);
+        ct_tensor *dev = ct_to_device(pinned, CT_CUDA(0));
+        cr_assert_not_null(dev, "%s", ct_last_error_message());
+        /* Freed at once: the block waits for the copy instead of being reused. */
+        ct_tensor_free(pinned);
+        cr_assert_eq(ct_pinned_memory_stats(&after), CT_OK);
+        cr_assert_geq(after.pending_free_bytes, before.pending_free_bytes + ((size_t)4 << 20),
+                      "the pinned block was not held for the copy in flight (pending %zu -> %zu)",
+                      before.pending_free_bytes, after.pending_free_bytes);
+        /* New pinned tensors of that size must not get the block while the copy waits:
+         * if one did, these values would be what arrives. */
+        for (int i = 0; i < 4; i++)
+            cr_assert_not_null(ct_pin_memory(ct_full((int64_t[]){1 << 20}, 1, -7.0, CT_F32, CT_CPU)));
+        t_assert_close(dev, ref, 0, 0); /* synchronizes */
+        free(ref);
+    });
+}
+
+Test(cuda_core, copies_from_pageable_memory_are_staged_and_exact) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(12);
+    /* Large (through a pinned staging block), small (the driver stages it), and strided or
+     * converted sources (the CPU side is assembled in a pinned buffer). */
+    const int64_t sizes[] = {(int64_t)3 << 20, 1000, 16384, 16385};
+    for (int k = 0; k < 4; k++)
+        T_NO_LEAK({
+            ct_tensor *host = t_rand(&sizes[k], 1, CT_F32, -1000, 1000);
+            double *ref = t_values(host);
+            cr_assert_eq(ct_device_synchronize(0), CT_OK);
+            ct_cuda_empty_cache(); /* settles the blocks of earlier copies: pending is 0 now */
+            keep_gpu_busy();
+            ct_memory_stats before, after;
+            cr_assert_eq(ct_pinned_memory_stats(&before), CT_OK);
+            ct_tensor *dev = ct_to_device(host, CT_CUDA(0));
+            cr_assert_not_null(dev, "%s", ct_last_error_message());
+            cr_assert_eq(ct_pinned_memory_stats(&after), CT_OK);
+            size_t bytes = (size_t)sizes[k] * 4;
+            if (bytes > 64 << 10)
+                cr_assert_geq(after.pending_free_bytes, before.pending_free_bytes + bytes,
+                              "no staging block waits for the copy of %zu bytes", bytes);
+            /* The source may change at once: the GPU reads the staged copy. */
+            cr_assert_eq(ct_fill_(host, 5.0), CT_OK);
+            /* ct_from_host from a user buffer that is overwritten and freed right after. */
+            float *buf = malloc(bytes);
+            for (int64_t i = 0; i < sizes[k]; i++)
+                buf[i] = (float)(i % 1000);
+            ct_tensor *from_ptr = ct_from_host(buf, &sizes[k], 1, CT_F32, CT_CUDA(0));
+            memset(buf, 0xff, bytes);
+            free(buf);
+            cr_assert_not_null(from_ptr, "%s", ct_last_error_message());
+            double *fv = t_values(from_ptr);
+            for (int64_t i = 0; i < sizes[k]; i++)
+                cr_assert_eq(fv[i], (double)(i % 1000), "ct_from_host element %lld", (long long)i);
+            free(fv);
+            t_assert_close(dev, ref, 0, 0);
+            free(ref);
+        });
+    T_NO_LEAK({
+        ct_tensor *host = t_rand((int64_t[]){300, 200}, 2, CT_F32, -10, 10);
+        ct_tensor *tr = ct_transpose(host, 0, 1);
+        double *ref = t_values(tr);
+        ct_tensor *dev = ct_to_device(tr, CT_CUDA(0));
+        cr_assert_not_null(dev, "%s", ct_last_error_message());
+        t_assert_close(dev, ref, 0, 0);
+        ct_tensor *half = ct_zeros((int64_t[]){200, 300}, 2, CT_F16, CT_CUDA(0));
+        cr_assert_eq(ct_copy_(half, tr), CT_OK, "%s", ct_last_error_message());
+        double *hv = t_values(half);
+        for (int i = 0; i < 60000; i++)
+            cr_assert_float_eq(hv[i], ref[i], 1e-2 * fabs(ref[i]) + 1e-3, "element %d", i);
+        free(hv);
+        free(ref);
+    });
+    ct_memory_stats s;
+    cr_assert_eq(ct_device_synchronize(0), CT_OK);
+    ct_cuda_empty_cache();
+    cr_assert_eq(ct_pinned_memory_stats(&s), CT_OK);
+    cr_assert_eq(s.allocations, s.frees, "pinned blocks leaked");
+    cr_assert_eq(s.pending_free_bytes, 0, "blocks still pending after the device went idle");
+}

@@ -242,10 +242,31 @@ Test(cuda_nn, embedding) {
                 ct_set_deterministic(false);
             });
     T_NO_LEAK({
-        ct_tensor *w = ct_zeros((int64_t[]){4, 3}, 2, CT_F32, GPU);
+        /* A bad index on CUDA: the op returns, its row is zeros (nothing read through it), the
+         * backward adds nothing through it, and the next synchronization reports it. */
+        ct_tensor *w = ct_requires_grad(ct_ones((int64_t[]){4, 3}, 2, CT_F32, GPU), true);
         ct_tensor *bad = ct_from_host((int32_t[]){1, 7}, (int64_t[]){2}, 1, CT_I32, GPU);
-        cr_assert_null(ct_embedding(w, bad, -1));
-        t_assert_error(CT_ERR_DIM, "ct_embedding", "index 7", NULL);
+        ct_tensor *e = ct_embedding(w, bad, -1);
+        cr_assert_not_null(e, "%s", ct_last_error_message());
+        float ev[6];
+        cr_assert_eq(ct_to_host(e, ev, sizeof ev), CT_ERR_DIM);
+        t_assert_error(CT_ERR_DIM, "ct_embedding: index 7 out of range [0, 4)", "reported by cuda:0", NULL);
+        cr_assert_eq(ct_to_host(e, ev, sizeof ev), CT_OK, "%s", ct_last_error_message());
+        for (int i = 0; i < 6; i++)
+            cr_assert_eq(ev[i], i < 3 ? 1.0f : 0.0f);
+        for (int det = 0; det < 2; det++) {
+            ct_set_deterministic(det);
+            ct_zero_grad(w);
+            cr_assert_eq(ct_backward(ct_sum(ct_embedding(w, bad, -1), NULL, 0, false)), CT_OK, "%s",
+                         ct_last_error_message());
+            float gv[12];
+            cr_assert_eq(ct_to_host(ct_grad(w), gv, sizeof gv), CT_ERR_DIM);
+            t_assert_error(CT_ERR_DIM, "ct_embedding: index 7", NULL);
+            cr_assert_eq(ct_to_host(ct_grad(w), gv, sizeof gv), CT_OK, "%s", ct_last_error_message());
+            for (int i = 0; i < 12; i++)
+                cr_assert_eq(gv[i], i / 3 == 1 ? 1.0f : 0.0f, "deterministic %d, grad element %d", det, i);
+            ct_set_deterministic(false);
+        }
     });
 }
 
@@ -338,10 +359,28 @@ Test(cuda_nn, classification_losses) {
             parity(f_class, in, 1, &c, &g, tol_of(dt), rtol_of(dt));
         });
     T_NO_LEAK({
-        ct_tensor *x = ct_zeros((int64_t[]){2, 3}, 2, CT_F32, GPU);
+        /* A bad target on CUDA counts as ignored (nothing read through it) and the next
+         * synchronization reports it: the mean is over sample 0 alone, log 3. */
+        ct_tensor *x = ct_requires_grad(ct_zeros((int64_t[]){2, 3}, 2, CT_F32, GPU), true);
         ct_tensor *t = ct_from_host((int32_t[]){0, 3}, (int64_t[]){2}, 1, CT_I32, GPU);
-        cr_assert_null(ct_cross_entropy(x, t, NULL));
-        t_assert_error(CT_ERR_DIM, "ct_cross_entropy", "target 3", "sample 1", NULL);
+        ct_tensor *l = ct_cross_entropy(x, t, NULL);
+        cr_assert_not_null(l, "%s", ct_last_error_message());
+        cr_assert(isnan(ct_item(l)));
+        t_assert_error(CT_ERR_DIM, "ct_cross_entropy: target 3 out of range [0, 3)", "at position 1",
+                       "reported by cuda:0 at this synchronization", NULL);
+        cr_assert_float_eq(ct_item(l), log(3.0), 1e-6, "%s", ct_last_error_message());
+        cr_assert_eq(ct_backward(l), CT_OK, "%s", ct_last_error_message());
+        float gv[6];
+        cr_assert_eq(ct_to_host(ct_grad(x), gv, sizeof gv), CT_ERR_DIM);
+        t_assert_error(CT_ERR_DIM, "ct_cross_entropy: target 3", NULL);
+        cr_assert_eq(ct_to_host(ct_grad(x), gv, sizeof gv), CT_OK, "%s", ct_last_error_message());
+        for (int i = 0; i < 6; i++)
+            cr_assert_float_eq(gv[i], i == 0 ? -2.0 / 3 : i < 3 ? 1.0 / 3 : 0.0, 1e-6, "grad element %d", i);
+        ct_tensor *nll = ct_nll_loss(x, t, NULL);
+        cr_assert_not_null(nll, "%s", ct_last_error_message());
+        cr_assert_eq(ct_device_synchronize(0), CT_ERR_DIM);
+        t_assert_error(CT_ERR_DIM, "ct_nll_loss: target 3 out of range [0, 3)", NULL);
+        cr_assert_float_eq(ct_item(nll), 0.0, 1e-6, "%s", ct_last_error_message());
     });
 }
 

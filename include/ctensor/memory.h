@@ -83,6 +83,22 @@ void ct_pinned_free(void *ptr);
 /* The pinned cache's counters (all zero when the aligned-memory fallback is in use). */
 ct_status ct_pinned_memory_stats(ct_memory_stats *out);
 
+/* Pinned CPU tensors (PyTorch's Tensor.pin_memory). A CPU tensor with `t`'s values, dtype
+ * and shape, contiguous, over memory from the pinned cache above (a new tensor in the
+ * current scope; differentiable like ct_clone; `t` itself is left alone). ct_to_device of
+ * a pinned tensor to a GPU reads it asynchronously on the destination's current stream:
+ * the call returns before the copy has run, the tensor may be freed at once (its block is
+ * reused only once the copy has completed), but writing into it before the copy has run
+ * changes what arrives. (Copies from ordinary CPU memory are asynchronous too, through a
+ * staging block: only their first, host-side step waits.) Without a usable GPU the memory
+ * is ordinary aligned memory: the result is a plain copy and ct_is_pinned says false.
+ * NULL with an error for a NULL or freed tensor, or CT_ERR_DEVICE for a tensor that is not
+ * on the CPU. */
+ct_tensor *ct_pin_memory(const ct_tensor *t);
+/* True when `t` (or the tensor it views) lives in page-locked memory from ct_pin_memory;
+ * false otherwise, without a usable GPU, and (with an error) for a NULL or freed tensor. */
+bool ct_is_pinned(const ct_tensor *t);
+
 #ifdef __cplusplus
 }
 #endif

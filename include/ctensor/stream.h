@@ -6,6 +6,15 @@
  * A pool of streams, and a dedicated copy stream and communication stream per device, let
  * loading, compute and all-reduce overlap; events order work across streams.
  *
+ * Errors that only the GPU can see (an index or class target out of range in index_select,
+ * gather, scatter_add, one_hot, embedding, cross-entropy or NLL on CUDA tensors) are not
+ * reported by the op, which would have to wait for its kernel: the kernel skips the bad
+ * element, records it, and the next synchronizing call on that device — ct_to_host, ct_item,
+ * ct_stream_synchronize, ct_event_synchronize, ct_device_synchronize — returns the error
+ * (CT_ERR_DIM for an index, CT_ERR_VALUE for a target) with a message naming the op, the
+ * value and the range, "reported by cuda:N at this synchronization". The results of the op
+ * that reported it are not valid. Only the first such error is kept until it is reported.
+ *
  * In a build without CUDA, or on a machine without a usable GPU, every call here that needs
  * a device returns CT_ERR_DEVICE (or NULL) with a message; none aborts.
  */
@@ -33,7 +42,8 @@ ct_stream *ct_stream_comm(int device);
 /* The device's default stream. */
 ct_stream *ct_stream_default(int device);
 int ct_stream_device(const ct_stream *stream);
-/* Wait on the host until all work queued on the stream has finished. */
+/* Wait on the host until all work queued on the stream has finished; then report a
+ * deferred GPU error of the stream's device (see above). */
 ct_status ct_stream_synchronize(ct_stream *stream);
 /* Make future work on `stream` wait for `event` (no host synchronization). */
 ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event);
@@ -44,13 +54,15 @@ ct_status ct_stream_wait_stream(ct_stream *stream, ct_stream *other);
 ct_event *ct_event_create(bool timing);
 void ct_event_free(ct_event *event);
 ct_status ct_event_record(ct_event *event, ct_stream *stream);
+/* Wait for the work before the record; then report a deferred GPU error (see above). */
 ct_status ct_event_synchronize(ct_event *event);
 /* True when the work before the record has completed (false on error, with a message). */
 bool ct_event_query(ct_event *event);
 /* Milliseconds between two recorded timing events; NaN on error. */
 double ct_event_elapsed_ms(ct_event *start, ct_event *end);
 
-/* Wait until all work on `device` (every stream) has finished. */
+/* Wait until all work on `device` (every stream) has finished; then report a deferred GPU
+ * error (see above). */
 ct_status ct_device_synchronize(int device);
 /* Make `device` current for the calling thread (CUDA ordinal). */
 ct_status ct_cuda_set_device(int device);

@@ -169,6 +169,33 @@ static ct_status pinned_segment_alloc(void *ctx, size_t bytes, void **ptr) {
 
 static void pinned_segment_free(void *ctx, void *ptr, size_t bytes) { CT_CUDA_CHECK(cudaFreeHost(ptr)); }
 
+// Pinned blocks are read by copies queued on device streams (ct__pinned_record_stream). Their
+// stream ids are ct_stream pointers, not cudaStream_t handles: a handle (0 for the default
+// stream) does not say which device it belongs to, and the event, recorded when the block is
+// freed, perhaps on another thread with another current device, must be created on the
+// stream's device.
+static ct_status pinned_event_record(void *ctx, uintptr_t stream_id, void **event) {
+    ct_stream *stream = (ct_stream *)stream_id;
+    int old = 0;
+    if (!enter_device(stream->device, &old))
+        return ct_last_error();
+    cudaEvent_t e = NULL;
+    bool ok = CT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    if (ok && !CT_CUDA_CHECK(cudaEventRecord(e, stream->handle))) {
+        ok = false;
+        CT_CUDA_CHECK(cudaEventDestroy(e));
+    }
+    leave_device(stream->device, old);
+    if (!ok)
+        return ct_last_error();
+    *event = (void *)e;
+    return CT_OK;
+}
+
+// The stream id that pinned blocks are allocated on: the host, which is no ct_stream, so a
+// copy on any stream (the default stream included) is a use on "another stream".
+#define PINNED_HOST_STREAM UINTPTR_MAX
+
 // NULL when no GPU is usable: ct_pinned_* then hand out ordinary aligned host memory. The
 // choice is made once, so a pointer is always freed the way it was allocated.
 static ct_allocator *pinned_allocator;
@@ -178,7 +205,8 @@ static void pinned_init(void) {
     if (ct__cuda_device_count() == 0)
         return;
     ct_segment_provider provider = {"pinned host memory", pinned_segment_alloc, pinned_segment_free,
-                                    NULL, NULL, NULL, NULL};
+                                    pinned_event_record,  device_event_query,   device_event_free,
+                                    NULL};
     pinned_allocator = ct_allocator_create(&provider, NULL); // NULL (out of host memory): the fallback
 }
 
@@ -244,7 +272,8 @@ void ct_cuda_empty_cache(void) {
 
 void *ct_pinned_alloc(size_t nbytes) {
     pthread_once(&pinned_once, pinned_init);
-    return pinned_allocator ? ct_allocator_malloc(pinned_allocator, nbytes, 0) : ct__host_alloc(nbytes);
+    return pinned_allocator ? ct_allocator_malloc(pinned_allocator, nbytes, PINNED_HOST_STREAM)
+                            : ct__host_alloc(nbytes);
 }
 
 void ct_pinned_free(void *ptr) {
@@ -255,6 +284,18 @@ void ct_pinned_free(void *ptr) {
         ct_allocator_free(pinned_allocator, ptr);
     else
         ct__host_free(ptr);
+}
+
+bool ct__pinned_is_page_locked(void) {
+    pthread_once(&pinned_once, pinned_init);
+    return pinned_allocator != NULL;
+}
+
+ct_status ct__pinned_record_stream(void *block, ct_stream *stream) {
+    pthread_once(&pinned_once, pinned_init);
+    if (!pinned_allocator)
+        return ct__set_error(CT_ERR_INTERNAL, "internal error: pinned memory recorded on a stream without a GPU");
+    return ct_allocator_record_stream(pinned_allocator, block, (uintptr_t)stream);
 }
 
 ct_status ct_pinned_memory_stats(ct_memory_stats *out) {

@@ -1,11 +1,35 @@
-// ctensor — the CUDA device layer: device discovery, storage allocation and copies.
-// Every CUDA call goes through CT_CUDA_CHECK, which turns a failure into a ctensor error
-// naming the call, the file and the line. The caching allocator and streams build on this.
+// ctensor — the CUDA device layer: device discovery, storage allocation, copies between
+// devices, and the per-device error word of kernels/cuda/device_error.cuh. Every CUDA call
+// goes through CT_CUDA_CHECK, which turns a failure into a ctensor error naming the call, the
+// file and the line. The caching allocator and streams build on this.
+//
+// Copies follow the rule of the scheduler: only reading on the host waits.
+//   - Host to device is cudaMemcpyAsync on the destination's current stream. From pinned
+//     storage (ct_pin_memory) the copy reads the block directly, and the block is recorded
+//     on the stream, so the pinned cache reuses it only once the copy has completed (freeing
+//     the source tensor right after the call is safe). From pageable memory, copies up to
+//     64 KiB go to cudaMemcpyAsync as they are: the driver copies pageable sources into its
+//     own staging buffer before returning (CUDA's "API synchronization behavior"), which for
+//     small sizes costs less than a trip through the cache. Larger ones are copied on the host
+//     into a block of the pinned cache, which the GPU then reads asynchronously; the block is
+//     freed at once with the same event-gated reuse. (The driver's own path would return only
+//     after the stream had reached the copy, when it needs more than its staging buffer.)
+//   - Device to host is queued on the source device's current stream, which is then
+//     synchronized (not the whole device), and the device's error word is checked.
+//   - Device to device is queued on the destination's current stream after an event on the
+//     source's current stream; the source's stream then waits for the copy, so that memory
+//     freed there afterwards is not reused before the copy has read it.
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/device_error.cuh"
 #include "runtime/allocator.h"
 
 #include <cuda_runtime.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <string.h>
+
+#define MAX_DEVICES 64
+#define SMALL_PAGEABLE_COPY ((size_t)64 << 10)
 
 extern "C" {
 
@@ -36,18 +60,179 @@ void ct__cuda_storage_free(void *ptr, int device_index) {
         ct__cuda_allocator_free(device_index, ptr);
 }
 
-ct_status ct__cuda_memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes) {
-    cudaMemcpyKind kind;
-    if (dst_device.type == CT_DEVICE_CPU)
-        kind = cudaMemcpyDeviceToHost;
-    else if (src_device.type == CT_DEVICE_CPU)
-        kind = cudaMemcpyHostToDevice;
-    else
-        kind = cudaMemcpyDeviceToDevice;
-    int dev = dst_device.type == CT_DEVICE_CUDA ? dst_device.index : src_device.index;
-    if (!CT_CUDA_CHECK(cudaSetDevice(dev)) || !CT_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, kind)))
-        return ct_last_error();
+// ---- the error word --------------------------------------------------------------------
+
+typedef struct device_error_word {
+    unsigned int *claim;                  // device memory
+    ct_device_error_record *record;       // mapped pinned host memory (host pointer)
+    ct_device_error_record *record_on_gpu; // its device pointer
+} device_error_word;
+
+static device_error_word error_words[MAX_DEVICES];
+static pthread_mutex_t error_words_lock = PTHREAD_MUTEX_INITIALIZER;
+
+ct_status ct__cuda_index_report(ct_stream *stream, const char *op, const char *what, int status, int dim,
+                                int64_t limit, ct_index_report *report) {
+    int device = stream->device;
+    if (device < 0 || device >= MAX_DEVICES)
+        return ct__set_error(CT_ERR_DEVICE, "%s: cuda:%d is not supported (at most %d devices)", op, device,
+                             MAX_DEVICES);
+    device_error_word *w = &error_words[device];
+    if (!__atomic_load_n(&w->record_on_gpu, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&error_words_lock);
+        bool ok = true;
+        if (!w->record_on_gpu) {
+            int old = 0;
+            unsigned int *claim = NULL;
+            void *record = NULL, *on_gpu = NULL;
+            ok = CT_CUDA_CHECK(cudaGetDevice(&old)) && CT_CUDA_CHECK(cudaSetDevice(device)) &&
+                 CT_CUDA_CHECK(cudaMalloc((void **)&claim, sizeof *claim)) &&
+                 CT_CUDA_CHECK(cudaMemset(claim, 0, sizeof *claim)) &&
+                 CT_CUDA_CHECK(cudaHostAlloc(&record, sizeof(ct_device_error_record),
+                                             cudaHostAllocMapped | cudaHostAllocPortable)) &&
+                 CT_CUDA_CHECK(cudaHostGetDevicePointer(&on_gpu, record, 0));
+            if (ok) {
+                memset(record, 0, sizeof(ct_device_error_record));
+                w->claim = claim;
+                w->record = (ct_device_error_record *)record;
+                __atomic_store_n(&w->record_on_gpu, (ct_device_error_record *)on_gpu, __ATOMIC_RELEASE);
+            } else {
+                if (claim)
+                    cudaFree(claim);
+                if (record)
+                    cudaFreeHost(record);
+            }
+            cudaSetDevice(old);
+        }
+        pthread_mutex_unlock(&error_words_lock);
+        if (!ok)
+            return ct_last_error();
+    }
+    report->claim = w->claim;
+    report->record = w->record_on_gpu;
+    report->op = op;
+    report->what = what;
+    report->status = status;
+    report->dim = dim;
+    report->limit = limit;
     return CT_OK;
+}
+
+ct_status ct__cuda_check_device_errors(int device) {
+    if (device < 0 || device >= MAX_DEVICES)
+        return CT_OK;
+    device_error_word *w = &error_words[device];
+    if (!__atomic_load_n(&w->record_on_gpu, __ATOMIC_ACQUIRE))
+        return CT_OK; // no op has reported on this device yet
+    ct_device_error_record *r = w->record;
+    if (!r->pending)
+        return CT_OK;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    char where[64] = "";
+    if (r->dim >= 0)
+        snprintf(where, sizeof where, " for dim %d", r->dim);
+    else if (r->position >= 0)
+        snprintf(where, sizeof where, " at position %lld", (long long)r->position);
+    ct_status status = ct__set_error(
+        (ct_status)r->status,
+        "%s: %s %d out of range [0, %lld)%s (reported by cuda:%d at this synchronization; the op ran earlier on "
+        "the GPU, skipped the bad %s and its result is not valid)",
+        r->op, r->what, (int)r->value, (long long)r->limit, where, device, r->what);
+    // Re-arm: the record first, then the claim (on the device), so that a kernel that
+    // claims it next finds the record free.
+    r->pending = 0;
+    int old = 0;
+    if (CT_CUDA_CHECK(cudaGetDevice(&old)) && CT_CUDA_CHECK(cudaSetDevice(device))) {
+        CT_CUDA_CHECK(cudaMemset(w->claim, 0, sizeof *w->claim));
+        cudaSetDevice(old);
+    }
+    return status;
+}
+
+// ---- copies -----------------------------------------------------------------------------
+
+// Make `device` current and give its current stream, or NULL with an error recorded.
+static ct_stream *stream_on(int device) {
+    if (!CT_CUDA_CHECK(cudaSetDevice(device)))
+        return NULL;
+    return ct_stream_current(device);
+}
+
+static ct_status host_to_device(int device, void *dst, const void *src, size_t nbytes, void *pinned_block) {
+    ct_stream *stream = stream_on(device);
+    if (!stream)
+        return ct_last_error();
+    cudaStream_t s = stream->handle;
+    bool page_locked = ct__pinned_is_page_locked();
+    void *staging = NULL;
+    if (!pinned_block && page_locked && nbytes > SMALL_PAGEABLE_COPY) {
+        staging = ct_pinned_alloc(nbytes);
+        if (!staging)
+            return ct_last_error();
+        memcpy(staging, src, nbytes);
+        pinned_block = staging;
+        src = staging;
+    }
+    if (!CT_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, s))) {
+        ct_pinned_free(staging); // nothing was queued: the block is free at once
+        return ct_last_error();
+    }
+    ct_status status = CT_OK;
+    if (pinned_block && page_locked && ct__pinned_record_stream(pinned_block, stream) != CT_OK) {
+        // The block could not be marked: wait for the copy rather than let it be reused early.
+        status = ct_last_error();
+        CT_CUDA_CHECK(cudaStreamSynchronize(s));
+    }
+    ct_pinned_free(staging);
+    return status;
+}
+
+static ct_status device_to_host(int device, void *dst, const void *src, size_t nbytes) {
+    ct_stream *stream = stream_on(device);
+    if (!stream)
+        return ct_last_error();
+    if (!CT_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, stream->handle)) ||
+        !CT_CUDA_CHECK(cudaStreamSynchronize(stream->handle)))
+        return ct_last_error();
+    return ct__cuda_check_device_errors(device);
+}
+
+// dst's stream waits for `from` (an event recorded there, on its own device).
+static bool stream_waits(ct_stream *stream, ct_stream *from) {
+    cudaEvent_t e = NULL;
+    bool ok = CT_CUDA_CHECK(cudaSetDevice(from->device)) &&
+              CT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming)) &&
+              CT_CUDA_CHECK(cudaEventRecord(e, from->handle)) &&
+              CT_CUDA_CHECK(cudaSetDevice(stream->device)) &&
+              CT_CUDA_CHECK(cudaStreamWaitEvent(stream->handle, e, 0));
+    if (e)
+        CT_CUDA_CHECK(cudaEventDestroy(e)); // the dependency outlives the event
+    return ok;
+}
+
+static ct_status device_to_device(int dst_device, void *dst, int src_device, const void *src, size_t nbytes) {
+    ct_stream *src_stream = stream_on(src_device);
+    ct_stream *dst_stream = src_stream ? stream_on(dst_device) : NULL;
+    if (!dst_stream)
+        return ct_last_error();
+    if (src_device == dst_device)
+        return CT_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, dst_stream->handle))
+                   ? CT_OK
+                   : ct_last_error();
+    bool ok = stream_waits(dst_stream, src_stream) &&
+              CT_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, nbytes, dst_stream->handle)) &&
+              stream_waits(src_stream, dst_stream);
+    CT_CUDA_CHECK(cudaSetDevice(dst_device));
+    return ok ? CT_OK : ct_last_error();
+}
+
+ct_status ct__cuda_memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes,
+                          void *pinned_block) {
+    if (src_device.type == CT_DEVICE_CPU)
+        return host_to_device(dst_device.index, dst, src, nbytes, pinned_block);
+    if (dst_device.type == CT_DEVICE_CPU)
+        return device_to_host(src_device.index, dst, src, nbytes);
+    return device_to_device(dst_device.index, dst, src_device.index, src, nbytes);
 }
 
 }  // extern "C"

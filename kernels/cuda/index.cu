@@ -1,8 +1,11 @@
 // ctensor — indexing on the GPU: index validation, gather, scatter-add, one-hot.
 //
-// Same shapes, strides and rules as kernels/cpu/index.h: I32 indices, trusted by the
-// kernels, so the op validates them first (ct_cuda_index_find_bad) and nothing is written
-// on bad input. Gather and one-hot are one thread per element. Scatter-add has two forms:
+// Same shapes, strides and rules as kernels/cpu/index.h (I32 indices), except for bad
+// indices: checking them on the host would mean waiting for the GPU, so every kernel here
+// checks each index it uses against `limit` (ct_index_ok, kernels/cuda/device_error.cuh),
+// never touches memory through a bad one (gather writes 0, scatter-add and one-hot skip
+// it) and records it for the next synchronization to report. Gather and one-hot are one
+// thread per element. Scatter-add has two forms:
 //   - atomic (the default): one thread per source element, atomicAdd into the destination;
 //     the order of the additions to one element varies from run to run, so float results
 //     may differ in the last bits;
@@ -12,64 +15,11 @@
 //     (the gradient of an embedding of width C has C of them).
 // F64 is CPU-only in ctensor: these launchers refuse it.
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/device_error.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/cpu/copy.h"
 
 static const int threads = 256;
-
-// ---- validation -----------------------------------------------------------------------
-
-// first = the smallest linear position (row-major) whose index is outside [0, limit).
-__global__ void find_bad_kernel(ct_iter<1> it, int64_t n, const int32_t *index, int64_t limit,
-                                unsigned long long *first) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
-        int64_t off[1];
-        ct_iter_offsets(it, i, off);
-        int32_t v = index[off[0]];
-        if (v < 0 || (int64_t)v >= limit)
-            atomicMin(first, (unsigned long long)i);
-    }
-}
-
-// Offset of linear position i in a coalesced iteration, on the host.
-static int64_t host_offset(const ct_iter<1> &it, int64_t i) {
-    int64_t off = 0;
-    for (int d = it.ndim - 1; d >= 0; d--) {
-        off += (i % it.shape[d]) * it.strides[0][d];
-        i /= it.shape[d];
-    }
-    return off;
-}
-
-extern "C" ct_status ct_cuda_index_find_bad(int ndim, const int64_t *shape, const int32_t *index,
-                                            const int64_t *strides, int64_t limit, void *scratch, bool *found,
-                                            int32_t *bad_value, ct_stream *stream) {
-    *found = false;
-    ct_iter<1> it;
-    const int64_t *sp[1] = {strides};
-    int64_t n = ct_iter_make(&it, ndim, shape, sp);
-    if (n == 0)
-        return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
-    unsigned long long *first = (unsigned long long *)scratch;
-    unsigned long long host_first = 0;
-    if (!CT_CUDA_CHECK(cudaMemsetAsync(first, 0xff, sizeof *first, s)))
-        return ct_last_error();
-    find_bad_kernel<<<ct_grid_for(n, threads), threads, 0, s>>>(it, n, index, limit, first);
-    if (!CT_CUDA_CHECK_LAUNCH() ||
-        !CT_CUDA_CHECK(cudaMemcpyAsync(&host_first, first, sizeof host_first, cudaMemcpyDeviceToHost, s)) ||
-        !CT_CUDA_CHECK(cudaStreamSynchronize(s)))
-        return ct_last_error();
-    if (host_first >= (unsigned long long)n)
-        return CT_OK;
-    // Only on the error path: read the offending value for the message.
-    if (!CT_CUDA_CHECK(cudaMemcpyAsync(bad_value, index + host_offset(it, (int64_t)host_first), sizeof *bad_value,
-                                       cudaMemcpyDeviceToHost, s)) ||
-        !CT_CUDA_CHECK(cudaStreamSynchronize(s)))
-        return ct_last_error();
-    *found = true;
-    return CT_OK;
-}
 
 // ---- gather -----------------------------------------------------------------------------
 
@@ -88,28 +38,33 @@ static int64_t make_index_iter(ct_iter<3> *it, int ndim, const int64_t *shape, i
 
 template <typename T>
 __global__ void gather_kernel(ct_iter<3> it, int64_t n, T *out, const T *src, const int32_t *index,
-                              int64_t src_dim_stride) {
+                              int64_t src_dim_stride, ct_index_report report) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
         int64_t off[3];
         ct_iter_offsets(it, i, off);
-        out[off[0]] = src[off[1] + (int64_t)index[off[2]] * src_dim_stride];
+        int32_t k = index[off[2]];
+        out[off[0]] = ct_index_ok(report, k, i) ? src[off[1] + (int64_t)k * src_dim_stride] : (T)0;
     }
 }
 
-extern "C" ct_status ct_cuda_gather(size_t elem_size, int ndim, const int64_t *shape, int dim, void *out,
-                                    const int64_t *out_strides, const void *src, const int64_t *src_strides,
-                                    const int32_t *index, const int64_t *index_strides, ct_stream *stream) {
+extern "C" ct_status ct_cuda_gather(const char *op, size_t elem_size, int ndim, const int64_t *shape, int dim,
+                                    void *out, const int64_t *out_strides, const void *src,
+                                    const int64_t *src_strides, const int32_t *index, const int64_t *index_strides,
+                                    int64_t limit, ct_stream *stream) {
     ct_iter<3> it;
     int64_t n = make_index_iter(&it, ndim, shape, dim, out_strides, src_strides, index_strides);
     if (n == 0)
         return CT_OK;
+    ct_index_report r;
+    if (ct__cuda_index_report(stream, op, "index", CT_ERR_DIM, dim, limit, &r) != CT_OK)
+        return ct_last_error();
     cudaStream_t s = ct_stream_handle(stream);
     unsigned grid = ct_grid_for(n, threads);
     int64_t sd = src_strides[dim];
     switch (elem_size) {
-    case 1: gather_kernel<<<grid, threads, 0, s>>>(it, n, (uint8_t *)out, (const uint8_t *)src, index, sd); break;
-    case 2: gather_kernel<<<grid, threads, 0, s>>>(it, n, (uint16_t *)out, (const uint16_t *)src, index, sd); break;
-    case 4: gather_kernel<<<grid, threads, 0, s>>>(it, n, (uint32_t *)out, (const uint32_t *)src, index, sd); break;
+    case 1: gather_kernel<<<grid, threads, 0, s>>>(it, n, (uint8_t *)out, (const uint8_t *)src, index, sd, r); break;
+    case 2: gather_kernel<<<grid, threads, 0, s>>>(it, n, (uint16_t *)out, (const uint16_t *)src, index, sd, r); break;
+    case 4: gather_kernel<<<grid, threads, 0, s>>>(it, n, (uint32_t *)out, (const uint32_t *)src, index, sd, r); break;
     default:
         return ct__set_error(CT_ERR_DTYPE, "ct_cuda_gather: %zu-byte elements are not supported on CUDA", elem_size);
     }
@@ -166,11 +121,13 @@ __device__ __forceinline__ uint8_t add_like_cpu(uint8_t a, uint8_t b) {
 // Atomic: one thread per source element. Operands of `it`: 0 src, 1 dst, 2 index.
 template <typename T>
 __global__ void scatter_add_atomic_kernel(ct_iter<3> it, int64_t n, T *dst, const T *src, const int32_t *index,
-                                          int64_t dst_dim_stride) {
+                                          int64_t dst_dim_stride, ct_index_report report) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
         int64_t off[3];
         ct_iter_offsets(it, i, off);
-        atomic_add_to(dst + off[1] + (int64_t)index[off[2]] * dst_dim_stride, src[off[0]]);
+        int32_t k = index[off[2]];
+        if (ct_index_ok(report, k, i))
+            atomic_add_to(dst + off[1] + (int64_t)k * dst_dim_stride, src[off[0]]);
     }
 }
 
@@ -181,12 +138,15 @@ __global__ void scatter_add_atomic_kernel(ct_iter<3> it, int64_t n, T *dst, cons
 template <typename T>
 __global__ void scatter_add_ordered_kernel(ct_iter<3> free_it, int64_t n_free, int64_t n_along, int64_t src_along,
                                            int64_t index_along, T *dst, const T *src, const int32_t *index,
-                                           int64_t dst_dim_stride) {
+                                           int64_t dst_dim_stride, ct_index_report report) {
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < n_free; c += (int64_t)blockDim.x * gridDim.x) {
         int64_t off[3];
         ct_iter_offsets(free_it, c, off);
         for (int64_t j = 0; j < n_along; j++) {
-            T *d = dst + off[1] + (int64_t)index[off[2] + j * index_along] * dst_dim_stride;
+            int32_t k = index[off[2] + j * index_along];
+            if (!ct_index_ok(report, k, -1))
+                continue;
+            T *d = dst + off[1] + (int64_t)k * dst_dim_stride;
             *d = add_like_cpu(*d, src[off[0] + j * src_along]);
         }
     }
@@ -195,14 +155,15 @@ __global__ void scatter_add_ordered_kernel(ct_iter<3> free_it, int64_t n_free, i
 template <typename T>
 static void launch_scatter_add(bool deterministic, int ndim, const int64_t *shape, int dim, T *dst,
                                const int64_t *dst_strides, const T *src, const int64_t *src_strides,
-                               const int32_t *index, const int64_t *index_strides, cudaStream_t s) {
+                               const int32_t *index, const int64_t *index_strides, const ct_index_report &r,
+                               cudaStream_t s) {
     int64_t dst_dim_stride = dst_strides[dim];
     if (!deterministic) {
         ct_iter<3> it;
         int64_t n = make_index_iter(&it, ndim, shape, dim, src_strides, dst_strides, index_strides);
         if (n > 0)
             scatter_add_atomic_kernel<<<ct_grid_for(n, threads), threads, 0, s>>>(it, n, dst, src, index,
-                                                                                  dst_dim_stride);
+                                                                                  dst_dim_stride, r);
         return;
     }
     // The free coordinates: every dim but `dim`.
@@ -223,34 +184,38 @@ static void launch_scatter_add(bool deterministic, int ndim, const int64_t *shap
     if (n_free == 0 || shape[dim] == 0)
         return;
     scatter_add_ordered_kernel<<<ct_grid_for(n_free, threads), threads, 0, s>>>(
-        free_it, n_free, shape[dim], src_strides[dim], index_strides[dim], dst, src, index, dst_dim_stride);
+        free_it, n_free, shape[dim], src_strides[dim], index_strides[dim], dst, src, index, dst_dim_stride, r);
 }
 
-extern "C" ct_status ct_cuda_scatter_add(ct_dtype dtype, int ndim, const int64_t *shape, int dim, void *dst,
-                                         const int64_t *dst_strides, const void *src, const int64_t *src_strides,
-                                         const int32_t *index, const int64_t *index_strides, bool deterministic,
+extern "C" ct_status ct_cuda_scatter_add(const char *op, ct_dtype dtype, int ndim, const int64_t *shape, int dim,
+                                         void *dst, const int64_t *dst_strides, const void *src,
+                                         const int64_t *src_strides, const int32_t *index,
+                                         const int64_t *index_strides, int64_t limit, bool deterministic,
                                          ct_stream *stream) {
+    ct_index_report r;
+    if (ct__cuda_index_report(stream, op, "index", CT_ERR_DIM, dim, limit, &r) != CT_OK)
+        return ct_last_error();
     cudaStream_t s = ct_stream_handle(stream);
     switch (dtype) {
     case CT_F32:
         launch_scatter_add(deterministic, ndim, shape, dim, (float *)dst, dst_strides, (const float *)src, src_strides,
-                           index, index_strides, s);
+                           index, index_strides, r, s);
         break;
     case CT_F16:
         launch_scatter_add(deterministic, ndim, shape, dim, (__half *)dst, dst_strides, (const __half *)src,
-                           src_strides, index, index_strides, s);
+                           src_strides, index, index_strides, r, s);
         break;
     case CT_BF16:
         launch_scatter_add(deterministic, ndim, shape, dim, (__nv_bfloat16 *)dst, dst_strides,
-                           (const __nv_bfloat16 *)src, src_strides, index, index_strides, s);
+                           (const __nv_bfloat16 *)src, src_strides, index, index_strides, r, s);
         break;
     case CT_I32:
         launch_scatter_add(deterministic, ndim, shape, dim, (int32_t *)dst, dst_strides, (const int32_t *)src,
-                           src_strides, index, index_strides, s);
+                           src_strides, index, index_strides, r, s);
         break;
     case CT_U8:
         launch_scatter_add(deterministic, ndim, shape, dim, (uint8_t *)dst, dst_strides, (const uint8_t *)src,
-                           src_strides, index, index_strides, s);
+                           src_strides, index, index_strides, r, s);
         break;
     default:
         return ct__set_error(CT_ERR_DTYPE, "ct_scatter_add: %s is not supported on CUDA (f32, f16, bf16, i32, u8)",
@@ -262,11 +227,14 @@ extern "C" ct_status ct_cuda_scatter_add(ct_dtype dtype, int ndim, const int64_t
 // ---- one-hot ------------------------------------------------------------------------------
 
 template <typename T>
-__global__ void one_hot_kernel(ct_iter<1> it, int64_t n, const int32_t *labels, int64_t num_classes, T *out, T one) {
+__global__ void one_hot_kernel(ct_iter<1> it, int64_t n, const int32_t *labels, int64_t num_classes, T *out, T one,
+                               ct_index_report report) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
         int64_t off[1];
         ct_iter_offsets(it, i, off);
-        out[i * num_classes + labels[off[0]]] = one;
+        int32_t k = labels[off[0]];
+        if (ct_index_ok(report, k, i))
+            out[i * num_classes + k] = one;
     }
 }
 
@@ -279,6 +247,9 @@ extern "C" ct_status ct_cuda_one_hot(ct_dtype dtype, int ndim, const int64_t *sh
     int64_t n = ct_iter_make(&it, ndim, shape, sp);
     if (n == 0)
         return CT_OK;
+    ct_index_report r;
+    if (ct__cuda_index_report(stream, "ct_one_hot", "index", CT_ERR_DIM, ndim, num_classes, &r) != CT_OK)
+        return ct_last_error();
     cudaStream_t s = ct_stream_handle(stream);
     size_t es = ct_dtype_size(dtype);
     // Zero bits are 0 in every dtype; the one is rounded on the host with the CPU's rules.
@@ -288,9 +259,9 @@ extern "C" ct_status ct_cuda_one_hot(ct_dtype dtype, int ndim, const int64_t *sh
     ct_cpu_store(&bits, dtype, 0, 1.0);
     unsigned grid = ct_grid_for(n, threads);
     switch (es) {
-    case 1: one_hot_kernel<<<grid, threads, 0, s>>>(it, n, labels, num_classes, (uint8_t *)out, (uint8_t)bits); break;
-    case 2: one_hot_kernel<<<grid, threads, 0, s>>>(it, n, labels, num_classes, (uint16_t *)out, (uint16_t)bits); break;
-    default: one_hot_kernel<<<grid, threads, 0, s>>>(it, n, labels, num_classes, (uint32_t *)out, bits); break;
+    case 1: one_hot_kernel<<<grid, threads, 0, s>>>(it, n, labels, num_classes, (uint8_t *)out, (uint8_t)bits, r); break;
+    case 2: one_hot_kernel<<<grid, threads, 0, s>>>(it, n, labels, num_classes, (uint16_t *)out, (uint16_t)bits, r); break;
+    default: one_hot_kernel<<<grid, threads, 0, s>>>(it, n, labels, num_classes, (uint32_t *)out, bits, r); break;
     }
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
 }

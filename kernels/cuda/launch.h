@@ -37,19 +37,19 @@ ct_status ct_cuda_gemm(ct_dtype dtype, int batch_ndim, const int64_t *batch_shap
                        ct_stream *stream);
 
 /* index.cu: the kernels of kernels/cpu/index.h with the same shapes, strides and rules (I32
- * indices, trusted: validate them first; F32, F16, BF16, I32, U8 — F64 is CPU only).
- * find_bad: the first index (row-major) outside [0, limit) into *found / *bad_value, using
- * `scratch` (8 bytes of device memory); it synchronizes the stream to read the answer.
- * scatter_add: atomic unless `deterministic` (then one thread per destination slice, in
- * the CPU's order). one_hot: out (shape..., num_classes) contiguous, written entirely. */
-ct_status ct_cuda_index_find_bad(int ndim, const int64_t *shape, const int32_t *index, const int64_t *strides,
-                                 int64_t limit, void *scratch, bool *found, int32_t *bad_value, ct_stream *stream);
-ct_status ct_cuda_gather(size_t elem_size, int ndim, const int64_t *shape, int dim, void *out,
+ * indices; F32, F16, BF16, I32, U8 — F64 is CPU only), except that indices are checked on
+ * the GPU: one outside [0, limit) (the size of `dim` in the indexed tensor; num_classes for
+ * one_hot) is never used to touch memory (gather writes 0 there, scatter_add and one_hot skip
+ * it) and is reported, as `op`'s error, at the next synchronization (device_error.cuh). `op`
+ * is a string literal. scatter_add: atomic unless `deterministic` (then one thread per
+ * destination slice, in the CPU's order). one_hot: out (shape..., num_classes) contiguous,
+ * written entirely. */
+ct_status ct_cuda_gather(const char *op, size_t elem_size, int ndim, const int64_t *shape, int dim, void *out,
                          const int64_t *out_strides, const void *src, const int64_t *src_strides,
-                         const int32_t *index, const int64_t *index_strides, ct_stream *stream);
-ct_status ct_cuda_scatter_add(ct_dtype dtype, int ndim, const int64_t *shape, int dim, void *dst,
+                         const int32_t *index, const int64_t *index_strides, int64_t limit, ct_stream *stream);
+ct_status ct_cuda_scatter_add(const char *op, ct_dtype dtype, int ndim, const int64_t *shape, int dim, void *dst,
                               const int64_t *dst_strides, const void *src, const int64_t *src_strides,
-                              const int32_t *index, const int64_t *index_strides, bool deterministic,
+                              const int32_t *index, const int64_t *index_strides, int64_t limit, bool deterministic,
                               ct_stream *stream);
 ct_status ct_cuda_one_hot(ct_dtype dtype, int ndim, const int64_t *shape, const int32_t *labels,
                           const int64_t *strides, int64_t num_classes, void *out, ct_stream *stream);
@@ -189,14 +189,16 @@ ct_status ct_cuda_layer_norm_backward(ct_dtype dtype, int64_t R, int64_t D, cons
 ct_status ct_cuda_dropout(ct_dtype dtype, int64_t n, const void *x, void *y, uint64_t seed, uint64_t offset,
                           double keep_prob, double scale, ct_stream *stream);
 
-/* embedding.cu: out (n, D) contiguous = rows index[i] of weight (strides in elements, any
- * element size); indices trusted (validate with ct_cuda_index_find_bad). The backward adds
- * g (n, D) F32 contiguous into the zeroed F32 dweight (V, D) with atomics, skipping rows
- * equal to padding_idx (-1: none). */
-ct_status ct_cuda_embedding_forward(size_t elem_size, int64_t n, int64_t D, const void *weight, int64_t row_stride,
-                                    int64_t col_stride, const int32_t *index, void *out, ct_stream *stream);
-ct_status ct_cuda_embedding_backward(int64_t n, int64_t D, const int32_t *index, const float *g, int padding_idx,
-                                     float *dweight, ct_stream *stream);
+/* embedding.cu: out (n, D) contiguous = rows index[i] of weight (V rows; strides in
+ * elements, any element size). The backward adds g (n, D) F32 contiguous into the zeroed F32
+ * dweight (V, D) with atomics, skipping rows equal to padding_idx (-1: none). Indices outside
+ * [0, V) are checked like index.cu's: zeros in the forward, skipped in the backward, reported
+ * as ct_embedding's at the next synchronization. */
+ct_status ct_cuda_embedding_forward(size_t elem_size, int64_t n, int64_t D, int64_t V, const void *weight,
+                                    int64_t row_stride, int64_t col_stride, const int32_t *index, void *out,
+                                    ct_stream *stream);
+ct_status ct_cuda_embedding_backward(int64_t n, int64_t D, int64_t V, const int32_t *index, const float *g,
+                                     int padding_idx, float *dweight, ct_stream *stream);
 
 /* pad.cu: ct_cpu_pad (kernels/cpu/pad.h) on the GPU, same arguments and checks by the
  * caller; moves elem_size (1, 2, 4 or 8) bytes per element. The backward writes every
@@ -211,14 +213,12 @@ ct_status ct_cuda_pad_backward(bool reflect, ct_dtype dtype, int ndim, const int
 
 /* loss.cu: the losses of kernels/cpu/loss.h on the GPU (F32, F16, BF16 inputs; F32 class
  * weights; contiguous operands), per-sample and per-element results in F32.
- * class_targets_find_bad: the first target outside [0, C) that is not ignore_index (value
- * and position), like ct_cuda_index_find_bad (8 bytes of scratch; synchronizes). The
- * backward launchers take the output gradient g of the input's dtype with g_stride 0 (a
+ * A target outside [0, C) that is not ignore_index is treated like ignore_index (no memory
+ * is read through it) and reported as ct_cross_entropy's / ct_nll_loss's error at the next
+ * synchronization (device_error.cuh). The backward launchers take the output gradient g of the input's dtype with g_stride 0 (a
  * reduced loss) or 1, and divide it by *divisor (device memory; NULL for 1) or multiply it
  * by `scale`. */
 #include "kernels/cpu/loss.h"
-ct_status ct_cuda_class_targets_find_bad(int64_t n, const int32_t *targets, int64_t C, int ignore_index, void *scratch,
-                                         bool *found, int32_t *bad_value, int64_t *position, ct_stream *stream);
 ct_status ct_cuda_cross_entropy_forward(ct_dtype dtype, int64_t N, int64_t C, int64_t K, const void *logits,
                                         const int32_t *targets, const float *weight, int ignore_index,
                                         double smoothing, float *lse, float *loss, float *tw, ct_stream *stream);

@@ -9,6 +9,7 @@
 // bit for bit, and the mean's divisor never leaves the device.
 #include "kernels/cpu/loss_point.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/device_error.cuh"
 #include "kernels/cuda/launch.h"
 
 static const int threads = 256;
@@ -61,39 +62,17 @@ static bool check_dtype(const char *op, ct_dtype dtype) {
     } break;                                                                                                           \
     }
 
-// ---- target validation ---------------------------------------------------------------------
+// ---- targets ------------------------------------------------------------------------------
 
-__global__ void find_bad_target_kernel(int64_t n, const int32_t *t, int64_t C, int ignore_index,
-                                       unsigned long long *first) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x)
-        if (t[i] != ignore_index && (t[i] < 0 || (int64_t)t[i] >= C))
-            atomicMin(first, (unsigned long long)i);
+// Whether sample s's target t counts: not ignore_index and in [0, C). A target out of range
+// is treated like ignore_index (no memory is read through it) and reported at the next
+// synchronization (kernels/cuda/device_error.cuh).
+__device__ __forceinline__ bool target_counts(int32_t t, int ignore_index, const ct_index_report &r, int64_t s) {
+    return t != ignore_index && ct_index_ok(r, t, s);
 }
 
-extern "C" ct_status ct_cuda_class_targets_find_bad(int64_t n, const int32_t *targets, int64_t C, int ignore_index,
-                                                    void *scratch, bool *found, int32_t *bad_value, int64_t *position,
-                                                    ct_stream *stream) {
-    *found = false;
-    if (n == 0)
-        return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
-    unsigned long long *first = (unsigned long long *)scratch, host_first = 0;
-    if (!CT_CUDA_CHECK(cudaMemsetAsync(first, 0xff, sizeof *first, s)))
-        return ct_last_error();
-    find_bad_target_kernel<<<ct_grid_for(n, threads), threads, 0, s>>>(n, targets, C, ignore_index, first);
-    if (!CT_CUDA_CHECK_LAUNCH() ||
-        !CT_CUDA_CHECK(cudaMemcpyAsync(&host_first, first, sizeof host_first, cudaMemcpyDeviceToHost, s)) ||
-        !CT_CUDA_CHECK(cudaStreamSynchronize(s)))
-        return ct_last_error();
-    if (host_first >= (unsigned long long)n)
-        return CT_OK;
-    if (!CT_CUDA_CHECK(
-            cudaMemcpyAsync(bad_value, targets + host_first, sizeof *bad_value, cudaMemcpyDeviceToHost, s)) ||
-        !CT_CUDA_CHECK(cudaStreamSynchronize(s)))
-        return ct_last_error();
-    *found = true;
-    *position = (int64_t)host_first;
-    return CT_OK;
+static bool target_report(ct_stream *stream, const char *op, int64_t C, ct_index_report *r) {
+    return ct__cuda_index_report(stream, op, "target", CT_ERR_DIM, -1, C, r) == CT_OK;
 }
 
 // ---- cross-entropy and NLL --------------------------------------------------------------------
@@ -106,7 +85,7 @@ extern "C" ct_status ct_cuda_class_targets_find_bad(int64_t n, const int32_t *ta
 template <typename T>
 __global__ void ce_forward_kernel(int64_t N, int64_t C, int64_t K, const T *x, const int32_t *targets,
                                   const float *weight, int ignore_index, float smoothing, float *lse, float *loss,
-                                  float *tw) {
+                                  float *tw, ct_index_report report) {
     int lane = threadIdx.x % 32;
     FOR_EACH_SAMPLE(s, N * K) {
         int64_t base = (s / K) * C * K + s % K;
@@ -136,7 +115,7 @@ __global__ void ce_forward_kernel(int64_t N, int64_t C, int64_t K, const T *x, c
         if (lane == 0) {
             lse[s] = l;
             int32_t t = targets[s];
-            if (t == ignore_index) {
+            if (!target_counts(t, ignore_index, report, s)) {
                 loss[s] = tw[s] = 0;
             } else {
                 float wt = weight ? weight[t] : 1.0f;
@@ -152,12 +131,12 @@ __global__ void ce_forward_kernel(int64_t N, int64_t C, int64_t K, const T *x, c
 template <typename T>
 __global__ void ce_backward_kernel(int64_t N, int64_t C, int64_t K, const T *x, const int32_t *targets,
                                    const float *weight, int ignore_index, float smoothing, const float *lse, const T *g,
-                                   int64_t g_stride, const float *divisor, T *grad) {
+                                   int64_t g_stride, const float *divisor, T *grad, ct_index_report report) {
     int lane = threadIdx.x % 32;
     FOR_EACH_SAMPLE(s, N * K) {
         int64_t base = (s / K) * C * K + s % K;
         int32_t t = targets[s];
-        if (t == ignore_index) {
+        if (!target_counts(t, ignore_index, report, s)) {
             for (int64_t c = lane; c < C; c += 32)
                 grad[base + c * K] = ct_from_double<T>(0.0);
             continue;
@@ -183,10 +162,11 @@ __global__ void ce_backward_kernel(int64_t N, int64_t C, int64_t K, const T *x, 
 
 template <typename T>
 __global__ void nll_forward_kernel(int64_t N, int64_t C, int64_t K, const T *x, const int32_t *targets,
-                                   const float *weight, int ignore_index, float *loss, float *tw) {
+                                   const float *weight, int ignore_index, float *loss, float *tw,
+                                   ct_index_report report) {
     for (int64_t s = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; s < N * K; s += (int64_t)blockDim.x * gridDim.x) {
         int32_t t = targets[s];
-        if (t == ignore_index) {
+        if (!target_counts(t, ignore_index, report, s)) {
             loss[s] = tw[s] = 0;
             continue;
         }
@@ -204,7 +184,7 @@ __global__ void nll_backward_kernel(int64_t N, int64_t C, int64_t K, const int32
         int64_t n = i / (C * K), c = (i / K) % C, s = n * K + i % K;
         int32_t t = targets[s];
         float v = 0;
-        if (c == t && t != ignore_index)
+        if (c == t && t != ignore_index) // c is in [0, C): a bad target never matches, nothing to report twice
             v = -to_f(g[s * g_stride]) / (divisor ? *divisor : 1.0f) * (weight ? weight[t] : 1.0f);
         grad[i] = ct_from_double<T>((double)v);
     }
@@ -218,11 +198,14 @@ extern "C" ct_status ct_cuda_cross_entropy_forward(ct_dtype dtype, int64_t N, in
         return ct_last_error();
     if (N * K == 0)
         return CT_OK;
+    ct_index_report r;
+    if (!target_report(stream, "ct_cross_entropy", C, &r))
+        return ct_last_error();
     cudaStream_t s = ct_stream_handle(stream);
     unsigned grid = ct_grid_for(N * K * 32, threads);
     DISPATCH_FLOAT(dtype, T,
                    ce_forward_kernel<T><<<grid, threads, 0, s>>>(N, C, K, (const T *)logits, targets, weight,
-                                                                 ignore_index, (float)smoothing, lse, loss, tw));
+                                                                 ignore_index, (float)smoothing, lse, loss, tw, r));
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
 }
 
@@ -234,12 +217,15 @@ extern "C" ct_status ct_cuda_cross_entropy_backward(ct_dtype dtype, int64_t N, i
         return ct_last_error();
     if (N * K == 0 || C == 0)
         return CT_OK;
+    ct_index_report r;
+    if (!target_report(stream, "ct_cross_entropy", C, &r))
+        return ct_last_error();
     cudaStream_t s = ct_stream_handle(stream);
     unsigned grid = ct_grid_for(N * K * 32, threads);
     DISPATCH_FLOAT(dtype, T,
                    ce_backward_kernel<T>
                    <<<grid, threads, 0, s>>>(N, C, K, (const T *)logits, targets, weight, ignore_index,
-                                             (float)smoothing, lse, (const T *)g, g_stride, divisor, (T *)grad));
+                                             (float)smoothing, lse, (const T *)g, g_stride, divisor, (T *)grad, r));
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
 }
 
@@ -250,10 +236,13 @@ extern "C" ct_status ct_cuda_nll_forward(ct_dtype dtype, int64_t N, int64_t C, i
         return ct_last_error();
     if (N * K == 0)
         return CT_OK;
+    ct_index_report r;
+    if (!target_report(stream, "ct_nll_loss", C, &r))
+        return ct_last_error();
     cudaStream_t s = ct_stream_handle(stream);
     DISPATCH_FLOAT(dtype, T,
                    nll_forward_kernel<T><<<ct_grid_for(N * K, threads), threads, 0, s>>>(
-                       N, C, K, (const T *)input, targets, weight, ignore_index, loss, tw));
+                       N, C, K, (const T *)input, targets, weight, ignore_index, loss, tw, r));
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
 }
 

@@ -1,6 +1,7 @@
 // ctensor — the stream scheduler: per-thread current streams, a stream pool, copy and
 // communication streams, events. Every CUDA call is checked (CT_CUDA_CHECK).
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/device_error.cuh"
 #include "kernels/cuda/stream_internal.h"
 #include "ctensor/stream.h"
 
@@ -122,7 +123,9 @@ int ct_stream_device(const ct_stream *stream) { return stream ? stream->device :
 ct_status ct_stream_synchronize(ct_stream *stream) {
     if (!stream)
         return ct__set_error(CT_ERR_NULL, "ct_stream_synchronize: stream is NULL");
-    return CT_CUDA_CHECK(cudaStreamSynchronize(stream->handle)) ? CT_OK : ct_last_error();
+    if (!CT_CUDA_CHECK(cudaStreamSynchronize(stream->handle)))
+        return ct_last_error();
+    return ct__cuda_check_device_errors(stream->device);
 }
 
 ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event) {
@@ -188,7 +191,9 @@ ct_status ct_event_record(ct_event *event, ct_stream *stream) {
 ct_status ct_event_synchronize(ct_event *event) {
     if (!event)
         return ct__set_error(CT_ERR_NULL, "ct_event_synchronize: event is NULL");
-    return CT_CUDA_CHECK(cudaEventSynchronize(event->event)) ? CT_OK : ct_last_error();
+    if (!CT_CUDA_CHECK(cudaEventSynchronize(event->event)))
+        return ct_last_error();
+    return ct__cuda_check_device_errors(event->device);
 }
 
 bool ct_event_query(ct_event *event) {
@@ -221,7 +226,7 @@ ct_status ct_device_synchronize(int device) {
         return ct_last_error();
     bool ok = CT_CUDA_CHECK(cudaDeviceSynchronize());
     cudaSetDevice(old);
-    return ok ? CT_OK : ct_last_error();
+    return ok ? ct__cuda_check_device_errors(device) : ct_last_error();
 }
 
 ct_status ct_cuda_set_device(int device) {
