@@ -154,8 +154,10 @@ ct_tensor *ct__finish_dtype(ct_tensor *t, ct_dtype dtype);
 #else
 #define CT_ON_CUDA(call) ((void)sizeof(call), ct__set_error(CT_ERR_DEVICE, "this ctensor was built without CUDA"))
 #endif
-/* The calling thread's current stream on t's device. */
+/* The calling thread's current stream on t's device, after making t's device the thread's
+ * current CUDA device (ops launch there; see ct__cuda_make_current in kernels/cuda/stream.cu). */
 ct_stream *ct__stream_for(const ct_tensor *t);
+ct_status ct__cuda_make_current(int device);
 
 /* Until a CUDA kernel exists for an op: CT_ERR_UNSUPPORTED naming the op and device. */
 bool ct__require_cpu(const char *op, const ct_tensor *t);

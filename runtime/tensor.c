@@ -647,4 +647,10 @@ bool ct__require_cpu(const char *op, const ct_tensor *t) {
     return false;
 }
 
-ct_stream *ct__stream_for(const ct_tensor *t) { return ct_stream_current(t->device.index); }
+ct_stream *ct__stream_for(const ct_tensor *t) {
+#ifdef CT_HAVE_CUDA
+    if (t->device.type == CT_DEVICE_CUDA && ct__cuda_make_current(t->device.index) != CT_OK)
+        return NULL;
+#endif
+    return ct_stream_current(t->device.index);
+}

@@ -64,7 +64,9 @@ double ct_event_elapsed_ms(ct_event *start, ct_event *end);
 /* Wait until all work on `device` (every stream) has finished; then report a deferred GPU
  * error (see above). */
 ct_status ct_device_synchronize(int device);
-/* Make `device` current for the calling thread (CUDA ordinal). */
+/* Make `device` current for the calling thread (CUDA ordinal). An op on CUDA tensors also
+ * makes their device current for the calling thread before it launches (so an op on cuda:1
+ * runs on cuda:1 whatever was current), and leaves it so. */
 ct_status ct_cuda_set_device(int device);
 int ct_cuda_current_device(void);
 

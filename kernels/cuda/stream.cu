@@ -235,6 +235,20 @@ ct_status ct_cuda_set_device(int device) {
     return CT_CUDA_CHECK(cudaSetDevice(device)) ? CT_OK : ct_last_error();
 }
 
+// Ops launch on the calling thread's current device (and a stream's legacy default handle 0
+// means that device's default stream): make an operand's device current before launching,
+// so an op on cuda:1 runs there whatever device the thread had. Like cudaSetDevice, it stays.
+ct_status ct__cuda_make_current(int device) {
+    int cur = -1;
+    if (!CT_CUDA_CHECK(cudaGetDevice(&cur)))
+        return ct_last_error();
+    if (cur == device)
+        return CT_OK;
+    if (!check_device("ct__cuda_make_current", device))
+        return ct_last_error();
+    return CT_CUDA_CHECK(cudaSetDevice(device)) ? CT_OK : ct_last_error();
+}
+
 int ct_cuda_current_device(void) {
     int device = -1;
     if (ct__cuda_device_count() == 0 || !CT_CUDA_CHECK(cudaGetDevice(&device)))
