@@ -11,7 +11,7 @@
  * reported by the op, which would have to wait for its kernel: the kernel skips the bad
  * element, records it, and the next synchronizing call on that device — ct_to_host, ct_item,
  * ct_stream_synchronize, ct_event_synchronize, ct_device_synchronize — returns the error
- * (CT_ERR_DIM for an index, CT_ERR_VALUE for a target) with a message naming the op, the
+ * (CT_ERR_DIM, as the CPU reports a bad index or class target) with a message naming the op, the
  * value and the range, "reported by cuda:N at this synchronization". The results of the op
  * that reported it are not valid. Only the first such error is kept until it is reported.
  *

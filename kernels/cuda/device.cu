@@ -73,6 +73,8 @@ static pthread_mutex_t error_words_lock = PTHREAD_MUTEX_INITIALIZER;
 
 ct_status ct__cuda_index_report(ct_stream *stream, const char *op, const char *what, int status, int dim,
                                 int64_t limit, ct_index_report *report) {
+    if (!stream) // ct__stream_for failed (its error is recorded): no kernel may launch on stream 0 instead
+        return ct_last_error();
     int device = stream->device;
     if (device < 0 || device >= MAX_DEVICES)
         return ct__set_error(CT_ERR_DEVICE, "%s: cuda:%d is not supported (at most %d devices)", op, device,
@@ -85,9 +87,12 @@ ct_status ct__cuda_index_report(ct_stream *stream, const char *op, const char *w
             int old = 0;
             unsigned int *claim = NULL;
             void *record = NULL, *on_gpu = NULL;
+            // The zeroing must be complete before any kernel can see the flag: kernels run on
+            // non-blocking streams, which do not wait for the legacy stream the memset is on.
             ok = CT_CUDA_CHECK(cudaGetDevice(&old)) && CT_CUDA_CHECK(cudaSetDevice(device)) &&
                  CT_CUDA_CHECK(cudaMalloc((void **)&claim, sizeof *claim)) &&
-                 CT_CUDA_CHECK(cudaMemset(claim, 0, sizeof *claim)) &&
+                 CT_CUDA_CHECK(cudaMemsetAsync(claim, 0, sizeof *claim, 0)) &&
+                 CT_CUDA_CHECK(cudaStreamSynchronize(0)) &&
                  CT_CUDA_CHECK(cudaHostAlloc(&record, sizeof(ct_device_error_record),
                                              cudaHostAllocMapped | cudaHostAllocPortable)) &&
                  CT_CUDA_CHECK(cudaHostGetDevicePointer(&on_gpu, record, 0));
@@ -127,25 +132,43 @@ ct_status ct__cuda_check_device_errors(int device) {
     ct_device_error_record *r = w->record;
     if (!r->pending)
         return CT_OK;
+    // One reporter at a time: two threads that both saw `pending` would report the error
+    // twice, and the second could read the record while a kernel refills it after the first
+    // one's re-arm.
+    pthread_mutex_lock(&error_words_lock);
+    if (!r->pending) {
+        pthread_mutex_unlock(&error_words_lock);
+        return CT_OK;
+    }
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     char where[64] = "";
     if (r->dim >= 0)
         snprintf(where, sizeof where, " for dim %d", r->dim);
     else if (r->position >= 0)
         snprintf(where, sizeof where, " at position %lld", (long long)r->position);
-    ct_status status = ct__set_error(
-        (ct_status)r->status,
-        "%s: %s %d out of range [0, %lld)%s (reported by cuda:%d at this synchronization; the op ran earlier on "
-        "the GPU, skipped the bad %s and its result is not valid)",
-        r->op, r->what, (int)r->value, (long long)r->limit, where, device, r->what);
+    ct_status status = (ct_status)r->status;
+    char message[512];
+    snprintf(message, sizeof message,
+             "%s: %s %d out of range [0, %lld)%s (reported by cuda:%d at this synchronization; the op ran earlier on "
+             "the GPU, skipped the bad %s and its result is not valid)",
+             r->op, r->what, (int)r->value, (long long)r->limit, where, device, r->what);
     // Re-arm: the record first, then the claim (on the device), so that a kernel that
-    // claims it next finds the record free.
+    // claims it next finds the record free. The memset is on the legacy stream, which the
+    // non-blocking streams the ops run on do not wait for: it is waited for here, or a bad
+    // index in an op queued right after this call could find the flag still taken and go
+    // unreported. (A kernel already running on another stream can still lose its report in
+    // that window; its result is as invalid as the one reported.)
     r->pending = 0;
     int old = 0;
     if (CT_CUDA_CHECK(cudaGetDevice(&old)) && CT_CUDA_CHECK(cudaSetDevice(device))) {
-        CT_CUDA_CHECK(cudaMemset(w->claim, 0, sizeof *w->claim));
+        if (CT_CUDA_CHECK(cudaMemsetAsync(w->claim, 0, sizeof *w->claim, 0)))
+            CT_CUDA_CHECK(cudaStreamSynchronize(0));
         cudaSetDevice(old);
     }
+    pthread_mutex_unlock(&error_words_lock);
+    // The CT_CUDA_CHECKs above may have recorded an error of their own: the device's is the
+    // one the caller must see.
+    ct__set_error(status, "%s", message);
     return status;
 }
 
