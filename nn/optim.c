@@ -529,7 +529,8 @@ ct_status ct_optim_step(ct_optim *opt) {
     /* CUDA: one launch (per CT_CUDA_OPTIM_TENSORS_PER_LAUNCH parameters) per device, on the
      * current stream of that device. */
     for (int first = 0; first < n_cuda && st == CT_OK;) {
-        int device = opt->params[cuda[first]].param->device.index, count = 0;
+        const ct_tensor *lead = opt->params[cuda[first]].param;
+        int device = lead->device.index, count = 0;
         ct_optim_slot *batch = calloc((size_t)n_cuda, sizeof *batch);
         if (!batch) {
             st = ct__set_error(CT_ERR_MEMORY, "%s: out of host memory", op);
@@ -541,7 +542,9 @@ ct_status ct_optim_step(ct_optim *opt) {
                 bump_versions(&opt->params[cuda[j]]);
                 cuda[j] = -1;
             }
-        st = CT_ON_CUDA(ct_cuda_optim_step(&opt->hyper, count, batch, ct_stream_current(device)));
+        /* ct__stream_for makes the device current: the launch goes to the thread's current device */
+        ct_stream *stream = ct__stream_for(lead);
+        st = stream ? CT_ON_CUDA(ct_cuda_optim_step(&opt->hyper, count, batch, stream)) : ct_last_error();
         free(batch);
         while (first < n_cuda && cuda[first] < 0)
             first++;
