@@ -348,9 +348,11 @@ static ct_tensor *extreme_dim(const char *op, ct_reduce_op kop, const ct_tensor 
     }
     /* The positions are needed when asked for, and for the gradient. */
     bool need_index = indices || !want_values || ct__any_requires_grad(1, (const ct_tensor *const[]){a});
-    if (need_index && a->ndim > 0 && a->shape[d] > INT32_MAX) {
-        ct__set_error(CT_ERR_SHAPE, "%s: dim %d has %" PRId64 " elements; indices are I32 (at most %d)", op, dim,
-                      a->shape[d], INT32_MAX);
+    /* The CUDA kernel tracks positions in 32 bits even for values only: a longer dim would
+     * wrap them and give wrong values there. */
+    if ((need_index || a->device.type == CT_DEVICE_CUDA) && a->ndim > 0 && a->shape[d] > INT32_MAX) {
+        ct__set_error(CT_ERR_SHAPE, "%s: dim %d of %s has %" PRId64 " elements; indices are I32 (at most %d)", op, dim,
+                      ct_shape_str(a), a->shape[d], INT32_MAX);
         return NULL;
     }
     ct_tensor *values = want_values ? ct__new(a->dtype, a->device, r.ndim, r.shape) : NULL;

@@ -266,6 +266,20 @@ Test(cuda_reduce, nan_and_infinity_follow_the_cpu) {
     });
 }
 
+/* The kernel keeps positions in 32 bits, values-only included: a dim over INT32_MAX on a GPU
+ * is refused (a stride-0 view, no memory), where the CPU computes the values. */
+Test(cuda_reduce, values_over_int32_positions_are_refused) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_tensor *huge = ct_expand(ct_zeros((int64_t[]){1}, 1, CT_F32, GPU), (int64_t[]){(int64_t)1 << 31}, 1);
+        cr_assert_not_null(huge, "%s", ct_last_error_message());
+        cr_assert_null(ct_max(huge, 0, false, NULL));
+        t_assert_error(CT_ERR_SHAPE, "ct_max", "2147483648", "I32", NULL);
+        cr_assert_null(ct_min(huge, 0, false, NULL));
+        t_assert_error(CT_ERR_SHAPE, "ct_min", "I32", NULL);
+    });
+}
+
 Test(cuda_reduce, empty_sets_follow_the_cpu) {
     T_REQUIRE_GPU();
     T_NO_LEAK({
