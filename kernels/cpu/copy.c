@@ -11,23 +11,6 @@
 
 #define CT_PAR_THRESHOLD (1 << 16)
 
-static inline int32_t saturate_i32(double v) {
-    if (isnan(v))
-        return 0;
-    if (v >= 2147483647.0)
-        return INT32_MAX;
-    if (v <= -2147483648.0)
-        return INT32_MIN;
-    return (int32_t)v;
-}
-static inline uint8_t saturate_u8(double v) {
-    if (isnan(v) || v <= 0.0)
-        return 0;
-    if (v >= 255.0)
-        return 255;
-    return (uint8_t)v;
-}
-
 double ct_cpu_load(const void *base, ct_dtype dtype, int64_t i) {
     switch (dtype) {
     case CT_F32: return ((const float *)base)[i];
@@ -46,8 +29,8 @@ void ct_cpu_store(void *base, ct_dtype dtype, int64_t i, double v) {
     case CT_F64: ((double *)base)[i] = v; break;
     case CT_F16: ((uint16_t *)base)[i] = ct_f64_to_f16(v); break;
     case CT_BF16: ((uint16_t *)base)[i] = ct_f64_to_bf16(v); break;
-    case CT_I32: ((int32_t *)base)[i] = saturate_i32(v); break;
-    case CT_U8: ((uint8_t *)base)[i] = saturate_u8(v); break;
+    case CT_I32: ((int32_t *)base)[i] = ct_saturate_i32(v); break;
+    case CT_U8: ((uint8_t *)base)[i] = ct_saturate_u8(v); break;
     default: break;
     }
 }

@@ -3,6 +3,26 @@
 #define CT_KERNELS_CPU_COPY_H
 
 #include "ctensor/types.h"
+#include "kernels/cpu/strided.h"
+
+/* Float -> integer: truncate toward zero, saturate, NaN -> 0. Shared by the CPU and CUDA
+ * conversions, so both give the same integers. */
+static CT_HOST_DEVICE int32_t ct_saturate_i32(double v) {
+    if (v != v)
+        return 0;
+    if (v >= 2147483647.0)
+        return INT32_MAX;
+    if (v <= -2147483648.0)
+        return INT32_MIN;
+    return (int32_t)v;
+}
+static CT_HOST_DEVICE uint8_t ct_saturate_u8(double v) {
+    if (v != v || v <= 0.0)
+        return 0;
+    if (v >= 255.0)
+        return 255;
+    return (uint8_t)v;
+}
 
 #ifdef __cplusplus
 extern "C" {

@@ -9,19 +9,6 @@
 
 #define PAR_THRESHOLD 32768
 
-static inline int64_t source(int64_t o, int64_t left, int64_t n, bool reflect) {
-    int64_t i = o - left;
-    if (reflect) {
-        if (i < 0)
-            i = -i;
-        if (i >= n)
-            i = 2 * (n - 1) - i;
-    } else {
-        i = i < 0 ? 0 : (i >= n ? n - 1 : i);
-    }
-    return i;
-}
-
 /* The geometry shared by both directions: `lead` unpadded leading dims of `slices` total
  * elements; each slice has in_slice input and out_slice output elements. */
 typedef struct pad_plan {
@@ -47,7 +34,7 @@ static int64_t row_source(int64_t row, int lead, int ndim, const int64_t *in_sha
     for (int d = ndim - 2; d >= lead; d--) {
         int64_t o = row % out_shape[d];
         row /= out_shape[d];
-        off += source(o, left[d], in_shape[d], reflect) * stride;
+        off += ct_pad_source(o, left[d], in_shape[d], reflect) * stride;
         stride *= in_shape[d];
     }
     return off;
@@ -68,7 +55,7 @@ void ct_cpu_pad(bool reflect, size_t elem_size, int ndim, const int64_t *in_shap
                 src_slice + (size_t)row_source(r, p.lead, ndim, in_shape, out_shape, left, reflect) * elem_size;
             for (int64_t o = 0; o < o_last; o++)
                 memcpy(dst + (size_t)o * elem_size,
-                       src + (size_t)source(o, left[ndim - 1], n_last, reflect) * elem_size, elem_size);
+                       src + (size_t)ct_pad_source(o, left[ndim - 1], n_last, reflect) * elem_size, elem_size);
         }
     }
 }
@@ -87,7 +74,7 @@ void ct_cpu_pad_backward(bool reflect, ct_dtype dtype, int ndim, const int64_t *
             int64_t src = s * p.in_slice + row_source(r, p.lead, ndim, in_shape, out_shape, left, reflect);
             int64_t dst = s * p.out_slice + r * o_last;
             for (int64_t o = 0; o < o_last; o++) {
-                int64_t i = src + source(o, left[ndim - 1], n_last, reflect);
+                int64_t i = src + ct_pad_source(o, left[ndim - 1], n_last, reflect);
                 if (f64)
                     ((double *)grad_in)[i] += ((const double *)grad_out)[dst + o];
                 else

@@ -3,6 +3,22 @@
 #define CT_KERNELS_CPU_PAD_H
 
 #include "ctensor/types.h"
+#include "kernels/cpu/strided.h"
+
+/* The input coordinate that output coordinate o of a dim of n input elements reads, left
+ * of them padded: o - left mirrored (reflect) or clamped (replicate) into [0, n). Shared by
+ * the CPU and CUDA kernels. */
+static CT_HOST_DEVICE int64_t ct_pad_source(int64_t o, int64_t left, int64_t n, bool reflect) {
+    int64_t i = o - left;
+    if (reflect) {
+        if (i < 0)
+            i = -i;
+        if (i >= n)
+            i = 2 * (n - 1) - i;
+        return i;
+    }
+    return i < 0 ? 0 : (i >= n ? n - 1 : i);
+}
 
 /* out (out_shape) from in (in_shape), both contiguous with `ndim` dims: output coordinate o
  * on dim d reads input coordinate i = o - left[d], mirrored (reflect: -i, 2 (n - 1) - i) or

@@ -38,20 +38,7 @@ typedef struct acc {
     double a, b, c;
 } acc;
 
-typedef struct group {
-    int ndim;
-    int64_t shape[CT_KMAX_DIMS], strides[CT_KMAX_DIMS];
-    int64_t numel;
-} group;
-
-static int64_t group_offset(const group *g, int64_t linear) {
-    int64_t off = 0;
-    for (int d = g->ndim - 1; d >= 0; d--) {
-        off += (linear % g->shape[d]) * g->strides[d];
-        linear /= g->shape[d];
-    }
-    return off;
-}
+typedef ct_dims group;
 
 /* Offset of row `r` of a group (its innermost dim is the row). */
 static int64_t row_offset(const group *g, int64_t r) {
@@ -61,24 +48,6 @@ static int64_t row_offset(const group *g, int64_t r) {
         r /= g->shape[d];
     }
     return off;
-}
-
-static void make_group(group *g, int ndim, const int64_t *shape, const int64_t *strides, const bool *mask, bool want) {
-    g->ndim = 0;
-    g->numel = 1;
-    for (int d = 0; d < ndim; d++)
-        if (mask[d] == want) {
-            g->shape[g->ndim] = shape[d];
-            g->strides[g->ndim++] = strides[d];
-            g->numel *= shape[d];
-        }
-    int64_t *s[1] = {g->strides};
-    g->ndim = ct_coalesce(g->ndim, g->shape, 1, s);
-    if (g->ndim == 0) {
-        g->ndim = 1;
-        g->shape[0] = 1;
-        g->strides[0] = 0;
-    }
 }
 
 static inline double load(const char *base, ct_dtype dt, int64_t i) {
@@ -307,8 +276,8 @@ static acc reduce_all(int op, ct_dtype dt, const char *base, const group *g) {
 static void reduce_engine(int op, ct_dtype dt, int ndim, const int64_t *shape, const void *in,
                           const int64_t *in_strides, const bool *reduce_mask, void *out, const params *p) {
     group kept, red;
-    make_group(&kept, ndim, shape, in_strides, reduce_mask, false);
-    make_group(&red, ndim, shape, in_strides, reduce_mask, true);
+    ct_dims_group(&kept, ndim, shape, in_strides, reduce_mask, false);
+    ct_dims_group(&red, ndim, shape, in_strides, reduce_mask, true);
     int64_t K = kept.numel, R = red.numel;
     size_t es = ct_dtype_size(dt);
     const char *x = in;
@@ -330,7 +299,7 @@ static void reduce_engine(int op, ct_dtype dt, int ndim, const int64_t *shape, c
         int64_t rows = R / red.shape[red.ndim - 1];
 #pragma omp parallel for schedule(static) if (K * R >= PAR_THRESHOLD)
         for (int64_t k = 0; k < K; k++) {
-            acc st = reduce_rows(op, dt, x + group_offset(&kept, k) * (int64_t)es, &red, 0, rows);
+            acc st = reduce_rows(op, dt, x + ct_dims_offset(&kept, k) * (int64_t)es, &red, 0, rows);
             ct_cpu_store(out, dt, k, finish(op, st, p));
         }
         return;
@@ -352,7 +321,7 @@ static void reduce_engine(int op, ct_dtype dt, int ndim, const int64_t *shape, c
             C[i] = init.c;
         }
         for (int64_t r = 0; r < R; r++) {
-            const char *row = x + (kbase + group_offset(&red, r)) * (int64_t)es;
+            const char *row = x + (kbase + ct_dims_offset(&red, r)) * (int64_t)es;
             if (op == CT_RED_SUM && dt == CT_F32) {
                 const float *f = (const float *)row;
 #pragma omp simd
@@ -406,7 +375,7 @@ void ct_cpu_reduce_arg(ct_reduce_op op, ct_dtype dt, int ndim, const int64_t *sh
     bool mask[CT_KMAX_DIMS] = {false};
     mask[dim] = true;
     group kept;
-    make_group(&kept, ndim, shape, in_strides, mask, false);
+    ct_dims_group(&kept, ndim, shape, in_strides, mask, false);
     int64_t K = kept.numel, n = shape[dim], s = in_strides[dim];
     size_t es = ct_dtype_size(dt);
     const char *x = in;
@@ -415,7 +384,7 @@ void ct_cpu_reduce_arg(ct_reduce_op op, ct_dtype dt, int ndim, const int64_t *sh
     if (s == 1 || kept.strides[kept.ndim - 1] != 1) {
 #pragma omp parallel for schedule(static) if (K * n >= PAR_THRESHOLD)
         for (int64_t k = 0; k < K; k++) {
-            const char *base = x + group_offset(&kept, k) * (int64_t)es;
+            const char *base = x + ct_dims_offset(&kept, k) * (int64_t)es;
             double best = load(base, dt, 0);
             int64_t at = 0;
             for (int64_t j = 1; j < n; j++) {

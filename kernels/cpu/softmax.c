@@ -20,32 +20,7 @@
 #define CHUNK 256 /* elements of a row converted at a time */
 #define LANES 64  /* rows advanced together on the lanes path */
 
-typedef struct rows {
-    int ndim;
-    int64_t shape[CT_KMAX_DIMS], strides[CT_KMAX_DIMS];
-} rows;
-
-/* All dims but `dim` (rows), or only those before it (the outer index of the lanes path),
- * coalesced. */
-static void make_rows(rows *w, int ndim, const int64_t *shape, const int64_t *strides, int dim, bool outer_only) {
-    w->ndim = 0;
-    for (int d = 0; d < (outer_only ? dim : ndim); d++)
-        if (d != dim) {
-            w->shape[w->ndim] = shape[d];
-            w->strides[w->ndim++] = strides[d];
-        }
-    int64_t *s[1] = {w->strides};
-    w->ndim = ct_coalesce(w->ndim, w->shape, 1, s);
-}
-
-static int64_t row_offset(const rows *w, int64_t r) {
-    int64_t off = 0;
-    for (int d = w->ndim - 1; d >= 0; d--) {
-        off += (r % w->shape[d]) * w->strides[d];
-        r /= w->shape[d];
-    }
-    return off;
-}
+typedef ct_dims rows; /* kernels/cpu/strided.h: ct_dims_rows, ct_dims_offset */
 
 /* ---- loads and stores of a chunk -------------------------------------------------- */
 
@@ -291,11 +266,11 @@ static bool make_plan(plan *p, int ndim, const int64_t *shape, int dim, bool lan
 static int64_t item_offset(const plan *p, const rows *r, int64_t w, int64_t *lanes) {
     if (!p->lanes) {
         *lanes = 1;
-        return row_offset(r, w);
+        return ct_dims_offset(r, w);
     }
     int64_t lane0 = (w % p->blocks) * LANES;
     *lanes = p->inner - lane0 < LANES ? p->inner - lane0 : LANES;
-    return row_offset(r, w / p->blocks) + lane0;
+    return ct_dims_offset(r, w / p->blocks) + lane0;
 }
 
 void ct_cpu_softmax(ct_dtype dt, bool take_log, int ndim, const int64_t *shape, const void *in,
@@ -304,8 +279,8 @@ void ct_cpu_softmax(ct_dtype dt, bool take_log, int ndim, const int64_t *shape, 
     if (!make_plan(&p, ndim, shape, dim, lanes_contiguous(ndim, shape, in_strides, dim)))
         return;
     rows rin, rout;
-    make_rows(&rin, ndim, shape, in_strides, dim, p.lanes);
-    make_rows(&rout, ndim, shape, p.out_strides, dim, p.lanes);
+    ct_dims_rows(&rin, ndim, shape, in_strides, dim, p.lanes);
+    ct_dims_rows(&rout, ndim, shape, p.out_strides, dim, p.lanes);
     int64_t es = (int64_t)ct_dtype_size(dt), is = in_strides[dim], os = p.out_strides[dim];
 #pragma omp parallel for schedule(static) if (p.numel >= PAR_THRESHOLD)
     for (int64_t w = 0; w < p.items; w++) {
@@ -331,9 +306,9 @@ void ct_cpu_softmax_backward(ct_dtype dt, bool take_log, int ndim, const int64_t
     if (!make_plan(&p, ndim, shape, dim, lanes))
         return;
     rows ry, rg, rout;
-    make_rows(&ry, ndim, shape, y_strides, dim, p.lanes);
-    make_rows(&rg, ndim, shape, g_strides, dim, p.lanes);
-    make_rows(&rout, ndim, shape, p.out_strides, dim, p.lanes);
+    ct_dims_rows(&ry, ndim, shape, y_strides, dim, p.lanes);
+    ct_dims_rows(&rg, ndim, shape, g_strides, dim, p.lanes);
+    ct_dims_rows(&rout, ndim, shape, p.out_strides, dim, p.lanes);
     int64_t es = (int64_t)ct_dtype_size(dt), ys = y_strides[dim], gs = g_strides[dim], os = p.out_strides[dim];
 #pragma omp parallel for schedule(static) if (p.numel >= PAR_THRESHOLD)
     for (int64_t w = 0; w < p.items; w++) {

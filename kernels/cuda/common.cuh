@@ -3,6 +3,7 @@
 #ifndef CT_KERNELS_CUDA_COMMON_CUH
 #define CT_KERNELS_CUDA_COMMON_CUH
 
+#include "kernels/cpu/copy.h"
 #include "kernels/cpu/strided.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/stream_internal.h"
@@ -99,22 +100,8 @@ template <> __device__ __forceinline__ __nv_bfloat16 ct_from_double<__nv_bfloat1
         return __ushort_as_bfloat16((unsigned short)((ct_f32_bits_from_nan(v) >> 16) | 0x40u));
     return __double2bfloat16(v);
 }
-template <> __device__ __forceinline__ int32_t ct_from_double<int32_t>(double v) {
-    if (v != v)
-        return 0;
-    if (v >= 2147483647.0)
-        return INT32_MAX;
-    if (v <= -2147483648.0)
-        return INT32_MIN;
-    return (int32_t)v;
-}
-template <> __device__ __forceinline__ uint8_t ct_from_double<uint8_t>(double v) {
-    if (v != v || v <= 0.0)
-        return 0;
-    if (v >= 255.0)
-        return 255;
-    return (uint8_t)v;
-}
+template <> __device__ __forceinline__ int32_t ct_from_double<int32_t>(double v) { return ct_saturate_i32(v); }
+template <> __device__ __forceinline__ uint8_t ct_from_double<uint8_t>(double v) { return ct_saturate_u8(v); }
 
 // Conversion between two element types with the CPU's results: through double, except
 // where one rounding from float gives the same bits faster (float <-> half types).
@@ -144,6 +131,21 @@ template <> __device__ __forceinline__ float ct_convert<float, __nv_bfloat16>(__
     return __bfloat162float(x);
 }
 
+// The compute type of kernels that work in float: floating values widen to float (F32
+// accumulation for the half types), integers to double (exact); results narrow back with
+// round-to-nearest-even, like the CPU's conversions.
+__device__ __forceinline__ float ct_widen(float x) { return x; }
+__device__ __forceinline__ float ct_widen(__half x) { return __half2float(x); }
+__device__ __forceinline__ float ct_widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ double ct_widen(int32_t x) { return x; }
+__device__ __forceinline__ double ct_widen(uint8_t x) { return x; }
+template <typename T> __device__ __forceinline__ T ct_narrow(float x);
+template <> __device__ __forceinline__ float ct_narrow<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half ct_narrow<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 ct_narrow<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
+
 // ---- packs: N elements moved as one 2-, 4-, 8- or 16-byte access -----------------------
 template <int Bytes> struct raw_type;
 template <> struct raw_type<16> { typedef uint4 type; };
@@ -163,6 +165,11 @@ template <typename T, int N> __device__ __forceinline__ void store_pack(T *p, in
     memcpy(&raw, x, sizeof raw);
     reinterpret_cast<R *>(p)[v] = raw;
 }
+
+// VEC elements as one value, loaded or stored with one VEC * sizeof(T)-byte access.
+template <typename T, int VEC> struct alignas(sizeof(T) * VEC) ct_pack {
+    T v[VEC];
+};
 
 // Launch geometry for a grid-stride loop over n elements.
 static inline unsigned ct_grid_for(int64_t n, int threads) {

@@ -5,25 +5,6 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launch.h"
 
-template <typename T> __device__ __forceinline__ float to_f(T v) {
-    return (float)v;
-}
-template <> __device__ __forceinline__ float to_f<__half>(__half v) {
-    return __half2float(v);
-}
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
-    return __bfloat162float(v);
-}
-template <typename T> __device__ __forceinline__ T from_f(float v) {
-    return (T)v;
-}
-template <> __device__ __forceinline__ __half from_f<__half>(float v) {
-    return __float2half_rn(v);
-}
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-    return __float2bfloat16_rn(v);
-}
-
 template <typename T>
 __global__ void dropout_kernel(int64_t n, const T *x, T *y, uint64_t seed, uint64_t offset, double keep_prob,
                                float scale) {
@@ -38,7 +19,7 @@ __global__ void dropout_kernel(int64_t n, const T *x, T *y, uint64_t seed, uint6
             if (i >= n)
                 break;
             bool keep = (double)ct_philox_uniform_f32(w[k]) < keep_prob;
-            y[i] = from_f<T>(keep ? to_f<T>(x[i]) * scale : 0.0f);
+            y[i] = ct_narrow<T>(keep ? ct_widen(x[i]) * scale : 0.0f);
         }
     }
 }

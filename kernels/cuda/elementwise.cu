@@ -37,12 +37,6 @@ template <typename T> struct compute_type { typedef float type; };
 template <> struct compute_type<int32_t> { typedef double type; };
 template <> struct compute_type<uint8_t> { typedef double type; };
 
-__device__ __forceinline__ float load_c(float x) { return x; }
-__device__ __forceinline__ float load_c(__half x) { return __half2float(x); }
-__device__ __forceinline__ float load_c(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ double load_c(int32_t x) { return x; }
-__device__ __forceinline__ double load_c(uint8_t x) { return x; }
-
 template <typename O, typename C> __device__ __forceinline__ O store_c(C v);
 template <> __device__ __forceinline__ float store_c<float, float>(float v) { return v; }
 template <> __device__ __forceinline__ __half store_c<__half, float>(float v) { return __float2half_rn(v); }
@@ -292,7 +286,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t start = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     const int64_t step = (int64_t)blockDim.x * gridDim.x;
     const int64_t packs = n / V;
-    const C a0 = a_scalar ? load_c(a[0]) : (C)0, b0 = b_scalar ? load_c(b[0]) : (C)0;
+    const C a0 = a_scalar ? ct_widen(a[0]) : (C)0, b0 = b_scalar ? ct_widen(b[0]) : (C)0;
     for (int64_t v = start; v < packs; v += step) {
         T xa[V], xb[V];
         O xo[V];
@@ -302,12 +296,12 @@ __global__ void __launch_bounds__(kThreads)
             load_pack(b, v, xb);
 #pragma unroll
         for (int k = 0; k < V; k++)
-            xo[k] = store_c<O>(binary_op<OP, C>(a_scalar ? a0 : load_c(xa[k]), b_scalar ? b0 : load_c(xb[k]), p0, p1));
+            xo[k] = store_c<O>(binary_op<OP, C>(a_scalar ? a0 : ct_widen(xa[k]), b_scalar ? b0 : ct_widen(xb[k]), p0, p1));
         store_pack(out, v, xo);
     }
     const int64_t i = packs * V + start; // the tail: fewer than V elements, one per thread
     if (i < n)
-        out[i] = store_c<O>(binary_op<OP, C>(a_scalar ? a0 : load_c(a[i]), b_scalar ? b0 : load_c(b[i]), p0, p1));
+        out[i] = store_c<O>(binary_op<OP, C>(a_scalar ? a0 : ct_widen(a[i]), b_scalar ? b0 : ct_widen(b[i]), p0, p1));
 }
 
 template <int OP, typename T, typename O>
@@ -318,7 +312,7 @@ __global__ void __launch_bounds__(kThreads)
     CT_FOR_EACH_INDEX(i, n) {
         int64_t off[3];
         strided_offsets(it, i, off);
-        out[off[0]] = store_c<O>(binary_op<OP, C>(load_c(a[off[1]]), load_c(b[off[2]]), p0, p1));
+        out[off[0]] = store_c<O>(binary_op<OP, C>(ct_widen(a[off[1]]), ct_widen(b[off[2]]), p0, p1));
     }
 }
 
@@ -408,12 +402,12 @@ __global__ void __launch_bounds__(kThreads)
         load_pack(a, v, x);
 #pragma unroll
         for (int k = 0; k < V; k++)
-            x[k] = store_c<T>(unary_op<OP, C>(load_c(x[k]), p0, p1));
+            x[k] = store_c<T>(unary_op<OP, C>(ct_widen(x[k]), p0, p1));
         store_pack(out, v, x);
     }
     const int64_t i = packs * V + start; // the tail: fewer than V elements, one per thread
     if (i < n)
-        out[i] = store_c<T>(unary_op<OP, C>(load_c(a[i]), p0, p1));
+        out[i] = store_c<T>(unary_op<OP, C>(ct_widen(a[i]), p0, p1));
 }
 
 template <int OP, typename T>
@@ -424,7 +418,7 @@ __global__ void __launch_bounds__(kThreads)
     CT_FOR_EACH_INDEX(i, n) {
         int64_t off[2];
         strided_offsets(it, i, off);
-        out[off[0]] = store_c<T>(unary_op<OP, C>(load_c(a[off[1]]), p0, p1));
+        out[off[0]] = store_c<T>(unary_op<OP, C>(ct_widen(a[off[1]]), p0, p1));
     }
 }
 
@@ -531,7 +525,7 @@ __global__ void __launch_bounds__(kThreads)
     CT_FOR_EACH_INDEX(i, n) {
         int64_t off[4];
         strided_offsets(it, i, off);
-        out[off[0]] = store_c<T>(ternary_op<OP>(load_c(g[off[1]]), load_c(a[off[2]]), load_c(b[off[3]])));
+        out[off[0]] = store_c<T>(ternary_op<OP>(ct_widen(g[off[1]]), ct_widen(a[off[2]]), ct_widen(b[off[3]])));
     }
 }
 

@@ -14,16 +14,6 @@
 
 static const int threads = 256;
 
-template <typename T> __device__ __forceinline__ float to_f(T v) {
-    return (float)v;
-}
-template <> __device__ __forceinline__ float to_f<__half>(__half v) {
-    return __half2float(v);
-}
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
-    return __bfloat162float(v);
-}
-
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o /= 2)
         v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -92,7 +82,7 @@ __global__ void ce_forward_kernel(int64_t N, int64_t C, int64_t K, const T *x, c
         // online max and sum of exp(x - max); -inf adds nothing, NaN poisons the sum
         float m = -INFINITY, sum = 0;
         for (int64_t c = lane; c < C; c += 32) {
-            float v = to_f(x[base + c * K]);
+            float v = ct_widen(x[base + c * K]);
             if (v > m) {
                 sum = sum * expf(m - v) + 1;
                 m = v;
@@ -109,7 +99,7 @@ __global__ void ce_forward_kernel(int64_t N, int64_t C, int64_t K, const T *x, c
         float l = m + logf(sum), smooth = 0;
         if (smoothing > 0) {
             for (int64_t c = lane; c < C; c += 32)
-                smooth += (weight ? weight[c] : 1.0f) * (l - to_f(x[base + c * K]));
+                smooth += (weight ? weight[c] : 1.0f) * (l - ct_widen(x[base + c * K]));
             smooth = warp_sum(smooth);
         }
         if (lane == 0) {
@@ -119,7 +109,7 @@ __global__ void ce_forward_kernel(int64_t N, int64_t C, int64_t K, const T *x, c
                 loss[s] = tw[s] = 0;
             } else {
                 float wt = weight ? weight[t] : 1.0f;
-                float v = (1 - smoothing) * wt * (l - to_f(x[base + t * K]));
+                float v = (1 - smoothing) * wt * (l - ct_widen(x[base + t * K]));
                 loss[s] = smoothing > 0 ? v + smoothing / (float)C * smooth : v;
                 tw[s] = wt;
             }
@@ -148,10 +138,10 @@ __global__ void ce_backward_kernel(int64_t N, int64_t C, int64_t K, const T *x, 
                 W += weight[c];
             W = warp_sum(W);
         }
-        float gs = to_f(g[s * g_stride]) / (divisor ? *divisor : 1.0f);
+        float gs = ct_widen(g[s * g_stride]) / (divisor ? *divisor : 1.0f);
         float hard = (1 - smoothing) * (weight ? weight[t] : 1.0f), soft = smoothing / (float)C, l = lse[s];
         for (int64_t c = lane; c < C; c += 32) {
-            float p = expf(to_f(x[base + c * K]) - l);
+            float p = expf(ct_widen(x[base + c * K]) - l);
             float d = hard * (p - (c == t ? 1.0f : 0.0f));
             if (smoothing > 0)
                 d += soft * (W * p - (weight ? weight[c] : 1.0f));
@@ -171,7 +161,7 @@ __global__ void nll_forward_kernel(int64_t N, int64_t C, int64_t K, const T *x, 
             continue;
         }
         float wt = weight ? weight[t] : 1.0f;
-        loss[s] = -wt * to_f(x[(s / K) * C * K + t * K + s % K]);
+        loss[s] = -wt * ct_widen(x[(s / K) * C * K + t * K + s % K]);
         tw[s] = wt;
     }
 }
@@ -185,7 +175,7 @@ __global__ void nll_backward_kernel(int64_t N, int64_t C, int64_t K, const int32
         int32_t t = targets[s];
         float v = 0;
         if (c == t && t != ignore_index) // c is in [0, C): a bad target never matches, nothing to report twice
-            v = -to_f(g[s * g_stride]) / (divisor ? *divisor : 1.0f) * (weight ? weight[t] : 1.0f);
+            v = -ct_widen(g[s * g_stride]) / (divisor ? *divisor : 1.0f) * (weight ? weight[t] : 1.0f);
         grad[i] = ct_from_double<T>((double)v);
     }
 }

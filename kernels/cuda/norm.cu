@@ -23,25 +23,6 @@ static bool cudnn_ok(cudnnStatus_t st, const char *call, const char *file, int l
 }
 #define CT_CUDNN_CHECK(call) cudnn_ok((call), #call, __FILE__, __LINE__)
 
-template <typename T> __device__ __forceinline__ float to_f(T v) {
-    return (float)v;
-}
-template <> __device__ __forceinline__ float to_f<__half>(__half v) {
-    return __half2float(v);
-}
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
-    return __bfloat162float(v);
-}
-template <typename T> __device__ __forceinline__ T from_f(float v) {
-    return (T)v;
-}
-template <> __device__ __forceinline__ __half from_f<__half>(float v) {
-    return __float2half_rn(v);
-}
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-    return __float2bfloat16_rn(v);
-}
-
 // Sum of v over the block (blockDim.x a multiple of 32, at most 1024), returned to every
 // thread. `shared` holds 33 floats.
 __device__ float block_sum(float v, float *shared) {
@@ -192,9 +173,9 @@ __global__ void eval_param_grad_kernel(int64_t N, int64_t C, int64_t S, const T 
     float m = mean[c], sg = 0, sgx = 0;
     for (int64_t i = threadIdx.x; i < N * S; i += blockDim.x) {
         int64_t off = ((i / S) * C + c) * S + i % S;
-        float gv = to_f(g[off]);
+        float gv = ct_widen(g[off]);
         sg += gv;
-        sgx += gv * (to_f(x[off]) - m);
+        sgx += gv * (ct_widen(x[off]) - m);
     }
     sg = block_sum(sg, shared);
     sgx = block_sum(sgx, shared);
@@ -209,7 +190,7 @@ __global__ void eval_dx_kernel(int64_t n, int64_t C, int64_t S, const T *g, cons
                                T *dx) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
         int64_t c = (i / S) % C;
-        dx[i] = from_f<T>(to_f(g[i]) * weight[c] * invstd[c]);
+        dx[i] = ct_narrow<T>(ct_widen(g[i]) * weight[c] * invstd[c]);
     }
 }
 
@@ -269,10 +250,10 @@ __global__ void ln_forward_kernel(int64_t D, const T *x, const float *weight, co
     T *yr = y + r * D;
     float s = 0, q = 0;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
-        s += to_f(xr[j]);
+        s += ct_widen(xr[j]);
     float m = block_sum(s, shared) / (float)D;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-        float d = to_f(xr[j]) - m;
+        float d = ct_widen(xr[j]) - m;
         q += d * d;
     }
     float rs = rsqrtf(block_sum(q, shared) / (float)D + eps);
@@ -281,8 +262,8 @@ __global__ void ln_forward_kernel(int64_t D, const T *x, const float *weight, co
         rstd[r] = rs;
     }
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-        float h = (to_f(xr[j]) - m) * rs;
-        yr[j] = from_f<T>((weight ? h * weight[j] : h) + (bias ? bias[j] : 0.0f));
+        float h = (ct_widen(xr[j]) - m) * rs;
+        yr[j] = ct_narrow<T>((weight ? h * weight[j] : h) + (bias ? bias[j] : 0.0f));
     }
 }
 
@@ -295,15 +276,15 @@ __global__ void ln_backward_dx_kernel(int64_t D, const T *x, const T *g, const f
     T *dr = dx + r * D;
     float m = mean[r], rs = rstd[r], sg = 0, sgx = 0;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-        float gw = weight ? to_f(gr[j]) * weight[j] : to_f(gr[j]);
+        float gw = weight ? ct_widen(gr[j]) * weight[j] : ct_widen(gr[j]);
         sg += gw;
-        sgx += gw * (to_f(xr[j]) - m);
+        sgx += gw * (ct_widen(xr[j]) - m);
     }
     sg = block_sum(sg, shared) / (float)D;
     sgx = block_sum(sgx, shared) / (float)D;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-        float gw = weight ? to_f(gr[j]) * weight[j] : to_f(gr[j]);
-        dr[j] = from_f<T>(rs * (gw - sg - (to_f(xr[j]) - m) * rs * rs * sgx));
+        float gw = weight ? ct_widen(gr[j]) * weight[j] : ct_widen(gr[j]);
+        dr[j] = ct_narrow<T>(rs * (gw - sg - (ct_widen(xr[j]) - m) * rs * rs * sgx));
     }
 }
 
@@ -318,8 +299,8 @@ __global__ void ln_param_partial_kernel(int64_t R, int64_t D, const T *x, const 
     int64_t r0 = R * chunk / chunks, r1 = R * (chunk + 1) / chunks;
     float sw = 0, sb = 0;
     for (int64_t r = r0; r < r1; r++) {
-        float gv = to_f(g[r * D + j]);
-        sw += gv * (to_f(x[r * D + j]) - mean[r]) * rstd[r];
+        float gv = ct_widen(g[r * D + j]);
+        sw += gv * (ct_widen(x[r * D + j]) - mean[r]) * rstd[r];
         sb += gv;
     }
     workspace[chunk * D + j] = sw;

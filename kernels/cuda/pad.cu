@@ -10,6 +10,7 @@
 // product in row-major output order, accumulating in float. There are no atomics, every
 // element of grad_in is written once, and the sum runs in the CPU kernel's order (which adds
 // in output order), so F32 results match the CPU's bit for bit.
+#include "kernels/cpu/pad.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launch.h"
 
@@ -46,18 +47,6 @@ static bool make_geom(const char *op, bool reflect, int ndim, const int64_t *in_
     return true;
 }
 
-__device__ __forceinline__ int64_t pad_source(int64_t o, int64_t left, int64_t n, bool reflect) {
-    int64_t i = o - left;
-    if (reflect) {
-        if (i < 0)
-            i = -i;
-        if (i >= n)
-            i = 2 * (n - 1) - i;
-        return i;
-    }
-    return i < 0 ? 0 : (i >= n ? n - 1 : i);
-}
-
 template <typename E>
 __global__ void pad_forward_kernel(pad_geom g, int64_t n_out, const E *in, /* (in_shape) */
                                    E *out /* (out_shape) */) {
@@ -66,7 +55,7 @@ __global__ void pad_forward_kernel(pad_geom g, int64_t n_out, const E *in, /* (i
         for (int d = g.ndim - 1; d >= 0; d--) {
             int64_t o = rest % g.out_shape[d];
             rest /= g.out_shape[d];
-            src += pad_source(o, g.left[d], g.in_shape[d], g.reflect) * in_stride;
+            src += ct_pad_source(o, g.left[d], g.in_shape[d], g.reflect) * in_stride;
             in_stride *= g.in_shape[d];
         }
         out[i] = in[src];

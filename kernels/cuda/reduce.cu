@@ -39,57 +39,12 @@
 
 // ---- geometry ---------------------------------------------------------------------------
 
-struct group {
-    int ndim;
-    int64_t numel;
-    int64_t shape[CT_KMAX_DIMS], strides[CT_KMAX_DIMS];
-};
-
-// The dims with mask[d] == want, coalesced; an empty group is one element.
-static void make_group(group *g, int ndim, const int64_t *shape, const int64_t *strides, const bool *mask, bool want) {
-    g->ndim = 0;
-    g->numel = 1;
-    for (int d = 0; d < ndim; d++)
-        if (mask[d] == want) {
-            g->shape[g->ndim] = shape[d];
-            g->strides[g->ndim++] = strides[d];
-            g->numel *= shape[d];
-        }
-    int64_t *s[1] = {g->strides};
-    g->ndim = ct_coalesce(g->ndim, g->shape, 1, s);
-    if (g->ndim == 0) {
-        g->ndim = 1;
-        g->shape[0] = 1;
-        g->strides[0] = 0;
-    }
-}
-
-// Element offset of linear index i of a group (row-major over its dims).
-__device__ __forceinline__ int64_t group_offset(const group &g, int64_t i) {
-    if (g.ndim == 1)
-        return i * g.strides[0];
-    int64_t off = 0;
-    for (int d = g.ndim - 1; d >= 0; d--) {
-        off += (i % g.shape[d]) * g.strides[d];
-        i /= g.shape[d];
-    }
-    return off;
-}
+typedef ct_dims group; // kernels/cpu/strided.h: the dims, their offsets
 
 // ---- element access ---------------------------------------------------------------------
 
 template <typename T> struct acc_of { typedef float type; };
 template <> struct acc_of<int32_t> { typedef double type; };
-
-__device__ __forceinline__ float widen(float x) { return x; }
-__device__ __forceinline__ float widen(__half x) { return __half2float(x); }
-__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ double widen(int32_t x) { return (double)x; }
-
-// VEC elements loaded or stored as one access of VEC * sizeof(T) bytes.
-template <typename T, int VEC> struct alignas(sizeof(T) * VEC) pack {
-    T v[VEC];
-};
 
 // Any accumulator (a multiple of 4 bytes) exchanged between lanes word by word.
 template <typename A> __device__ __forceinline__ A shfl_xor(A a, int offset) {
@@ -342,12 +297,12 @@ __device__ __forceinline__ void push_contiguous(const Op &op, typename Op::acc &
     int64_t head = misaligned ? VEC - misaligned : 0;
     head = head < j1 - j0 ? head : j1 - j0;
     for (int64_t j = j0 + lane; j < j0 + head; j += G)
-        op.push(a, (F)widen(row[j]), j);
+        op.push(a, (F)ct_widen(row[j]), j);
     int64_t jv = j0 + head, nvec = (j1 - jv) / VEC;
-    const pack<T, VEC> *vp = reinterpret_cast<const pack<T, VEC> *>(row + jv);
+    const ct_pack<T, VEC> *vp = reinterpret_cast<const ct_pack<T, VEC> *>(row + jv);
     int64_t v = lane;
     for (; v + 3 * G < nvec; v += 4 * G) {
-        pack<T, VEC> p[4];
+        ct_pack<T, VEC> p[4];
 #pragma unroll
         for (int u = 0; u < 4; u++)
             p[u] = vp[v + u * G];
@@ -356,20 +311,20 @@ __device__ __forceinline__ void push_contiguous(const Op &op, typename Op::acc &
             F x[VEC];
 #pragma unroll
             for (int e = 0; e < VEC; e++)
-                x[e] = (F)widen(p[u].v[e]);
+                x[e] = (F)ct_widen(p[u].v[e]);
             op.push_n(a, x, jv + (v + u * G) * VEC, 1);
         }
     }
     for (; v < nvec; v += G) {
-        pack<T, VEC> p = vp[v];
+        ct_pack<T, VEC> p = vp[v];
         F x[VEC];
 #pragma unroll
         for (int e = 0; e < VEC; e++)
-            x[e] = (F)widen(p.v[e]);
+            x[e] = (F)ct_widen(p.v[e]);
         op.push_n(a, x, jv + v * VEC, 1);
     }
     for (int64_t j = jv + nvec * VEC + lane; j < j1; j += G)
-        op.push(a, (F)widen(row[j]), j);
+        op.push(a, (F)ct_widen(row[j]), j);
 }
 
 // Inner layout: unit u = (output u / slices, slice u % slices), G threads each.
@@ -383,13 +338,13 @@ __global__ void __launch_bounds__(BLOCK) reduce_inner_kernel(reduce_job<T, Op> j
     typename Op::acc a = op.identity();
     if (live) {
         int64_t k = unit / job.slices, s = unit % job.slices;
-        const T *base = job.in + group_offset(job.kept, k);
+        const T *base = job.in + ct_dims_offset(&job.kept, k);
         int64_t j0 = s * job.chunk, j1 = j0 + job.chunk < job.R ? j0 + job.chunk : job.R;
         if (VEC > 1) {
             push_contiguous<T, VEC>(op, a, base, j0, j1, lane, G);
         } else {
             for (int64_t j = j0 + lane; j < j1; j += G)
-                op.push(a, (F)widen(base[group_offset(job.red, j)]), j);
+                op.push(a, (F)ct_widen(base[ct_dims_offset(&job.red, j)]), j);
         }
     }
     if (G == BLOCK)
@@ -421,27 +376,27 @@ __global__ void __launch_bounds__(BLOCK) reduce_outer_kernel(reduce_job<T, Op> j
     for (int e = 0; e < VEC; e++)
         a[e] = op.identity();
     if (live) {
-        const T *base = job.in + group_offset(job.kept, row) + col;
+        const T *base = job.in + ct_dims_offset(&job.kept, row) + col;
         int64_t r = r0 + ty;
         for (; r + 3 * by < r1; r += 4 * by) {
-            pack<T, VEC> p[4];
+            ct_pack<T, VEC> p[4];
 #pragma unroll
             for (int u = 0; u < 4; u++)
-                p[u] = *reinterpret_cast<const pack<T, VEC> *>(base + group_offset(job.red, r + u * by));
+                p[u] = *reinterpret_cast<const ct_pack<T, VEC> *>(base + ct_dims_offset(&job.red, r + u * by));
 #pragma unroll
             for (int e = 0; e < VEC; e++) {
                 F x[4];
 #pragma unroll
                 for (int u = 0; u < 4; u++)
-                    x[u] = (F)widen(p[u].v[e]);
+                    x[u] = (F)ct_widen(p[u].v[e]);
                 op.push_n(a[e], x, r, by);
             }
         }
         for (; r < r1; r += by) {
-            pack<T, VEC> p = *reinterpret_cast<const pack<T, VEC> *>(base + group_offset(job.red, r));
+            ct_pack<T, VEC> p = *reinterpret_cast<const ct_pack<T, VEC> *>(base + ct_dims_offset(&job.red, r));
 #pragma unroll
             for (int e = 0; e < VEC; e++)
-                op.push(a[e], (F)widen(p.v[e]), r);
+                op.push(a[e], (F)ct_widen(p.v[e]), r);
         }
     }
     int slot = (ty * bx + tx) * VEC;
@@ -513,8 +468,8 @@ static int pow2_at_least(int64_t n, int cap) {
 // only (never on the device), so the workspace query and the launch agree.
 static void make_plan(reduce_plan *p, ct_dtype dtype, int ndim, const int64_t *shape, const void *in,
                       const int64_t *in_strides, const bool *mask) {
-    make_group(&p->kept, ndim, shape, in_strides, mask, false);
-    make_group(&p->red, ndim, shape, in_strides, mask, true);
+    ct_dims_group(&p->kept, ndim, shape, in_strides, mask, false);
+    ct_dims_group(&p->red, ndim, shape, in_strides, mask, true);
     p->K = p->kept.numel;
     p->R = p->red.numel;
     p->slices = 1;

@@ -24,39 +24,16 @@
 #include "kernels/cuda/launch.h"
 
 #include <math.h>
+#include <type_traits>
 
 #define BLOCK 256
 #define WARP_ROW_MAX 1024 // rows up to this long get a sub-warp, longer ones a block
 
 // ---- geometry ---------------------------------------------------------------------------
 
-// The dims other than `dim` (rows) or only those before it (the outer index of lanes),
-// coalesced; ndim 0 is a single row at offset 0.
-struct rows_geom {
-    int ndim;
-    int64_t shape[CT_KMAX_DIMS], strides[CT_KMAX_DIMS];
-};
-
-static void make_rows(rows_geom *w, int ndim, const int64_t *shape, const int64_t *strides, int dim,
-                      bool outer_only) {
-    w->ndim = 0;
-    for (int d = 0; d < (outer_only ? dim : ndim); d++)
-        if (d != dim) {
-            w->shape[w->ndim] = shape[d];
-            w->strides[w->ndim++] = strides[d];
-        }
-    int64_t *s[1] = {w->strides};
-    w->ndim = ct_coalesce(w->ndim, w->shape, 1, s);
-}
-
-__device__ __forceinline__ int64_t row_offset(const rows_geom &w, int64_t r) {
-    int64_t off = 0;
-    for (int d = w.ndim - 1; d >= 0; d--) {
-        off += (r % w.shape[d]) * w.strides[d];
-        r /= w.shape[d];
-    }
-    return off;
-}
+// The rows: every dim but `dim`, or those before it (the outer index of lanes), coalesced
+// (kernels/cpu/strided.h: ct_dims_rows, ct_dims_offset).
+typedef ct_dims rows_geom;
 
 // True when the dims after `dim` form one contiguous block (lanes at stride 1).
 static bool lanes_contiguous(int ndim, const int64_t *shape, const int64_t *strides, int dim) {
@@ -87,20 +64,6 @@ static int pow2_at_least(int64_t n, int cap) {
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---- elements ---------------------------------------------------------------------------
-
-__device__ __forceinline__ float widen(float x) { return x; }
-__device__ __forceinline__ float widen(__half x) { return __half2float(x); }
-__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-// Round to nearest even, like the CPU's conversions.
-template <typename T> __device__ __forceinline__ T narrow(float x);
-template <> __device__ __forceinline__ float narrow<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half narrow<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
-template <typename T, int VEC> struct alignas(sizeof(T) * VEC) pack {
-    T v[VEC];
-};
 
 // ---- merging across threads -------------------------------------------------------------
 
@@ -221,19 +184,19 @@ __global__ void __launch_bounds__(BLOCK) softmax_warp_kernel(softmax_job<T> job,
     int64_t row = (int64_t)blockIdx.x * (BLOCK / G) + threadIdx.x / G;
     bool live = row < job.items; // no early return before the shuffles
     int64_t nvec = job.n / VEC;
-    const T *row_in = job.in + (live ? row_offset(job.in_rows, row) : 0);
-    const pack<T, VEC> *src = reinterpret_cast<const pack<T, VEC> *>(row_in);
+    const T *row_in = job.in + (live ? ct_dims_offset(&job.in_rows, row) : 0);
+    const ct_pack<T, VEC> *src = reinterpret_cast<const ct_pack<T, VEC> *>(row_in);
     float x[NV][VEC];
     float m = -INFINITY;
 #pragma unroll
     for (int i = 0; i < NV; i++) {
         int64_t v = lane + (int64_t)i * G;
-        pack<T, VEC> p = {};
+        ct_pack<T, VEC> p = {};
         if (live && v < nvec)
             p = src[v];
 #pragma unroll
         for (int e = 0; e < VEC; e++) {
-            x[i][e] = live && v < nvec ? widen(p.v[e]) : -INFINITY;
+            x[i][e] = live && v < nvec ? ct_widen(p.v[e]) : -INFINITY;
             m = x[i][e] > m ? x[i][e] : m;
         }
     }
@@ -252,15 +215,15 @@ __global__ void __launch_bounds__(BLOCK) softmax_warp_kernel(softmax_job<T> job,
     if (!live)
         return;
     float log_s = logf(s), inv_s = 1.0f / s;
-    pack<T, VEC> *dst = reinterpret_cast<pack<T, VEC> *>(job.out + row_offset(job.out_rows, row));
+    ct_pack<T, VEC> *dst = reinterpret_cast<ct_pack<T, VEC> *>(job.out + ct_dims_offset(&job.out_rows, row));
 #pragma unroll
     for (int i = 0; i < NV; i++) {
         int64_t v = lane + (int64_t)i * G;
         if (v < nvec) {
-            pack<T, VEC> q;
+            ct_pack<T, VEC> q;
 #pragma unroll
             for (int e = 0; e < VEC; e++)
-                q.v[e] = narrow<T>(job.take_log ? (x[i][e] - m) - log_s : x[i][e] * inv_s);
+                q.v[e] = ct_narrow<T>(job.take_log ? (x[i][e] - m) - log_s : x[i][e] * inv_s);
             dst[v] = q;
         }
     }
@@ -273,14 +236,14 @@ __global__ void __launch_bounds__(BLOCK) softmax_rows_kernel(softmax_job<T> job,
     int lane = threadIdx.x % G;
     int64_t row = (int64_t)blockIdx.x * (BLOCK / G) + threadIdx.x / G;
     bool live = row < job.items;
-    const T *src = job.in + (live ? row_offset(job.in_rows, row) : 0);
+    const T *src = job.in + (live ? ct_dims_offset(&job.in_rows, row) : 0);
     online a = {-INFINITY, 0.0f};
     if (live) {
         if (VEC > 1) {
-            const pack<T, VEC> *vp = reinterpret_cast<const pack<T, VEC> *>(src);
+            const ct_pack<T, VEC> *vp = reinterpret_cast<const ct_pack<T, VEC> *>(src);
             int64_t nvec = job.n / VEC, v = lane;
             for (; v + 3 * G < nvec; v += 4 * G) {
-                pack<T, VEC> p[4];
+                ct_pack<T, VEC> p[4];
 #pragma unroll
                 for (int u = 0; u < 4; u++)
                     p[u] = vp[v + u * G];
@@ -289,22 +252,22 @@ __global__ void __launch_bounds__(BLOCK) softmax_rows_kernel(softmax_job<T> job,
                     float x[VEC];
 #pragma unroll
                     for (int e = 0; e < VEC; e++)
-                        x[e] = widen(p[u].v[e]);
+                        x[e] = ct_widen(p[u].v[e]);
                     online_push_n(a, x);
                 }
             }
             for (; v < nvec; v += G) {
-                pack<T, VEC> p = vp[v];
+                ct_pack<T, VEC> p = vp[v];
                 float x[VEC];
 #pragma unroll
                 for (int e = 0; e < VEC; e++)
-                    x[e] = widen(p.v[e]);
+                    x[e] = ct_widen(p.v[e]);
                 online_push_n(a, x);
             }
         } else {
 #pragma unroll 4
             for (int64_t j = lane; j < job.n; j += G)
-                online_push(a, widen(src[j * job.in_stride]));
+                online_push(a, ct_widen(src[j * job.in_stride]));
         }
     }
     if (G == BLOCK)
@@ -314,22 +277,22 @@ __global__ void __launch_bounds__(BLOCK) softmax_rows_kernel(softmax_job<T> job,
     if (!live)
         return;
     float log_s = logf(a.s), inv_s = 1.0f / a.s;
-    T *dst = job.out + row_offset(job.out_rows, row);
+    T *dst = job.out + ct_dims_offset(&job.out_rows, row);
     if (VEC > 1) {
-        const pack<T, VEC> *vp = reinterpret_cast<const pack<T, VEC> *>(src);
-        pack<T, VEC> *wp = reinterpret_cast<pack<T, VEC> *>(dst);
+        const ct_pack<T, VEC> *vp = reinterpret_cast<const ct_pack<T, VEC> *>(src);
+        ct_pack<T, VEC> *wp = reinterpret_cast<ct_pack<T, VEC> *>(dst);
         for (int64_t v = lane; v < job.n / VEC; v += G) {
-            pack<T, VEC> p = vp[v], q;
+            ct_pack<T, VEC> p = vp[v], q;
 #pragma unroll
             for (int e = 0; e < VEC; e++)
-                q.v[e] = narrow<T>(softmax_value(widen(p.v[e]), a.m, log_s, inv_s, job.take_log));
+                q.v[e] = ct_narrow<T>(softmax_value(ct_widen(p.v[e]), a.m, log_s, inv_s, job.take_log));
             wp[v] = q;
         }
     } else {
 #pragma unroll 4
         for (int64_t j = lane; j < job.n; j += G)
             dst[j * job.out_stride] =
-                narrow<T>(softmax_value(widen(src[j * job.in_stride]), a.m, log_s, inv_s, job.take_log));
+                ct_narrow<T>(softmax_value(ct_widen(src[j * job.in_stride]), a.m, log_s, inv_s, job.take_log));
     }
 }
 
@@ -340,17 +303,17 @@ __global__ void __launch_bounds__(BLOCK) softmax_lanes_kernel(softmax_job<T> job
     if (t >= job.items * inner)
         return;
     int64_t o = t / inner, l = t % inner;
-    const T *src = job.in + row_offset(job.in_rows, o) + l;
-    T *dst = job.out + row_offset(job.out_rows, o) + l;
+    const T *src = job.in + ct_dims_offset(&job.in_rows, o) + l;
+    T *dst = job.out + ct_dims_offset(&job.out_rows, o) + l;
     online a = {-INFINITY, 0.0f};
 #pragma unroll 4
     for (int64_t j = 0; j < job.n; j++)
-        online_push(a, widen(src[j * job.in_stride]));
+        online_push(a, ct_widen(src[j * job.in_stride]));
     float log_s = logf(a.s), inv_s = 1.0f / a.s;
 #pragma unroll 4
     for (int64_t j = 0; j < job.n; j++)
         dst[j * job.out_stride] =
-            narrow<T>(softmax_value(widen(src[j * job.in_stride]), a.m, log_s, inv_s, job.take_log));
+            ct_narrow<T>(softmax_value(ct_widen(src[j * job.in_stride]), a.m, log_s, inv_s, job.take_log));
 }
 
 // ---- backward ---------------------------------------------------------------------------
@@ -380,14 +343,14 @@ __global__ void __launch_bounds__(BLOCK) backward_warp_kernel(backward_job<T> jo
     int64_t row = (int64_t)blockIdx.x * (BLOCK / G) + threadIdx.x / G;
     bool live = row < job.items;
     int64_t nvec = job.n / VEC;
-    const pack<T, VEC> *yp = reinterpret_cast<const pack<T, VEC> *>(job.y + (live ? row_offset(job.y_rows, row) : 0));
-    const pack<T, VEC> *gp = reinterpret_cast<const pack<T, VEC> *>(job.g + (live ? row_offset(job.g_rows, row) : 0));
+    const ct_pack<T, VEC> *yp = reinterpret_cast<const ct_pack<T, VEC> *>(job.y + (live ? ct_dims_offset(&job.y_rows, row) : 0));
+    const ct_pack<T, VEC> *gp = reinterpret_cast<const ct_pack<T, VEC> *>(job.g + (live ? ct_dims_offset(&job.g_rows, row) : 0));
     float y[NV][VEC], g[NV][VEC];
     float dot = 0.0f;
 #pragma unroll
     for (int i = 0; i < NV; i++) {
         int64_t v = lane + (int64_t)i * G;
-        pack<T, VEC> py = {}, pg = {};
+        ct_pack<T, VEC> py = {}, pg = {};
         if (live && v < nvec) {
             py = yp[v];
             pg = gp[v];
@@ -395,23 +358,23 @@ __global__ void __launch_bounds__(BLOCK) backward_warp_kernel(backward_job<T> jo
 #pragma unroll
         for (int e = 0; e < VEC; e++) {
             bool valid = live && v < nvec;
-            y[i][e] = valid ? widen(py.v[e]) : 0.0f;
-            g[i][e] = valid ? widen(pg.v[e]) : 0.0f;
+            y[i][e] = valid ? ct_widen(py.v[e]) : 0.0f;
+            g[i][e] = valid ? ct_widen(pg.v[e]) : 0.0f;
             dot += dot_term(y[i][e], g[i][e], job.take_log);
         }
     }
     dot = group_all(dot, G, sum_merge());
     if (!live)
         return;
-    pack<T, VEC> *dst = reinterpret_cast<pack<T, VEC> *>(job.out + row_offset(job.out_rows, row));
+    ct_pack<T, VEC> *dst = reinterpret_cast<ct_pack<T, VEC> *>(job.out + ct_dims_offset(&job.out_rows, row));
 #pragma unroll
     for (int i = 0; i < NV; i++) {
         int64_t v = lane + (int64_t)i * G;
         if (v < nvec) {
-            pack<T, VEC> q;
+            ct_pack<T, VEC> q;
 #pragma unroll
             for (int e = 0; e < VEC; e++)
-                q.v[e] = narrow<T>(grad_value(y[i][e], g[i][e], dot, job.take_log));
+                q.v[e] = ct_narrow<T>(grad_value(y[i][e], g[i][e], dot, job.take_log));
             dst[v] = q;
         }
     }
@@ -422,23 +385,23 @@ __global__ void __launch_bounds__(BLOCK) backward_rows_kernel(backward_job<T> jo
     int lane = threadIdx.x % G;
     int64_t row = (int64_t)blockIdx.x * (BLOCK / G) + threadIdx.x / G;
     bool live = row < job.items;
-    const T *ys = job.y + (live ? row_offset(job.y_rows, row) : 0);
-    const T *gs = job.g + (live ? row_offset(job.g_rows, row) : 0);
+    const T *ys = job.y + (live ? ct_dims_offset(&job.y_rows, row) : 0);
+    const T *gs = job.g + (live ? ct_dims_offset(&job.g_rows, row) : 0);
     float dot = 0.0f;
     if (live) {
         if (VEC > 1) {
-            const pack<T, VEC> *yp = reinterpret_cast<const pack<T, VEC> *>(ys);
-            const pack<T, VEC> *gp = reinterpret_cast<const pack<T, VEC> *>(gs);
+            const ct_pack<T, VEC> *yp = reinterpret_cast<const ct_pack<T, VEC> *>(ys);
+            const ct_pack<T, VEC> *gp = reinterpret_cast<const ct_pack<T, VEC> *>(gs);
             for (int64_t v = lane; v < job.n / VEC; v += G) {
-                pack<T, VEC> py = yp[v], pg = gp[v];
+                ct_pack<T, VEC> py = yp[v], pg = gp[v];
 #pragma unroll
                 for (int e = 0; e < VEC; e++)
-                    dot += dot_term(widen(py.v[e]), widen(pg.v[e]), job.take_log);
+                    dot += dot_term(ct_widen(py.v[e]), ct_widen(pg.v[e]), job.take_log);
             }
         } else {
 #pragma unroll 4
             for (int64_t j = lane; j < job.n; j += G)
-                dot += dot_term(widen(ys[j * job.y_stride]), widen(gs[j * job.g_stride]), job.take_log);
+                dot += dot_term(ct_widen(ys[j * job.y_stride]), ct_widen(gs[j * job.g_stride]), job.take_log);
         }
     }
     if (G == BLOCK)
@@ -447,23 +410,23 @@ __global__ void __launch_bounds__(BLOCK) backward_rows_kernel(backward_job<T> jo
         dot = group_all(dot, G, sum_merge());
     if (!live)
         return;
-    T *dst = job.out + row_offset(job.out_rows, row);
+    T *dst = job.out + ct_dims_offset(&job.out_rows, row);
     if (VEC > 1) {
-        const pack<T, VEC> *yp = reinterpret_cast<const pack<T, VEC> *>(ys);
-        const pack<T, VEC> *gp = reinterpret_cast<const pack<T, VEC> *>(gs);
-        pack<T, VEC> *wp = reinterpret_cast<pack<T, VEC> *>(dst);
+        const ct_pack<T, VEC> *yp = reinterpret_cast<const ct_pack<T, VEC> *>(ys);
+        const ct_pack<T, VEC> *gp = reinterpret_cast<const ct_pack<T, VEC> *>(gs);
+        ct_pack<T, VEC> *wp = reinterpret_cast<ct_pack<T, VEC> *>(dst);
         for (int64_t v = lane; v < job.n / VEC; v += G) {
-            pack<T, VEC> py = yp[v], pg = gp[v], q;
+            ct_pack<T, VEC> py = yp[v], pg = gp[v], q;
 #pragma unroll
             for (int e = 0; e < VEC; e++)
-                q.v[e] = narrow<T>(grad_value(widen(py.v[e]), widen(pg.v[e]), dot, job.take_log));
+                q.v[e] = ct_narrow<T>(grad_value(ct_widen(py.v[e]), ct_widen(pg.v[e]), dot, job.take_log));
             wp[v] = q;
         }
     } else {
 #pragma unroll 4
         for (int64_t j = lane; j < job.n; j += G)
             dst[j * job.out_stride] =
-                narrow<T>(grad_value(widen(ys[j * job.y_stride]), widen(gs[j * job.g_stride]), dot, job.take_log));
+                ct_narrow<T>(grad_value(ct_widen(ys[j * job.y_stride]), ct_widen(gs[j * job.g_stride]), dot, job.take_log));
     }
 }
 
@@ -473,17 +436,17 @@ __global__ void __launch_bounds__(BLOCK) backward_lanes_kernel(backward_job<T> j
     if (t >= job.items * inner)
         return;
     int64_t o = t / inner, l = t % inner;
-    const T *ys = job.y + row_offset(job.y_rows, o) + l;
-    const T *gs = job.g + row_offset(job.g_rows, o) + l;
-    T *dst = job.out + row_offset(job.out_rows, o) + l;
+    const T *ys = job.y + ct_dims_offset(&job.y_rows, o) + l;
+    const T *gs = job.g + ct_dims_offset(&job.g_rows, o) + l;
+    T *dst = job.out + ct_dims_offset(&job.out_rows, o) + l;
     float dot = 0.0f;
 #pragma unroll 4
     for (int64_t j = 0; j < job.n; j++)
-        dot += dot_term(widen(ys[j * job.y_stride]), widen(gs[j * job.g_stride]), job.take_log);
+        dot += dot_term(ct_widen(ys[j * job.y_stride]), ct_widen(gs[j * job.g_stride]), job.take_log);
 #pragma unroll 4
     for (int64_t j = 0; j < job.n; j++)
         dst[j * job.out_stride] =
-            narrow<T>(grad_value(widen(ys[j * job.y_stride]), widen(gs[j * job.g_stride]), dot, job.take_log));
+            ct_narrow<T>(grad_value(ct_widen(ys[j * job.y_stride]), ct_widen(gs[j * job.g_stride]), dot, job.take_log));
 }
 
 // ---- launchers --------------------------------------------------------------------------
@@ -533,6 +496,34 @@ static rows_launch rows_geometry(int64_t n, int64_t items, bool vectorized, int6
 
 static ct_status check_launch(void) { return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error(); }
 
+// Launch the rows path of geometry r: warp(nv, grid) for the register kernel with nv
+// vectors per lane, else rows(vec, grid) for the two-pass kernel with vectors of vec (VEC
+// when vectorized, else 1); nv and vec come as std::integral_constant.
+template <int VEC, typename Warp, typename Rows>
+static ct_status launch_rows(const char *what, const rows_launch &r, bool vectorized, const Warp &warp,
+                             const Rows &rows) {
+    if (r.blocks > INT32_MAX)
+        return ct__set_error(CT_ERR_UNSUPPORTED, "%s: %lld blocks exceed the grid", what, (long long)r.blocks);
+    unsigned grid = (unsigned)r.blocks;
+    switch (r.nv) {
+    case 1: warp(std::integral_constant<int, 1>(), grid); break;
+    case 2: warp(std::integral_constant<int, 2>(), grid); break;
+    case 4: warp(std::integral_constant<int, 4>(), grid); break;
+    case 8: // only F32 rows hold more than 4 vectors per lane
+        if constexpr (VEC == 4)
+            warp(std::integral_constant<int, 8>(), grid);
+        else
+            return ct__set_error(CT_ERR_INTERNAL, "%s: no register kernel for 8 vectors per lane", what);
+        break;
+    default:
+        if (vectorized)
+            rows(std::integral_constant<int, VEC>(), grid);
+        else
+            rows(std::integral_constant<int, 1>(), grid);
+    }
+    return check_launch();
+}
+
 template <typename T>
 static ct_status softmax_launch(bool take_log, int ndim, const int64_t *shape, const void *in,
                                 const int64_t *in_strides, int dim, void *out, cudaStream_t s) {
@@ -547,8 +538,8 @@ static ct_status softmax_launch(bool take_log, int ndim, const int64_t *shape, c
     job.out_stride = p.out_strides[dim];
     job.n = p.n;
     job.take_log = take_log;
-    make_rows(&job.in_rows, ndim, shape, in_strides, dim, p.lanes);
-    make_rows(&job.out_rows, ndim, shape, p.out_strides, dim, p.lanes);
+    ct_dims_rows(&job.in_rows, ndim, shape, in_strides, dim, p.lanes);
+    ct_dims_rows(&job.out_rows, ndim, shape, p.out_strides, dim, p.lanes);
     if (p.lanes) {
         job.items = p.numel / (p.n * p.inner);
         int64_t blocks = ceil_div(job.items * p.inner, BLOCK);
@@ -562,26 +553,10 @@ static ct_status softmax_launch(bool take_log, int ndim, const int64_t *shape, c
     bool vectorized = job.in_stride == 1 && job.out_stride == 1 && p.n % VEC == 0 &&
                       rows_aligned(in, job.in_rows, VEC) && rows_aligned(out, job.out_rows, VEC);
     rows_launch r = rows_geometry(p.n, job.items, vectorized, VEC);
-    if (r.blocks > INT32_MAX)
-        return ct__set_error(CT_ERR_UNSUPPORTED, "ct_cuda_softmax: %lld blocks exceed the grid", (long long)r.blocks);
-    unsigned grid = (unsigned)r.blocks;
-    switch (r.nv) {
-    case 1: softmax_warp_kernel<T, 1><<<grid, BLOCK, 0, s>>>(job, r.G); break;
-    case 2: softmax_warp_kernel<T, 2><<<grid, BLOCK, 0, s>>>(job, r.G); break;
-    case 4: softmax_warp_kernel<T, 4><<<grid, BLOCK, 0, s>>>(job, r.G); break;
-    case 8: // only F32 rows hold more than 4 vectors per lane
-        if constexpr (VEC == 4)
-            softmax_warp_kernel<T, 8><<<grid, BLOCK, 0, s>>>(job, r.G);
-        else
-            return ct__set_error(CT_ERR_INTERNAL, "softmax: no register kernel for 8 vectors per lane");
-        break;
-    default:
-        if (vectorized)
-            softmax_rows_kernel<T, VEC><<<grid, BLOCK, 0, s>>>(job, r.G);
-        else
-            softmax_rows_kernel<T, 1><<<grid, BLOCK, 0, s>>>(job, r.G);
-    }
-    return check_launch();
+    return launch_rows<VEC>(
+        "ct_cuda_softmax", r, vectorized,
+        [&](auto nv, unsigned grid) { softmax_warp_kernel<T, decltype(nv)::value><<<grid, BLOCK, 0, s>>>(job, r.G); },
+        [&](auto vec, unsigned grid) { softmax_rows_kernel<T, decltype(vec)::value><<<grid, BLOCK, 0, s>>>(job, r.G); });
 }
 
 template <typename T>
@@ -602,9 +577,9 @@ static ct_status backward_launch(bool take_log, int ndim, const int64_t *shape, 
     job.out_stride = p.out_strides[dim];
     job.n = p.n;
     job.take_log = take_log;
-    make_rows(&job.y_rows, ndim, shape, y_strides, dim, p.lanes);
-    make_rows(&job.g_rows, ndim, shape, g_strides, dim, p.lanes);
-    make_rows(&job.out_rows, ndim, shape, p.out_strides, dim, p.lanes);
+    ct_dims_rows(&job.y_rows, ndim, shape, y_strides, dim, p.lanes);
+    ct_dims_rows(&job.g_rows, ndim, shape, g_strides, dim, p.lanes);
+    ct_dims_rows(&job.out_rows, ndim, shape, p.out_strides, dim, p.lanes);
     if (p.lanes) {
         job.items = p.numel / (p.n * p.inner);
         int64_t blocks = ceil_div(job.items * p.inner, BLOCK);
@@ -620,27 +595,10 @@ static ct_status backward_launch(bool take_log, int ndim, const int64_t *shape, 
                       rows_aligned(y, job.y_rows, VEC) && rows_aligned(g, job.g_rows, VEC) &&
                       rows_aligned(grad_in, job.out_rows, VEC);
     rows_launch r = rows_geometry(p.n, job.items, vectorized, VEC);
-    if (r.blocks > INT32_MAX)
-        return ct__set_error(CT_ERR_UNSUPPORTED, "ct_cuda_softmax_backward: %lld blocks exceed the grid",
-                             (long long)r.blocks);
-    unsigned grid = (unsigned)r.blocks;
-    switch (r.nv) {
-    case 1: backward_warp_kernel<T, 1><<<grid, BLOCK, 0, s>>>(job, r.G); break;
-    case 2: backward_warp_kernel<T, 2><<<grid, BLOCK, 0, s>>>(job, r.G); break;
-    case 4: backward_warp_kernel<T, 4><<<grid, BLOCK, 0, s>>>(job, r.G); break;
-    case 8: // only F32 rows hold more than 4 vectors per lane
-        if constexpr (VEC == 4)
-            backward_warp_kernel<T, 8><<<grid, BLOCK, 0, s>>>(job, r.G);
-        else
-            return ct__set_error(CT_ERR_INTERNAL, "backward: no register kernel for 8 vectors per lane");
-        break;
-    default:
-        if (vectorized)
-            backward_rows_kernel<T, VEC><<<grid, BLOCK, 0, s>>>(job, r.G);
-        else
-            backward_rows_kernel<T, 1><<<grid, BLOCK, 0, s>>>(job, r.G);
-    }
-    return check_launch();
+    return launch_rows<VEC>(
+        "ct_cuda_softmax_backward", r, vectorized,
+        [&](auto nv, unsigned grid) { backward_warp_kernel<T, decltype(nv)::value><<<grid, BLOCK, 0, s>>>(job, r.G); },
+        [&](auto vec, unsigned grid) { backward_rows_kernel<T, decltype(vec)::value><<<grid, BLOCK, 0, s>>>(job, r.G); });
 }
 
 static ct_status unsupported(const char *what, ct_dtype dtype) {
