@@ -57,48 +57,64 @@ static int64_t ct_iter_make(ct_iter<NOPS> *it, int ndim, const int64_t *shape, c
     return n;
 }
 
-// Conversions through double, with the CPU's rules (RNE, saturating integers, NaN -> 0).
-// NaNs are built bit by bit as x86 and kernels/cpu/half.h build them (sign and payload kept,
-// quiet bit set): the GPU's own cvt instructions return a canonical NaN instead.
-__device__ __forceinline__ double ct_nan_from_f32_bits(uint32_t b) {
-    return __longlong_as_double((long long)(((uint64_t)(b & 0x80000000u) << 32) | 0x7ff8000000000000ull |
-                                            ((uint64_t)(b & 0x003fffffu) << 29)));
-}
-__device__ __forceinline__ uint32_t ct_f32_bits_from_nan(double v) {
-    uint64_t d = (uint64_t)__double_as_longlong(v);
-    return (uint32_t)((d >> 32) & 0x80000000u) | 0x7fc00000u | (uint32_t)((d >> 29) & 0x3fffffu);
-}
-template <typename T> __device__ __forceinline__ double ct_to_double(T x) { return (double)x; }
-template <> __device__ __forceinline__ double ct_to_double<float>(float x) {
-    return x != x ? ct_nan_from_f32_bits(__float_as_uint(x)) : (double)x;
-}
-template <> __device__ __forceinline__ double ct_to_double<__half>(__half x) {
+// Conversions with the CPU's rules (RNE, saturating integers, NaN -> 0). NaNs are built
+// bit by bit as x86 and kernels/cpu/half.h build them (sign and payload kept, quiet bit
+// set): the GPU's own cvt instructions return a canonical NaN instead.
+
+// float <-> the half types, exactly as kernels/cpu/half.h converts them.
+__device__ __forceinline__ float ct_half_to_float(__half x) {
     unsigned short h = __half_as_ushort(x);
     if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu))
-        return ct_nan_from_f32_bits(((uint32_t)(h & 0x8000u) << 16) | ((uint32_t)(h & 0x3ffu) << 13));
-    return (double)__half2float(x);
+        return __uint_as_float(((uint32_t)(h & 0x8000u) << 16) | 0x7fc00000u | ((uint32_t)(h & 0x3ffu) << 13));
+    return __half2float(x);
 }
-template <> __device__ __forceinline__ double ct_to_double<__nv_bfloat16>(__nv_bfloat16 x) {
+__device__ __forceinline__ float ct_bf16_to_float(__nv_bfloat16 x) {
     unsigned short b = __bfloat16_as_ushort(x);
     if ((b & 0x7f80u) == 0x7f80u && (b & 0x7fu))
-        return ct_nan_from_f32_bits((uint32_t)b << 16);
-    return (double)__bfloat162float(x);
+        return __uint_as_float(((uint32_t)b << 16) | 0x400000u);
+    return __bfloat162float(x);
+}
+__device__ __forceinline__ __half ct_float_to_half(float x) {
+    if (x != x) {
+        uint32_t f = __float_as_uint(x);
+        return __ushort_as_half((unsigned short)(((f >> 16) & 0x8000u) | 0x7e00u | ((f >> 13) & 0x3ffu)));
+    }
+    return __float2half_rn(x);
+}
+__device__ __forceinline__ __nv_bfloat16 ct_float_to_bf16(float x) {
+    return x != x ? __ushort_as_bfloat16((unsigned short)((__float_as_uint(x) >> 16) | 0x40u)) : __float2bfloat16_rn(x);
+}
+
+// Through double. Half types widen exactly through float; narrowing from double rounds
+// once (__double2half), a NaN goes through float for its bits.
+template <typename T> __device__ __forceinline__ double ct_to_double(T x) { return (double)x; }
+template <> __device__ __forceinline__ double ct_to_double<float>(float x) {
+    if (x != x) { // x86 keeps sign and payload, shifted into the double's mantissa
+        uint32_t b = __float_as_uint(x);
+        return __longlong_as_double((long long)(((uint64_t)(b & 0x80000000u) << 32) | 0x7ff8000000000000ull |
+                                                ((uint64_t)(b & 0x003fffffu) << 29)));
+    }
+    return (double)x;
+}
+template <> __device__ __forceinline__ double ct_to_double<__half>(__half x) {
+    return ct_to_double<float>(ct_half_to_float(x));
+}
+template <> __device__ __forceinline__ double ct_to_double<__nv_bfloat16>(__nv_bfloat16 x) {
+    return ct_to_double<float>(ct_bf16_to_float(x));
 }
 template <typename T> __device__ __forceinline__ T ct_from_double(double v) { return (T)v; }
 template <> __device__ __forceinline__ float ct_from_double<float>(double v) {
-    return v != v ? __uint_as_float(ct_f32_bits_from_nan(v)) : (float)v;
+    if (v != v) { // sign, quiet bit and the payload's top bits, as x86 keeps them
+        uint64_t d = (uint64_t)__double_as_longlong(v);
+        return __uint_as_float((uint32_t)((d >> 32) & 0x80000000u) | 0x7fc00000u | (uint32_t)((d >> 29) & 0x3fffffu));
+    }
+    return (float)v;
 }
 template <> __device__ __forceinline__ __half ct_from_double<__half>(double v) {
-    if (v != v) {
-        uint32_t f = ct_f32_bits_from_nan(v);
-        return __ushort_as_half((unsigned short)(((f >> 16) & 0x8000u) | 0x7e00u | ((f >> 13) & 0x3ffu)));
-    }
-    return __double2half(v);
+    return v != v ? ct_float_to_half(ct_from_double<float>(v)) : __double2half(v);
 }
 template <> __device__ __forceinline__ __nv_bfloat16 ct_from_double<__nv_bfloat16>(double v) {
-    if (v != v)
-        return __ushort_as_bfloat16((unsigned short)((ct_f32_bits_from_nan(v) >> 16) | 0x40u));
-    return __double2bfloat16(v);
+    return v != v ? ct_float_to_bf16(ct_from_double<float>(v)) : __double2bfloat16(v);
 }
 template <> __device__ __forceinline__ int32_t ct_from_double<int32_t>(double v) { return ct_saturate_i32(v); }
 template <> __device__ __forceinline__ uint8_t ct_from_double<uint8_t>(double v) { return ct_saturate_u8(v); }
@@ -109,26 +125,12 @@ template <typename D, typename S> __device__ __forceinline__ D ct_convert(S x) {
     return ct_from_double<D>(ct_to_double<S>(x));
 }
 template <> __device__ __forceinline__ __nv_bfloat16 ct_convert<__nv_bfloat16, float>(float x) {
-    return x != x ? __ushort_as_bfloat16((unsigned short)((__float_as_uint(x) >> 16) | 0x40u)) : __float2bfloat16_rn(x);
+    return ct_float_to_bf16(x);
 }
-template <> __device__ __forceinline__ __half ct_convert<__half, float>(float x) {
-    if (x != x) {
-        uint32_t f = __float_as_uint(x);
-        return __ushort_as_half((unsigned short)(((f >> 16) & 0x8000u) | 0x7e00u | ((f >> 13) & 0x3ffu)));
-    }
-    return __float2half_rn(x);
-}
-template <> __device__ __forceinline__ float ct_convert<float, __half>(__half x) {
-    unsigned short h = __half_as_ushort(x);
-    if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu))
-        return __uint_as_float(((uint32_t)(h & 0x8000u) << 16) | 0x7fc00000u | ((uint32_t)(h & 0x3ffu) << 13));
-    return __half2float(x);
-}
+template <> __device__ __forceinline__ __half ct_convert<__half, float>(float x) { return ct_float_to_half(x); }
+template <> __device__ __forceinline__ float ct_convert<float, __half>(__half x) { return ct_half_to_float(x); }
 template <> __device__ __forceinline__ float ct_convert<float, __nv_bfloat16>(__nv_bfloat16 x) {
-    unsigned short b = __bfloat16_as_ushort(x);
-    if ((b & 0x7f80u) == 0x7f80u && (b & 0x7fu))
-        return __uint_as_float(((uint32_t)b << 16) | 0x400000u);
-    return __bfloat162float(x);
+    return ct_bf16_to_float(x);
 }
 
 // The compute type of kernels that work in float: floating values widen to float (F32
