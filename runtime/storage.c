@@ -106,7 +106,8 @@ ct_status ct_cpu_memory_stats(ct_memory_stats *out) {
     return CT_OK;
 }
 
-ct_storage *ct__storage_new(size_t nbytes, ct_device device) {
+/* A storage of nbytes on `device`; on the CPU from the pinned cache when `pinned`. */
+static ct_storage *storage_new(size_t nbytes, ct_device device, bool pinned) {
     ct_storage *s = malloc(sizeof *s);
     if (!s) {
         ct__set_error(CT_ERR_MEMORY, "out of host memory");
@@ -116,8 +117,10 @@ ct_storage *ct__storage_new(size_t nbytes, ct_device device) {
     atomic_init(&s->version, 0);
     s->device = device;
     s->nbytes = nbytes;
-    s->pinned = false;
-    if (device.type == CT_DEVICE_CPU) {
+    s->pinned = pinned;
+    if (pinned) {
+        s->data = ct_pinned_alloc(nbytes);
+    } else if (device.type == CT_DEVICE_CPU) {
         s->data = cpu_storage_alloc(nbytes);
     } else {
 #ifdef CT_HAVE_CUDA
@@ -135,24 +138,9 @@ ct_storage *ct__storage_new(size_t nbytes, ct_device device) {
     return s;
 }
 
-ct_storage *ct__storage_new_pinned(size_t nbytes) {
-    ct_storage *s = malloc(sizeof *s);
-    if (!s) {
-        ct__set_error(CT_ERR_MEMORY, "out of host memory");
-        return NULL;
-    }
-    atomic_init(&s->refcount, 1);
-    atomic_init(&s->version, 0);
-    s->device = CT_CPU;
-    s->nbytes = nbytes;
-    s->pinned = true;
-    s->data = ct_pinned_alloc(nbytes);
-    if (!s->data) {
-        free(s);
-        return NULL;
-    }
-    return s;
-}
+ct_storage *ct__storage_new(size_t nbytes, ct_device device) { return storage_new(nbytes, device, false); }
+
+ct_storage *ct__storage_new_pinned(size_t nbytes) { return storage_new(nbytes, CT_CPU, true); }
 
 void ct__storage_release(ct_storage *s) {
     if (!s || atomic_fetch_sub(&s->refcount, 1) != 1)
