@@ -28,6 +28,8 @@
 
 #include "ctensor/ctensor.h"
 
+#include "python_free_examples/fashion_cnn.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -42,21 +44,6 @@
  * that except conv1's data gradient, which nothing needs (15.0 M). Pooling, batch norm and
  * the optimizer are memory-bound and not counted. */
 #define FLOP_PER_IMAGE 22.8e6
-
-/* The main job's network (fashion_mnist_cnn.c, make_model). */
-static ct_module *make_model(void) {
-    ct_conv2d_opts same = CT_CONV2D_OPTS_DEFAULT;
-    same.padding[0] = same.padding[1] = 1;
-    ct_pool2d_opts pool = CT_POOL2D_OPTS_DEFAULT;
-    pool.kernel[0] = pool.kernel[1] = 2;
-    ct_module *layers[] = {
-        ct_conv2d_layer(1, 32, 3, &same, true),  ct_batchnorm2d(32, 1e-5, 0.1), ct_relu_layer(),
-        ct_maxpool2d_layer(&pool),              ct_conv2d_layer(32, 64, 3, &same, true),
-        ct_batchnorm2d(64, 1e-5, 0.1),          ct_relu_layer(),               ct_maxpool2d_layer(&pool),
-        ct_flatten_layer(1, -1),                ct_dropout_layer(0.25),        ct_linear(64 * 7 * 7, 10, true),
-    };
-    return ct_sequential(sizeof layers / sizeof layers[0], layers);
-}
 
 static uint32_t mix32(uint64_t i) {
     uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull;
@@ -205,7 +192,7 @@ int bench_train(const bench_opts *o, ct_device device) {
         lo.mean = 0.2860;
         lo.std = 0.3530;
         c.loader = ct_loader_create(images, labels, &lo);
-        c.model = make_model();
+        c.model = fashion_cnn();
         ok = c.held_batches > 0 && c.x_all && c.y_all && c.loader && c.model &&
              ct_module_to(c.model, device) == CT_OK;
         if (ok) {

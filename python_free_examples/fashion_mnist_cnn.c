@@ -19,6 +19,8 @@
  */
 #include <ctensor/ctensor.h>
 
+#include "fashion_cnn.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,21 +77,6 @@ static bool parse_args(int argc, char **argv, options *o) {
         return false;
     }
     return true;
-}
-
-/* The network, built from ctensor's modules. */
-static ct_module *make_model(void) {
-    ct_conv2d_opts same = CT_CONV2D_OPTS_DEFAULT;
-    same.padding[0] = same.padding[1] = 1;
-    ct_pool2d_opts pool = CT_POOL2D_OPTS_DEFAULT;
-    pool.kernel[0] = pool.kernel[1] = 2;
-    ct_module *layers[] = {
-        ct_conv2d_layer(1, 32, 3, &same, true),  ct_batchnorm2d(32, 1e-5, 0.1), ct_relu_layer(),
-        ct_maxpool2d_layer(&pool),              ct_conv2d_layer(32, 64, 3, &same, true),
-        ct_batchnorm2d(64, 1e-5, 0.1),          ct_relu_layer(),               ct_maxpool2d_layer(&pool),
-        ct_flatten_layer(1, -1),                ct_dropout_layer(0.25),        ct_linear(64 * 7 * 7, 10, true),
-    };
-    return ct_sequential(sizeof layers / sizeof layers[0], layers);
 }
 
 /* A one-line progress display: redrawn in place on a terminal, every 100 batches otherwise. */
@@ -195,7 +182,7 @@ int main(int argc, char **argv) {
     }
 
     /* ---- model, optimizer, schedule ---- */
-    ct_module *model = make_model();
+    ct_module *model = fashion_cnn();
     if (!model || ct_module_to(model, device) != CT_OK) {
         fprintf(stderr, "model: %s\n", ct_last_error_message());
         return 1;

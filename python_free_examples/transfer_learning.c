@@ -10,26 +10,14 @@
  */
 #include <ctensor/ctensor.h>
 
+#include "fashion_cnn.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const int subset[4] = {0, 2, 4, 6}; /* T-shirt/top, Pullover, Coat, Shirt */
 static const char *subset_names[4] = {"T-shirt/top", "Pullover", "Coat", "Shirt"};
-
-/* The same network as fashion_mnist_cnn.c, so its checkpoint loads. */
-static ct_module *make_model(void) {
-    ct_conv2d_opts same = CT_CONV2D_OPTS_DEFAULT;
-    same.padding[0] = same.padding[1] = 1;
-    ct_pool2d_opts pool = CT_POOL2D_OPTS_DEFAULT;
-    ct_module *layers[] = {
-        ct_conv2d_layer(1, 32, 3, &same, true),  ct_batchnorm2d(32, 1e-5, 0.1), ct_relu_layer(),
-        ct_maxpool2d_layer(&pool),              ct_conv2d_layer(32, 64, 3, &same, true),
-        ct_batchnorm2d(64, 1e-5, 0.1),          ct_relu_layer(),               ct_maxpool2d_layer(&pool),
-        ct_flatten_layer(1, -1),                ct_dropout_layer(0.25),        ct_linear(64 * 7 * 7, 10, true),
-    };
-    return ct_sequential(sizeof layers / sizeof layers[0], layers);
-}
 
 /* Keep the images whose label is in `subset`, relabelled 0..3. */
 static void select_subset(ct_tensor **images, ct_tensor **labels) {
@@ -97,7 +85,7 @@ int main(int argc, char **argv) {
     ct_manual_seed(3);
 
     /* 1. the pretrained network, exactly as saved */
-    ct_module *model = make_model();
+    ct_module *model = fashion_cnn();
     ct_safetensors *file = ct_safetensors_load(checkpoint);
     if (!model || !file) {
         fprintf(stderr, "%s\n(run fashion_mnist_cnn first to produce the checkpoint)\n", ct_last_error_message());
