@@ -180,7 +180,17 @@ static inline unsigned ct_grid_for(int64_t n, int threads) {
     return (unsigned)(blocks < 1 ? 1 : (blocks > max_blocks ? max_blocks : blocks));
 }
 
-static inline cudaStream_t ct_stream_handle(ct_stream *s) { return s ? s->handle : 0; }
+// A launcher's stream. Ops pass ct__stream_for(t), which is NULL only when it failed and
+// recorded why: then nothing is launched (never on the legacy stream 0 instead) and the
+// launcher returns that error. CT_LAUNCH_STREAM(s, stream) declares `cudaStream_t s`.
+static inline ct_status ct__cuda_no_stream(const char *launcher) {
+    ct_status st = ct_last_error();
+    return st != CT_OK ? st : ct__set_error(CT_ERR_INTERNAL, "%s: called without a stream", launcher);
+}
+#define CT_LAUNCH_STREAM(var, stream)                                                                   \
+    if (!(stream))                                                                                      \
+        return ct__cuda_no_stream(__func__);                                                            \
+    cudaStream_t var = (stream)->handle
 
 // Check the launch that just happened.
 #define CT_CUDA_CHECK_LAUNCH() CT_CUDA_CHECK(cudaGetLastError())

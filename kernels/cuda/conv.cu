@@ -66,13 +66,6 @@ struct device_guard {
     }
 };
 
-static int device_of(ct_stream *stream) {
-    int device = 0;
-    if (stream)
-        return stream->device;
-    return CT_CUDA_CHECK(cudaGetDevice(&device)) ? device : -1;
-}
-
 // The handle of (device, stream), bound to the stream; call with the device current. NULL
 // with an error recorded.
 static cudnnHandle_t handle_for(ct_stream *stream, int device) {
@@ -90,7 +83,7 @@ static cudnnHandle_t handle_for(ct_stream *stream, int device) {
             h = NULL;
     }
     pthread_mutex_unlock(&dnn_lock);
-    if (h && !CT_CUDNN_CHECK(cudnnSetStream(h, ct_stream_handle(stream))))
+    if (h && !CT_CUDNN_CHECK(cudnnSetStream(h, stream->handle)))
         return NULL;
     return h;
 }
@@ -294,9 +287,11 @@ extern "C" ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype d
         return unsupported("convolution", dtype);
     if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0)
         return CT_OK;
-    int device = device_of(stream);
+    if (!stream) // the algorithm search runs kernels: it needs the op's stream too
+        return ct__cuda_no_stream(__func__);
+    int device = stream->device;
     device_guard guard(device);
-    if (device < 0 || !guard.ok)
+    if (!guard.ok)
         return ct_last_error();
     cudnnHandle_t h = handle_for(stream, device);
     algo_choice choice;
@@ -311,16 +306,16 @@ extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, cons
                                     ct_stream *stream) {
     if (!float_dtype(dtype))
         return unsupported("convolution", dtype);
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     size_t es = ct_dtype_size(dtype);
     int64_t out_elems = pass == CT_CUDA_CONV_FORWARD         ? g->N * g->O * g->oH * g->oW
                         : pass == CT_CUDA_CONV_BACKWARD_DATA ? g->N * g->C * g->H * g->W
                                                              : g->O * (g->C / g->groups) * g->kH * g->kW;
     if (out_elems == 0)
         return CT_OK;
-    int device = device_of(stream);
+    int device = stream->device;
     device_guard guard(device);
-    if (device < 0 || !guard.ok)
+    if (!guard.ok)
         return ct_last_error();
     // Nothing to sum over (an empty batch or no channels on the other side): zeros.
     if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0)
@@ -404,7 +399,7 @@ extern "C" ct_status ct_cuda_conv2d_channel_sum(ct_dtype dtype, int64_t N, int64
                                                 void *out, ct_stream *stream) {
     if (C == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     if (C > INT32_MAX)
         return ct__set_error(CT_ERR_UNSUPPORTED, "bias gradient: %lld channels are too many", (long long)C);
     DISPATCH_FLOAT(dtype, T, "bias gradient",
@@ -417,7 +412,7 @@ extern "C" ct_status ct_cuda_conv2d_add_bias(ct_dtype dtype, int64_t N, int64_t 
     int64_t n = N * C * L;
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     DISPATCH_FLOAT(dtype, T, "bias",
                    add_bias_kernel<T><<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(n, C, L, (T *)y, (const T *)bias));
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
@@ -545,7 +540,7 @@ extern "C" ct_status ct_cuda_max_pool2d_forward(ct_dtype dtype, const ct_pool2d_
     int64_t n = g->N * g->C * g->oH * g->oW;
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     DISPATCH_FLOAT(dtype, T, "ct_max_pool2d",
                    max_pool_kernel<T>
                    <<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(*g, n, (const T *)x, (T *)y, indices));
@@ -557,7 +552,7 @@ extern "C" ct_status ct_cuda_max_pool2d_backward(ct_dtype dtype, const ct_pool2d
     int64_t n = g->N * g->C * g->H * g->W;
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     DISPATCH_FLOAT(dtype, T, "ct_max_pool2d",
                    max_pool_backward_kernel<T>
                    <<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(*g, n, (const T *)gy, indices, (T *)gx));
@@ -569,7 +564,7 @@ extern "C" ct_status ct_cuda_avg_pool2d_forward(ct_dtype dtype, const ct_pool2d_
     int64_t n = g->N * g->C * g->oH * g->oW;
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     DISPATCH_FLOAT(dtype, T, "ct_avg_pool2d",
                    avg_pool_kernel<T><<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(*g, n, (const T *)x, (T *)y));
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
@@ -580,7 +575,7 @@ extern "C" ct_status ct_cuda_avg_pool2d_backward(ct_dtype dtype, const ct_pool2d
     int64_t n = g->N * g->C * g->H * g->W;
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     DISPATCH_FLOAT(dtype, T, "ct_avg_pool2d",
                    avg_pool_backward_kernel<T>
                    <<<ct_grid_for(n, THREADS), THREADS, 0, s>>>(*g, n, (const T *)gy, (T *)gx));

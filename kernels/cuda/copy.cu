@@ -59,7 +59,7 @@ extern "C" ct_status ct_cuda_copy_cast(int ndim, const int64_t *shape, void *dst
     int64_t n = ct_iter_make(&it, ndim, shape, strides);
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     bool contiguous = it.ndim == 0 || (it.ndim == 1 && it.strides[0][0] == 1 && it.strides[1][0] == 1);
     if (dst_dtype == src_dtype && contiguous) {
         return CT_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)n * ct_dtype_size(dst_dtype), cudaMemcpyDeviceToDevice, s))
@@ -104,7 +104,7 @@ extern "C" ct_status ct_cuda_fill(int ndim, const int64_t *shape, void *dst, ct_
     uint64_t bits = 0;
     ct_cpu_store(&bits, dtype, 0, value);
     const int threads = 256;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     switch (ct_dtype_size(dtype)) {
     case 1: fill_kernel<uint8_t><<<ct_grid_for(n, threads), threads, 0, s>>>(it, n, (uint8_t *)dst, (uint8_t)bits); break;
     case 2: fill_kernel<uint16_t><<<ct_grid_for(n, threads), threads, 0, s>>>(it, n, (uint16_t *)dst, (uint16_t)bits); break;

@@ -29,7 +29,7 @@ extern "C" ct_status ct_cuda_dropout(ct_dtype dtype, int64_t n, const void *x, v
     if (n == 0)
         return CT_OK;
     const int threads = 256;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     unsigned grid = ct_grid_for((n + 3) / 4, threads);
     switch (dtype) {
     case CT_F32:

@@ -568,7 +568,7 @@ extern "C" ct_status ct_cuda_binary(ct_binary_op op, ct_dtype dtype, int ndim, c
     if (n == 0)
         return CT_OK;
     at_least_one_dim(&it);
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     switch (dtype) {
     case CT_F32: return binary_dispatch<float>(op, it, n, out, a, b, p0, p1, s);
     case CT_F16: return binary_dispatch<__half>(op, it, n, out, a, b, p0, p1, s);
@@ -588,7 +588,7 @@ extern "C" ct_status ct_cuda_unary(ct_unary_op op, ct_dtype dtype, int ndim, con
     if (n == 0)
         return CT_OK;
     at_least_one_dim(&it);
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     switch (dtype) {
     case CT_F32: return unary_dispatch<float>(op, it, n, out, a, p0, p1, s);
     case CT_F16: return unary_dispatch<__half>(op, it, n, out, a, p0, p1, s);
@@ -609,7 +609,7 @@ extern "C" ct_status ct_cuda_where(ct_dtype dtype, int ndim, const int64_t *shap
     if (n == 0)
         return CT_OK;
     at_least_one_dim(&it);
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     switch (dtype) {
     case CT_F32:
     case CT_I32: return where_launch<uint32_t>(it, n, out, cond, a, b, s);
@@ -630,7 +630,7 @@ extern "C" ct_status ct_cuda_ternary(ct_ternary_op op, ct_dtype dtype, int ndim,
     if (n == 0)
         return CT_OK;
     at_least_one_dim(&it);
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     switch (dtype) {
     case CT_F32: return ternary_dispatch<float>(op, it, n, out, g, a, b, s);
     case CT_F16: return ternary_dispatch<__half>(op, it, n, out, g, a, b, s);

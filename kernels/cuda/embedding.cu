@@ -39,7 +39,7 @@ extern "C" ct_status ct_cuda_embedding_forward(size_t elem_size, int64_t n, int6
     ct_index_report r;
     if (ct__cuda_index_report(stream, "ct_embedding", "index", CT_ERR_DIM, 0, V, &r) != CT_OK)
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     unsigned grid = ct_grid_for(n * D, threads);
     switch (elem_size) {
     case 1:
@@ -68,7 +68,7 @@ extern "C" ct_status ct_cuda_embedding_backward(int64_t n, int64_t D, int64_t V,
     ct_index_report r;
     if (ct__cuda_index_report(stream, "ct_embedding", "index", CT_ERR_DIM, 0, V, &r) != CT_OK)
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     embedding_backward_kernel<<<ct_grid_for(n * D, threads), threads, 0, s>>>(n, D, index, g, padding_idx, dweight,
                                                                               r);
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();

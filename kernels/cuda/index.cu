@@ -58,7 +58,7 @@ extern "C" ct_status ct_cuda_gather(const char *op, size_t elem_size, int ndim, 
     ct_index_report r;
     if (ct__cuda_index_report(stream, op, "index", CT_ERR_DIM, dim, limit, &r) != CT_OK)
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     unsigned grid = ct_grid_for(n, threads);
     int64_t sd = src_strides[dim];
     switch (elem_size) {
@@ -195,7 +195,7 @@ extern "C" ct_status ct_cuda_scatter_add(const char *op, ct_dtype dtype, int ndi
     ct_index_report r;
     if (ct__cuda_index_report(stream, op, "index", CT_ERR_DIM, dim, limit, &r) != CT_OK)
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     switch (dtype) {
     case CT_F32:
         launch_scatter_add(deterministic, ndim, shape, dim, (float *)dst, dst_strides, (const float *)src, src_strides,
@@ -250,7 +250,7 @@ extern "C" ct_status ct_cuda_one_hot(ct_dtype dtype, int ndim, const int64_t *sh
     ct_index_report r;
     if (ct__cuda_index_report(stream, "ct_one_hot", "index", CT_ERR_DIM, ndim, num_classes, &r) != CT_OK)
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     size_t es = ct_dtype_size(dtype);
     // Zero bits are 0 in every dtype; the one is rounded on the host with the CPU's rules.
     if (!CT_CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)(n * num_classes) * es, s)))

@@ -191,7 +191,7 @@ extern "C" ct_status ct_cuda_cross_entropy_forward(ct_dtype dtype, int64_t N, in
     ct_index_report r;
     if (!target_report(stream, "ct_cross_entropy", C, &r))
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     unsigned grid = ct_grid_for(N * K * 32, threads);
     DISPATCH_FLOAT(dtype, T,
                    ce_forward_kernel<T><<<grid, threads, 0, s>>>(N, C, K, (const T *)logits, targets, weight,
@@ -210,7 +210,7 @@ extern "C" ct_status ct_cuda_cross_entropy_backward(ct_dtype dtype, int64_t N, i
     ct_index_report r;
     if (!target_report(stream, "ct_cross_entropy", C, &r))
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     unsigned grid = ct_grid_for(N * K * 32, threads);
     DISPATCH_FLOAT(dtype, T,
                    ce_backward_kernel<T>
@@ -229,7 +229,7 @@ extern "C" ct_status ct_cuda_nll_forward(ct_dtype dtype, int64_t N, int64_t C, i
     ct_index_report r;
     if (!target_report(stream, "ct_nll_loss", C, &r))
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     DISPATCH_FLOAT(dtype, T,
                    nll_forward_kernel<T><<<ct_grid_for(N * K, threads), threads, 0, s>>>(
                        N, C, K, (const T *)input, targets, weight, ignore_index, loss, tw, r));
@@ -243,7 +243,7 @@ extern "C" ct_status ct_cuda_nll_backward(ct_dtype dtype, int64_t N, int64_t C, 
         return ct_last_error();
     if (N * C * K == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     DISPATCH_FLOAT(dtype, T,
                    nll_backward_kernel<T><<<ct_grid_for(N * C * K, threads), threads, 0, s>>>(
                        N, C, K, targets, weight, ignore_index, (const T *)g, g_stride, divisor, (T *)grad));
@@ -288,7 +288,7 @@ extern "C" ct_status ct_cuda_pointwise_loss(ct_pointwise_loss kind, ct_dtype dty
         return ct_last_error();
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     DISPATCH_FLOAT(dtype, T,
                    pointwise_kernel<T><<<ct_grid_for(n, threads), threads, 0, s>>>(
                        kind, n, (const T *)x, (const T *)y, wdtype, w, pw, param, (T *)out, values));
@@ -303,7 +303,7 @@ extern "C" ct_status ct_cuda_pointwise_loss_backward(ct_pointwise_loss kind, ct_
         return ct_last_error();
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     DISPATCH_FLOAT(dtype, T,
                    pointwise_backward_kernel<T><<<ct_grid_for(n, threads), threads, 0, s>>>(
                        kind, n, (const T *)x, (const T *)y, wdtype, w, pw, param, (const T *)g, g_stride, scale,
@@ -370,7 +370,7 @@ extern "C" ct_status ct_cuda_loss_sum(ct_dtype out_dtype, int64_t n, const float
                                       double scale, void *out, float *weight_sum, float *workspace, ct_stream *stream) {
     if (!check_dtype("ct_cuda_loss_sum", out_dtype))
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     int64_t blocks = (n + 4 * threads - 1) / (4 * threads);
     blocks = blocks < 1 ? 1 : (blocks > CT_CUDA_LOSS_BLOCKS ? CT_CUDA_LOSS_BLOCKS : blocks);
     loss_sum_partial_kernel<<<(unsigned)blocks, threads, 0, s>>>(n, values, weights, workspace);

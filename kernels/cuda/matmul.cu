@@ -204,7 +204,7 @@ static ct_status lt_matmul(blas_state *bs, ct_stream *stream, ct_dtype dtype, bo
         pthread_mutex_unlock(&blas_lock);
     }
     if (CT_CUBLAS_CHECK(cublasLtMatmul(bs->handle, desc, &alpha, pa, la, pb, lb, &beta, pc, lc, pc, lc, &algo,
-                                       bs->workspace, WORKSPACE_BYTES, ct_stream_handle(stream))))
+                                       bs->workspace, WORKSPACE_BYTES, stream->handle)))
         st = CT_OK;
 done:
     if (pref)
@@ -226,9 +226,7 @@ extern "C" ct_status ct_cuda_gemm(ct_dtype dtype, int batch_ndim, const int64_t 
     if (dtype != CT_F32 && dtype != CT_F16 && dtype != CT_BF16)
         return ct__set_error(CT_ERR_DTYPE, "ct_matmul: %s is not supported on CUDA (f32, f16, bf16)",
                              ct_dtype_name(dtype));
-    if (!stream) // ct_stream_current failed and recorded why
-        return ct_last_error() != CT_OK ? ct_last_error()
-                                        : ct__set_error(CT_ERR_INTERNAL, "ct_cuda_gemm: no stream to run on");
+    CT_LAUNCH_STREAM(s, stream);
     size_t es = ct_dtype_size(dtype);
     int64_t batch = 1;
     for (int d = 0; d < batch_ndim; d++)
@@ -236,7 +234,7 @@ extern "C" ct_status ct_cuda_gemm(ct_dtype dtype, int batch_ndim, const int64_t 
     if (batch == 0 || M == 0 || N == 0)
         return CT_OK;
     if (K == 0)
-        return CT_CUDA_CHECK(cudaMemsetAsync(c, 0, (size_t)(batch * M * N) * es, ct_stream_handle(stream)))
+        return CT_CUDA_CHECK(cudaMemsetAsync(c, 0, (size_t)(batch * M * N) * es, s))
                    ? CT_OK
                    : ct_last_error();
     // In the column-major product, the first operand is B (N, K) and the second A^T (K, M).

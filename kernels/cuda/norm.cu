@@ -49,11 +49,7 @@ __device__ float block_sum(float v, float *shared) {
 // One cuDNN handle per thread and device, made on first use and kept for the thread's life.
 static cudnnHandle_t handle_for(ct_stream *stream) {
     static thread_local cudnnHandle_t handles[64];
-    int device = 0;
-    if (stream)
-        device = stream->device;
-    else if (!CT_CUDA_CHECK(cudaGetDevice(&device)))
-        return NULL;
+    int device = stream->device;
     if (device < 0 || device >= 64) {
         ct__set_error(CT_ERR_DEVICE, "cuDNN: device %d is out of range", device);
         return NULL;
@@ -70,7 +66,7 @@ static cudnnHandle_t handle_for(ct_stream *stream) {
             return NULL;
         handles[device] = h;
     }
-    if (!CT_CUDNN_CHECK(cudnnSetStream(handles[device], ct_stream_handle(stream))))
+    if (!CT_CUDNN_CHECK(cudnnSetStream(handles[device], stream->handle)))
         return NULL;
     return handles[device];
 }
@@ -132,9 +128,10 @@ extern "C" ct_status ct_cuda_batch_norm_forward(ct_dtype dtype, int64_t N, int64
     const char *op = "ct_cuda_batch_norm_forward";
     if (!check_bn(op, dtype, eps))
         return ct_last_error();
+    CT_LAUNCH_STREAM(s, stream);
     if (N * C * S == 0) {
         if (!training && C > 0) {
-            eval_stats_kernel<<<ct_grid_for(C, 256), 256, 0, ct_stream_handle(stream)>>>(
+            eval_stats_kernel<<<ct_grid_for(C, 256), 256, 0, s>>>(
                 C, running_mean, running_var, (float)eps, save_mean, save_invstd);
             return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
         }
@@ -155,7 +152,7 @@ extern "C" ct_status ct_cuda_batch_norm_forward(ct_dtype dtype, int64_t N, int64
                                                                     d.x, y, d.param, weight, bias, running_mean,
                                                                     running_var, eps));
         if (ok) {
-            eval_stats_kernel<<<ct_grid_for(C, 256), 256, 0, ct_stream_handle(stream)>>>(
+            eval_stats_kernel<<<ct_grid_for(C, 256), 256, 0, s>>>(
                 C, running_mean, running_var, (float)eps, save_mean, save_invstd);
             ok = CT_CUDA_CHECK_LAUNCH();
         }
@@ -211,7 +208,7 @@ extern "C" ct_status ct_cuda_batch_norm_backward(ct_dtype dtype, int64_t N, int6
     const char *op = "ct_cuda_batch_norm_backward";
     if (!check_bn(op, dtype, eps))
         return ct_last_error();
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     if (C == 0)
         return CT_OK;
     if (!training || N * S == 0) {
@@ -340,7 +337,7 @@ extern "C" ct_status ct_cuda_layer_norm_forward(ct_dtype dtype, int64_t R, int64
         return ct_last_error();
     if (R * D == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     unsigned grid = (unsigned)R;
     if (dtype == CT_F32)
         ln_forward_kernel<float>
@@ -375,7 +372,7 @@ extern "C" ct_status ct_cuda_layer_norm_backward(ct_dtype dtype, int64_t R, int6
         return ct_last_error();
     if (D == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     if (R == 0) {
         bool ok = (!dweight || CT_CUDA_CHECK(cudaMemsetAsync(dweight, 0, sizeof(float) * (size_t)D, s))) &&
                   (!dbias || CT_CUDA_CHECK(cudaMemsetAsync(dbias, 0, sizeof(float) * (size_t)D, s)));

@@ -152,7 +152,7 @@ static ct_status launch_batch(ct_optim_rule rule, const optim_batch &b, const op
 extern "C" ct_status ct_cuda_optim_step(const ct_optim_hyper *hyper, int n, const ct_optim_slot *slots,
                                         ct_stream *stream) {
     optim_consts c = consts_of(hyper);
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     for (int first = 0; first < n; first += MAX_TENSORS) {
         optim_batch b;
         memset(&b, 0, sizeof b);
@@ -239,7 +239,7 @@ __global__ void __launch_bounds__(THREADS) scale_clamp_kernel(tensor_batch b, fl
 extern "C" ct_status ct_cuda_multi_norm(int n, const void *const *tensors, const int64_t *numel, double norm_type,
                                         double *partials, ct_stream *stream) {
     int mode = isinf(norm_type) ? 0 : norm_type == 2.0 ? 2 : 1;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     for (int first = 0; first < n; first += MAX_TENSORS) {
         tensor_batch b;
         memset(&b, 0, sizeof b);
@@ -258,7 +258,7 @@ extern "C" ct_status ct_cuda_multi_norm(int n, const void *const *tensors, const
 
 extern "C" ct_status ct_cuda_multi_scale_clamp(int n, void *const *tensors, const int64_t *numel, double scale,
                                                double clip, ct_stream *stream) {
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     for (int first = 0; first < n; first += MAX_TENSORS) {
         tensor_batch b;
         memset(&b, 0, sizeof b);

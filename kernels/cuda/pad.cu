@@ -138,7 +138,7 @@ extern "C" ct_status ct_cuda_pad(bool reflect, size_t elem_size, int ndim, const
     int64_t n = numel_of(ndim, out_shape);
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     unsigned grid = ct_grid_for(n, threads);
     switch (elem_size) {
     case 1: pad_forward_kernel<uint8_t><<<grid, threads, 0, s>>>(g, n, (const uint8_t *)in, (uint8_t *)out); break;
@@ -162,7 +162,7 @@ extern "C" ct_status ct_cuda_pad_backward(bool reflect, ct_dtype dtype, int ndim
     int64_t n = numel_of(ndim, in_shape);
     if (n == 0)
         return CT_OK;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     unsigned grid = ct_grid_for(n, threads);
     if (dtype == CT_F32)
         pad_backward_kernel<float><<<grid, threads, 0, s>>>(g, n, (const float *)grad_out, (float *)grad_in);

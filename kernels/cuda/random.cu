@@ -34,7 +34,7 @@ extern "C" ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t
     if (n == 0)
         return CT_OK;
     const int threads = 256;
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     CT_DISPATCH_DTYPE(dtype, T,
         random_kernel<T><<<ct_grid_for(n, threads), threads, 0, s>>>(kind, (T *)out, n, seed, offset, p0, p1,
                                                                       dtype == CT_F64));

@@ -618,7 +618,7 @@ extern "C" ct_status ct_cuda_reduce(ct_reduce_op op, ct_dtype dtype, int ndim, c
         double empty = op == CT_RED_SUM ? 0.0 * scale : (op == CT_RED_LOGSUMEXP ? -INFINITY : NAN);
         return fill_outputs(p, out, dtype, empty, stream);
     }
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     switch (op) {
     case CT_RED_SUM:
         return launch_any<sum_op>("ct_cuda_reduce", dtype, p, in, sum_op<float>{(float)scale}, sum_op<double>{scale},
@@ -646,8 +646,9 @@ extern "C" ct_status ct_cuda_reduce_var(ct_dtype dtype, int ndim, const int64_t 
         double v = 0.0 / (divisor > 0 ? divisor : 0.0);
         return fill_outputs(p, out, dtype, take_sqrt ? sqrt(v) : v, stream);
     }
+    CT_LAUNCH_STREAM(s, stream);
     var_op op = {(float)(divisor > 0 ? divisor : 0.0), take_sqrt};
-    return launch_float("ct_cuda_reduce_var", dtype, p, in, op, out, NULL, workspace, ct_stream_handle(stream));
+    return launch_float("ct_cuda_reduce_var", dtype, p, in, op, out, NULL, workspace, s);
 }
 
 extern "C" ct_status ct_cuda_reduce_arg(ct_reduce_op op, ct_dtype dtype, int ndim, const int64_t *shape,
@@ -659,7 +660,8 @@ extern "C" ct_status ct_cuda_reduce_arg(ct_reduce_op op, ct_dtype dtype, int ndi
     make_plan(&p, dtype, ndim, shape, in, in_strides, mask);
     if (p.K == 0 || p.R == 0) // callers reject an empty dim; nothing to write
         return CT_OK;
+    CT_LAUNCH_STREAM(s, stream);
     bool is_max = op == CT_RED_MAX;
     return launch_any<arg_op>("ct_cuda_reduce_arg", dtype, p, in, arg_op<float>{is_max}, arg_op<double>{is_max},
-                              values, indices, workspace, ct_stream_handle(stream));
+                              values, indices, workspace, s);
 }

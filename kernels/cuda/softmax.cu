@@ -607,7 +607,7 @@ static ct_status unsupported(const char *what, ct_dtype dtype) {
 
 extern "C" ct_status ct_cuda_softmax(ct_dtype dtype, bool take_log, int ndim, const int64_t *shape, const void *in,
                                      const int64_t *in_strides, int dim, void *out, ct_stream *stream) {
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     switch (dtype) {
     case CT_F32: return softmax_launch<float>(take_log, ndim, shape, in, in_strides, dim, out, s);
     case CT_F16: return softmax_launch<__half>(take_log, ndim, shape, in, in_strides, dim, out, s);
@@ -619,7 +619,7 @@ extern "C" ct_status ct_cuda_softmax(ct_dtype dtype, bool take_log, int ndim, co
 extern "C" ct_status ct_cuda_softmax_backward(ct_dtype dtype, bool take_log, int ndim, const int64_t *shape,
                                               const void *y, const int64_t *y_strides, const void *g,
                                               const int64_t *g_strides, int dim, void *grad_in, ct_stream *stream) {
-    cudaStream_t s = ct_stream_handle(stream);
+    CT_LAUNCH_STREAM(s, stream);
     switch (dtype) {
     case CT_F32:
         return backward_launch<float>(take_log, ndim, shape, y, y_strides, g, g_strides, dim, grad_in, s);
