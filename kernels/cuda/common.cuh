@@ -135,12 +135,13 @@ template <> __device__ __forceinline__ float ct_convert<float, __nv_bfloat16>(__
 
 // The compute type of kernels that work in float: floating values widen to float (F32
 // accumulation for the half types), integers to double (exact); results narrow back with
-// round-to-nearest-even, like the CPU's conversions.
-__device__ __forceinline__ float ct_widen(float x) { return x; }
-__device__ __forceinline__ float ct_widen(__half x) { return __half2float(x); }
-__device__ __forceinline__ float ct_widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ double ct_widen(int32_t x) { return x; }
-__device__ __forceinline__ double ct_widen(uint8_t x) { return x; }
+// round-to-nearest-even, like the CPU's conversions. (ct_widen is host code too, for the
+// host-side tests of kernels/cuda/reduce_plan.cuh.)
+CT_HOST_DEVICE float ct_widen(float x) { return x; }
+CT_HOST_DEVICE float ct_widen(__half x) { return __half2float(x); }
+CT_HOST_DEVICE float ct_widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+CT_HOST_DEVICE double ct_widen(int32_t x) { return x; }
+CT_HOST_DEVICE double ct_widen(uint8_t x) { return x; }
 template <typename T> __device__ __forceinline__ T ct_narrow(float x);
 template <> __device__ __forceinline__ float ct_narrow<float>(float x) { return x; }
 template <> __device__ __forceinline__ __half ct_narrow<__half>(float x) { return __float2half_rn(x); }
@@ -172,6 +173,16 @@ template <typename T, int N> __device__ __forceinline__ void store_pack(T *p, in
 template <typename T, int VEC> struct alignas(sizeof(T) * VEC) ct_pack {
     T v[VEC];
 };
+
+static inline int64_t ct_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The least power of two >= n, at most cap (itself a power of two).
+static inline int ct_pow2_at_least(int64_t n, int cap) {
+    int p = 1;
+    while (p < cap && p < n)
+        p *= 2;
+    return p;
+}
 
 // Launch geometry for a grid-stride loop over n elements.
 static inline unsigned ct_grid_for(int64_t n, int threads) {

@@ -20,31 +20,18 @@
 //
 // F32, F16 and BF16 accumulate in float, I32 in double (exact below 2^53, like the CPU's
 // double accumulator). Each reduction is an accumulator with push (elements), merge (two
-// partials) and write (the output). Semantics are the CPU's: NaN propagates through
+// partials) and write (the output); the accumulators, the plans and each thread's walk are in
+// kernels/cuda/reduce_plan.cuh, host code too, tested on the CPU. Semantics are the CPU's: NaN propagates through
 // max/min/sum/logsumexp/var, argmax/argmin take the first NaN or else the first extreme
 // (ties resolve to the lowest index whatever the merge order), logsumexp adds equal maxima
 // directly so that infinities never meet in exp(inf - inf). Empty reductions are filled
 // by the launcher before any kernel runs.
-#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/reduce_plan.cuh"
 #include "kernels/cuda/launch.h"
 
 #include <math.h>
 
-#define BLOCK 256           // threads per block, everywhere
-#define TARGET_BLOCKS 1024  // about one full wave of 256-thread blocks on an H100 (132 SMs)
-#define MIN_SLICE 16384     // elements per slice when an inner reduction is split
-#define BLOCK_MIN 2048      // inner reductions at least this long get a whole block
-#define MIN_WALK 16         // outer: reduced elements per thread when the walk is split
-#define PARTIAL_BYTES 16    // workspace bytes per partial, enough for every accumulator
-
-// ---- geometry ---------------------------------------------------------------------------
-
-typedef ct_dims group; // kernels/cpu/strided.h: the dims, their offsets
-
-// ---- element access ---------------------------------------------------------------------
-
-template <typename T> struct acc_of { typedef float type; };
-template <> struct acc_of<int32_t> { typedef double type; };
+// ---- merging across threads -------------------------------------------------------------
 
 // Any accumulator (a multiple of 4 bytes) exchanged between lanes word by word.
 template <typename A> __device__ __forceinline__ A shfl_xor(A a, int offset) {
@@ -59,195 +46,6 @@ template <typename A> __device__ __forceinline__ A shfl_xor(A a, int offset) {
         u.w[i] = __shfl_xor_sync(0xffffffffu, u.w[i], offset);
     return u.a;
 }
-
-// ---- accumulators -----------------------------------------------------------------------
-// push(a, x, j): element x at reduced index j. push_n: N elements at j0, j0 + step, ...
-// merge(a, b): b's elements come after a's. write: the output k.
-
-template <typename F> struct sum_op {
-    typedef F acc;
-    F scale;
-    __device__ acc identity() const { return F(0); }
-    __device__ void push(acc &a, F x, int64_t) const { a += x; }
-    template <int N> __device__ void push_n(acc &a, const F (&x)[N], int64_t, int64_t) const {
-        F t = x[0];
-#pragma unroll
-        for (int i = 1; i < N; i++)
-            t += x[i];
-        a += t;
-    }
-    __device__ void merge(acc &a, const acc &b) const { a += b; }
-    template <typename T> __device__ void write(T *out, int32_t *, int64_t k, const acc &a) const {
-        out[k] = ct_from_double<T>((double)(a * scale));
-    }
-};
-
-// max (is_max) or min; a NaN is the extreme and stays.
-template <typename F> struct extreme_op {
-    typedef F acc;
-    bool is_max;
-    __device__ acc identity() const { return is_max ? F(-INFINITY) : F(INFINITY); }
-    __device__ void push(acc &a, F x, int64_t) const {
-        if (x != x || (is_max ? x > a : x < a))
-            a = x;
-    }
-    template <int N> __device__ void push_n(acc &a, const F (&x)[N], int64_t, int64_t) const {
-#pragma unroll
-        for (int i = 0; i < N; i++)
-            push(a, x[i], 0);
-    }
-    __device__ void merge(acc &a, const acc &b) const { push(a, b, 0); }
-    template <typename T> __device__ void write(T *out, int32_t *, int64_t k, const acc &a) const {
-        out[k] = ct_from_double<T>((double)a);
-    }
-};
-
-// Log-sum-exp as (max m, sum s of exp(x - m)); once m is NaN it stays.
-struct lse_acc {
-    float m, s;
-};
-struct lse_op {
-    typedef lse_acc acc;
-    __device__ acc identity() const { return {-INFINITY, 0.0f}; }
-    __device__ void merge(acc &a, const acc &b) const {
-        if (a.m != a.m)
-            return;
-        if (b.m != b.m) {
-            a.m = b.m;
-        } else if (b.m > a.m) {
-            a.s = a.s * expf(a.m - b.m) + b.s;
-            a.m = b.m;
-        } else if (b.m == a.m) {
-            a.s += b.s;
-        } else {
-            a.s += b.s * expf(b.m - a.m);
-        }
-    }
-    __device__ void push(acc &a, float x, int64_t) const { merge(a, {x, 1.0f}); }
-    // The group's max first, then one shifted sum: one exp per element.
-    template <int N> __device__ void push_n(acc &a, const float (&x)[N], int64_t, int64_t) const {
-        float m = x[0];
-#pragma unroll
-        for (int i = 1; i < N; i++)
-            if (x[i] > m || x[i] != x[i])
-                m = x[i];
-        float s = 1.0f; // when m is infinite or NaN, only m matters
-        if (isfinite(m)) {
-            s = 0.0f;
-#pragma unroll
-            for (int i = 0; i < N; i++)
-                s += __expf(x[i] - m); // ex2.approx: a few ulp, well inside the 1e-4 the parity asks
-        }
-        merge(a, {m, s});
-    }
-    template <typename T> __device__ void write(T *out, int32_t *, int64_t k, const acc &a) const {
-        float r = (a.m != a.m || isinf(a.m)) ? a.m : a.m + logf(a.s);
-        out[k] = ct_from_double<T>((double)r);
-    }
-};
-
-// Variance as (count n, mean, m2 = sum of squared deviations): Welford's update for single
-// elements, Chan's merge for partials and for groups of N (two passes over registers).
-struct var_acc {
-    float n, mean, m2;
-};
-struct var_op {
-    typedef var_acc acc;
-    float divisor; // max(0, R - correction), from the host
-    bool take_sqrt;
-    __device__ acc identity() const { return {0.0f, 0.0f, 0.0f}; }
-    __device__ void push(acc &a, float x, int64_t) const {
-        a.n += 1.0f;
-        float d = x - a.mean;
-        a.mean += d / a.n;
-        a.m2 += d * (x - a.mean);
-    }
-    __device__ void merge(acc &a, const acc &b) const {
-        if (b.n == 0.0f)
-            return;
-        if (a.n == 0.0f) {
-            a = b;
-            return;
-        }
-        float n = a.n + b.n, d = b.mean - a.mean, f = b.n / n;
-        a.mean += d * f;
-        a.m2 += b.m2 + d * d * a.n * f;
-        a.n = n;
-    }
-    template <int N> __device__ void push_n(acc &a, const float (&x)[N], int64_t, int64_t) const {
-        float sum = 0.0f, m2 = 0.0f;
-#pragma unroll
-        for (int i = 0; i < N; i++)
-            sum += x[i];
-        float mean = sum * (1.0f / N);
-#pragma unroll
-        for (int i = 0; i < N; i++)
-            m2 += (x[i] - mean) * (x[i] - mean);
-        merge(a, {(float)N, mean, m2});
-    }
-    template <typename T> __device__ void write(T *out, int32_t *, int64_t k, const acc &a) const {
-        float m2 = a.m2 > 0.0f || a.m2 != a.m2 ? a.m2 : 0.0f; // rounding may leave it below 0
-        float v = m2 / divisor;
-        out[k] = ct_from_double<T>((double)(take_sqrt ? sqrtf(v) : v));
-    }
-};
-
-// The first extreme and its index; i < 0 marks the empty accumulator. The order "NaN
-// first, then larger (smaller), then lower index" is total, so any merge tree finds the
-// element a sequential scan keeps.
-// The index is 32-bit (8 bytes per accumulator for float, one shuffle word less than a
-// 64-bit index): indices are I32 tensors, and the op layer refuses dims over INT32_MAX.
-template <typename F> struct arg_acc {
-    F v;
-    int32_t i;
-};
-template <typename F> struct arg_op {
-    typedef arg_acc<F> acc;
-    bool is_max;
-    __device__ acc identity() const { return {F(0), -1}; }
-    __device__ bool before(F x, int64_t i, const acc &b) const {
-        if (b.i < 0)
-            return true;
-        bool x_nan = x != x, b_nan = b.v != b.v;
-        if (b_nan)
-            return x_nan && i < b.i;
-        if (x_nan)
-            return true;
-        if (x == b.v)
-            return i < b.i;
-        return is_max ? x > b.v : x < b.v;
-    }
-    __device__ void push(acc &a, F x, int64_t j) const {
-        if (before(x, j, a))
-            a = {x, (int32_t)j};
-    }
-    // The pack's own first extreme (its indices increase, so a tie keeps the earlier one),
-    // then one full comparison with the accumulator.
-    template <int N> __device__ void push_n(acc &a, const F (&x)[N], int64_t j0, int64_t step) const {
-        F b = x[0];
-        int bi = 0;
-#pragma unroll
-        for (int i = 1; i < N; i++) {
-            if (b == b && (x[i] != x[i] || (is_max ? x[i] > b : x[i] < b))) {
-                b = x[i];
-                bi = i;
-            }
-        }
-        push(a, b, j0 + bi * step);
-    }
-    __device__ void merge(acc &a, const acc &b) const {
-        if (b.i >= 0 && before(b.v, b.i, a))
-            a = b;
-    }
-    template <typename T> __device__ void write(T *out, int32_t *indices, int64_t k, const acc &a) const {
-        if (out)
-            out[k] = ct_from_double<T>((double)a.v);
-        if (indices)
-            indices[k] = (int32_t)a.i;
-    }
-};
-
-// ---- merging across threads -------------------------------------------------------------
 
 // Within aligned groups of G lanes (a power of two up to 32); lane 0 of each holds the
 // result. Every lane of the warp must call it.
@@ -273,80 +71,15 @@ template <typename Op> __device__ typename Op::acc block_reduce(const Op &op, ty
 
 // ---- kernels ----------------------------------------------------------------------------
 
-template <typename T, typename Op> struct reduce_job {
-    const T *in;
-    group kept;           // inner: one offset per output; outer: one per row of outputs
-    group red;            // the reduced elements of one output
-    int64_t K, R;         // outputs, reduced elements per output
-    int64_t slices;       // partials per output (1: the kernel writes the outputs)
-    int64_t chunk;        // reduced elements per slice
-    int64_t width;        // outer: outputs per kept row (the contiguous kept dim)
-    typename Op::acc *partials; // (K, slices) when slices > 1
-    T *out;               // (K) values, may be NULL for argmax/argmin
-    int32_t *indices;     // (K) argmax/argmin positions, or NULL
-    Op op;
-};
-
-// Elements [j0, j1) of a contiguous row: a scalar head up to a 16-byte boundary, 16-byte
-// loads four at a time, a scalar tail.
-template <typename T, int VEC, typename Op>
-__device__ __forceinline__ void push_contiguous(const Op &op, typename Op::acc &a, const T *row, int64_t j0,
-                                                int64_t j1, int lane, int G) {
-    typedef typename acc_of<T>::type F;
-    int64_t misaligned = (int64_t)(((uintptr_t)(row + j0) % 16) / sizeof(T));
-    int64_t head = misaligned ? VEC - misaligned : 0;
-    head = head < j1 - j0 ? head : j1 - j0;
-    for (int64_t j = j0 + lane; j < j0 + head; j += G)
-        op.push(a, (F)ct_widen(row[j]), j);
-    int64_t jv = j0 + head, nvec = (j1 - jv) / VEC;
-    const ct_pack<T, VEC> *vp = reinterpret_cast<const ct_pack<T, VEC> *>(row + jv);
-    int64_t v = lane;
-    for (; v + 3 * G < nvec; v += 4 * G) {
-        ct_pack<T, VEC> p[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++)
-            p[u] = vp[v + u * G];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            F x[VEC];
-#pragma unroll
-            for (int e = 0; e < VEC; e++)
-                x[e] = (F)ct_widen(p[u].v[e]);
-            op.push_n(a, x, jv + (v + u * G) * VEC, 1);
-        }
-    }
-    for (; v < nvec; v += G) {
-        ct_pack<T, VEC> p = vp[v];
-        F x[VEC];
-#pragma unroll
-        for (int e = 0; e < VEC; e++)
-            x[e] = (F)ct_widen(p.v[e]);
-        op.push_n(a, x, jv + v * VEC, 1);
-    }
-    for (int64_t j = jv + nvec * VEC + lane; j < j1; j += G)
-        op.push(a, (F)ct_widen(row[j]), j);
-}
-
 // Inner layout: unit u = (output u / slices, slice u % slices), G threads each.
+// (tests/test_reduce_plan.cu emulates these three kernels' merge trees: keep them in step.)
 template <typename T, typename Op, int VEC>
 __global__ void __launch_bounds__(BLOCK) reduce_inner_kernel(reduce_job<T, Op> job, int G) {
-    typedef typename acc_of<T>::type F;
     const Op &op = job.op;
     int lane = threadIdx.x % G;
     int64_t unit = (int64_t)blockIdx.x * (BLOCK / G) + threadIdx.x / G;
     bool live = unit < job.K * job.slices; // no early return: every lane joins the shuffles
-    typename Op::acc a = op.identity();
-    if (live) {
-        int64_t k = unit / job.slices, s = unit % job.slices;
-        const T *base = job.in + ct_dims_offset(&job.kept, k);
-        int64_t j0 = s * job.chunk, j1 = j0 + job.chunk < job.R ? j0 + job.chunk : job.R;
-        if (VEC > 1) {
-            push_contiguous<T, VEC>(op, a, base, j0, j1, lane, G);
-        } else {
-            for (int64_t j = j0 + lane; j < j1; j += G)
-                op.push(a, (F)ct_widen(base[ct_dims_offset(&job.red, j)]), j);
-        }
-    }
+    typename Op::acc a = live ? inner_lane<T, Op, VEC>(job, unit, lane, G) : op.identity();
     if (G == BLOCK)
         a = block_reduce(op, a);
     else
@@ -363,7 +96,6 @@ __global__ void __launch_bounds__(BLOCK) reduce_inner_kernel(reduce_job<T, Op> j
 // slice. Thread (x, y) walks reduced indices y, y + by, ... of its slice.
 template <typename T, typename Op, int VEC>
 __global__ void __launch_bounds__(BLOCK) reduce_outer_kernel(reduce_job<T, Op> job, int64_t tiles) {
-    typedef typename acc_of<T>::type F;
     typedef typename Op::acc A;
     __shared__ A partial[BLOCK * VEC];
     const Op &op = job.op;
@@ -375,30 +107,8 @@ __global__ void __launch_bounds__(BLOCK) reduce_outer_kernel(reduce_job<T, Op> j
 #pragma unroll
     for (int e = 0; e < VEC; e++)
         a[e] = op.identity();
-    if (live) {
-        const T *base = job.in + ct_dims_offset(&job.kept, row) + col;
-        int64_t r = r0 + ty;
-        for (; r + 3 * by < r1; r += 4 * by) {
-            ct_pack<T, VEC> p[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++)
-                p[u] = *reinterpret_cast<const ct_pack<T, VEC> *>(base + ct_dims_offset(&job.red, r + u * by));
-#pragma unroll
-            for (int e = 0; e < VEC; e++) {
-                F x[4];
-#pragma unroll
-                for (int u = 0; u < 4; u++)
-                    x[u] = (F)ct_widen(p[u].v[e]);
-                op.push_n(a[e], x, r, by);
-            }
-        }
-        for (; r < r1; r += by) {
-            ct_pack<T, VEC> p = *reinterpret_cast<const ct_pack<T, VEC> *>(base + ct_dims_offset(&job.red, r));
-#pragma unroll
-            for (int e = 0; e < VEC; e++)
-                op.push(a[e], (F)ct_widen(p.v[e]), r);
-        }
-    }
+    if (live)
+        outer_walk<T, Op, VEC>(job, row, col, r0, r1, ty, by, a);
     int slot = (ty * bx + tx) * VEC;
 #pragma unroll
     for (int e = 0; e < VEC; e++)
@@ -441,81 +151,7 @@ __global__ void __launch_bounds__(BLOCK) reduce_finish_kernel(reduce_job<T, Op> 
         op.write(job.out, job.indices, k, a);
 }
 
-// ---- plans and launches -----------------------------------------------------------------
-
-struct reduce_plan {
-    group kept, red;
-    int64_t K, R;
-    bool outer;
-    bool vectorized;   // 16-byte loads
-    int G;             // inner: threads per unit
-    int bx, by;        // outer: block shape
-    int64_t tiles;     // outer: blocks across one kept row
-    int64_t slices, chunk;
-    int64_t blocks;    // grid.x
-};
-
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-static int pow2_at_least(int64_t n, int cap) {
-    int p = 1;
-    while (p < cap && p < n)
-        p *= 2;
-    return p;
-}
-
-// A plan for this geometry. It depends on shapes, strides and the pointer's alignment
-// only (never on the device), so the workspace query and the launch agree.
-static void make_plan(reduce_plan *p, ct_dtype dtype, int ndim, const int64_t *shape, const void *in,
-                      const int64_t *in_strides, const bool *mask) {
-    ct_dims_group(&p->kept, ndim, shape, in_strides, mask, false);
-    ct_dims_group(&p->red, ndim, shape, in_strides, mask, true);
-    p->K = p->kept.numel;
-    p->R = p->red.numel;
-    p->slices = 1;
-    p->chunk = p->R;
-    p->blocks = 0;
-    if (p->K == 0 || p->R == 0)
-        return;
-    int64_t vec = 16 / (int64_t)ct_dtype_size(dtype);
-    const group &kept = p->kept, &red = p->red;
-    p->outer = p->K > 1 && red.strides[red.ndim - 1] != 1 && kept.strides[kept.ndim - 1] == 1;
-    if (!p->outer) {
-        p->vectorized = red.ndim == 1 && red.strides[0] == 1;
-        if (p->K < TARGET_BLOCKS && p->R >= 2 * MIN_SLICE) {
-            int64_t s = ceil_div(TARGET_BLOCKS, p->K), most = ceil_div(p->R, MIN_SLICE);
-            s = s < most ? s : most;
-            p->chunk = (ceil_div(p->R, s) + 15) / 16 * 16; // slices start 16-byte aligned with the row
-            p->slices = ceil_div(p->R, p->chunk);
-        }
-        p->G = p->chunk >= BLOCK_MIN ? BLOCK : pow2_at_least(ceil_div(p->chunk, p->vectorized ? vec : 1), 32);
-        p->blocks = ceil_div(p->K * p->slices, BLOCK / p->G);
-        return;
-    }
-    // Outer: the kept group's last dim is the contiguous row of outputs.
-    int64_t width = kept.shape[kept.ndim - 1];
-    bool aligned = (uintptr_t)in % 16 == 0 && width % vec == 0;
-    for (int d = 0; d < kept.ndim - 1; d++)
-        aligned = aligned && kept.strides[d] % vec == 0;
-    for (int d = 0; d < red.ndim; d++)
-        aligned = aligned && red.strides[d] % vec == 0;
-    p->vectorized = aligned;
-    int64_t cols = aligned ? width / vec : width;
-    p->bx = pow2_at_least(cols, 32);
-    p->by = BLOCK / p->bx;
-    p->tiles = ceil_div(cols, p->bx);
-    p->blocks = p->K / width * p->tiles;
-    if (p->blocks < TARGET_BLOCKS && p->R >= 2 * MIN_WALK * p->by) {
-        int64_t s = ceil_div(TARGET_BLOCKS, p->blocks), most = p->R / (MIN_WALK * p->by);
-        s = s < most ? s : most;
-        p->chunk = ceil_div(p->R, s);
-        p->slices = ceil_div(p->R, p->chunk);
-    }
-}
-
-static size_t workspace_bytes(const reduce_plan &p) {
-    return p.slices > 1 ? (size_t)(p.K * p.slices) * PARTIAL_BYTES : 0;
-}
+// ---- launches -----------------------------------------------------------------------------
 
 template <typename T, typename Op>
 static ct_status launch(const reduce_plan &p, const void *in, const Op &op, void *out, int32_t *indices,
@@ -526,27 +162,8 @@ static ct_status launch(const reduce_plan &p, const void *in, const Op &op, void
         return ct__set_error(CT_ERR_UNSUPPORTED, "reduction: %lld blocks exceed the grid", (long long)p.blocks);
     constexpr int VEC = 16 / sizeof(T);
     static_assert(sizeof(typename Op::acc) <= PARTIAL_BYTES, "a partial must fit its workspace slot");
-    reduce_job<T, Op> job;
-    job.in = (const T *)in;
-    job.kept = p.kept;
-    job.red = p.red;
-    job.K = p.K;
-    job.R = p.R;
-    job.slices = p.slices;
-    job.chunk = p.chunk;
-    job.width = p.kept.shape[p.kept.ndim - 1];
-    job.partials = (typename Op::acc *)workspace;
-    job.out = (T *)out;
-    job.indices = indices;
-    job.op = op;
+    reduce_job<T, Op> job = make_job<T>(p, in, op, out, indices, workspace);
     if (p.outer) {
-        // The kernel's `kept` is the rows of outputs: the kept dims but the last.
-        job.kept.ndim = p.kept.ndim - 1;
-        if (job.kept.ndim == 0) {
-            job.kept.ndim = 1;
-            job.kept.shape[0] = 1;
-            job.kept.strides[0] = 0;
-        }
         dim3 grid((unsigned)p.blocks, (unsigned)p.slices), block(p.bx, p.by);
         if (p.vectorized)
             reduce_outer_kernel<T, Op, VEC><<<grid, block, 0, stream>>>(job, p.tiles);
@@ -560,7 +177,7 @@ static ct_status launch(const reduce_plan &p, const void *in, const Op &op, void
     if (!CT_CUDA_CHECK_LAUNCH())
         return ct_last_error();
     if (p.slices > 1) {
-        reduce_finish_kernel<T, Op><<<(unsigned)ceil_div(p.K * 32, BLOCK), BLOCK, 0, stream>>>(job);
+        reduce_finish_kernel<T, Op><<<(unsigned)ct_ceil_div(p.K * 32, BLOCK), BLOCK, 0, stream>>>(job);
         if (!CT_CUDA_CHECK_LAUNCH())
             return ct_last_error();
     }

@@ -54,15 +54,6 @@ static bool rows_aligned(const void *base, const rows_geom &w, int64_t vec) {
     return ok;
 }
 
-static int pow2_at_least(int64_t n, int cap) {
-    int p = 1;
-    while (p < cap && p < n)
-        p *= 2;
-    return p;
-}
-
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // ---- elements ---------------------------------------------------------------------------
 
 // ---- merging across threads -------------------------------------------------------------
@@ -486,11 +477,11 @@ static rows_launch rows_geometry(int64_t n, int64_t items, bool vectorized, int6
     if (n > WARP_ROW_MAX) {
         r.G = BLOCK;
     } else {
-        r.G = pow2_at_least(units, 32);
+        r.G = ct_pow2_at_least(units, 32);
         if (vectorized)
-            r.nv = pow2_at_least(ceil_div(units, r.G), 8);
+            r.nv = ct_pow2_at_least(ct_ceil_div(units, r.G), 8);
     }
-    r.blocks = ceil_div(items, BLOCK / r.G);
+    r.blocks = ct_ceil_div(items, BLOCK / r.G);
     return r;
 }
 
@@ -542,7 +533,7 @@ static ct_status softmax_launch(bool take_log, int ndim, const int64_t *shape, c
     ct_dims_rows(&job.out_rows, ndim, shape, p.out_strides, dim, p.lanes);
     if (p.lanes) {
         job.items = p.numel / (p.n * p.inner);
-        int64_t blocks = ceil_div(job.items * p.inner, BLOCK);
+        int64_t blocks = ct_ceil_div(job.items * p.inner, BLOCK);
         if (blocks > INT32_MAX)
             return ct__set_error(CT_ERR_UNSUPPORTED, "ct_cuda_softmax: %lld blocks exceed the grid", (long long)blocks);
         softmax_lanes_kernel<T><<<(unsigned)blocks, BLOCK, 0, s>>>(job, p.inner);
@@ -582,7 +573,7 @@ static ct_status backward_launch(bool take_log, int ndim, const int64_t *shape, 
     ct_dims_rows(&job.out_rows, ndim, shape, p.out_strides, dim, p.lanes);
     if (p.lanes) {
         job.items = p.numel / (p.n * p.inner);
-        int64_t blocks = ceil_div(job.items * p.inner, BLOCK);
+        int64_t blocks = ct_ceil_div(job.items * p.inner, BLOCK);
         if (blocks > INT32_MAX)
             return ct__set_error(CT_ERR_UNSUPPORTED, "ct_cuda_softmax_backward: %lld blocks exceed the grid",
                                  (long long)blocks);
