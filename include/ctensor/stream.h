@@ -50,7 +50,12 @@ ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event);
 /* Make future work on `stream` wait for everything queued so far on `other`. */
 ct_status ct_stream_wait_stream(ct_stream *stream, ct_stream *other);
 
-/* Events. `timing` enables ct_event_elapsed_ms (slightly slower to record). */
+/* Events. `timing` enables ct_event_elapsed_ms (slightly slower to record). An event
+ * belongs to the device of the stream it is recorded on (the CUDA event is made at the first
+ * record, as in PyTorch); recording it on another device's stream moves it there. Waiting on,
+ * synchronizing or querying a never-recorded event returns at once. Any thread, whatever its
+ * current device, may use streams and events of any device; the calls leave the thread's
+ * current device as it was. */
 ct_event *ct_event_create(bool timing);
 void ct_event_free(ct_event *event);
 ct_status ct_event_record(ct_event *event, ct_stream *stream);

@@ -51,21 +51,6 @@ static pthread_mutex_t dnn_lock = PTHREAD_MUTEX_INITIALIZER;
 static dnn_handle handles[MAX_HANDLES];
 static int handle_count;
 
-// Makes the stream's device current for the guard's lifetime (cuDNN handles belong to the
-// device current when they are made, and run there).
-struct device_guard {
-    int previous = -1;
-    bool ok = true;
-    explicit device_guard(int device) {
-        ok = CT_CUDA_CHECK(cudaGetDevice(&previous)) && (previous == device || CT_CUDA_CHECK(cudaSetDevice(device)));
-    }
-    ~device_guard() {
-        int now;
-        if (previous >= 0 && cudaGetDevice(&now) == cudaSuccess && now != previous)
-            cudaSetDevice(previous);
-    }
-};
-
 // The handle of (device, stream), bound to the stream; call with the device current. NULL
 // with an error recorded.
 static cudnnHandle_t handle_for(ct_stream *stream, int device) {
@@ -290,7 +275,7 @@ extern "C" ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype d
     if (!stream) // the algorithm search runs kernels: it needs the op's stream too
         return ct__cuda_no_stream(__func__);
     int device = stream->device;
-    device_guard guard(device);
+    ct_device_guard guard(device);
     if (!guard.ok)
         return ct_last_error();
     cudnnHandle_t h = handle_for(stream, device);
@@ -314,7 +299,7 @@ extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, cons
     if (out_elems == 0)
         return CT_OK;
     int device = stream->device;
-    device_guard guard(device);
+    ct_device_guard guard(device);
     if (!guard.ok)
         return ct_last_error();
     // Nothing to sum over (an empty batch or no channels on the other side): zeros.

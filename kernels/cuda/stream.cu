@@ -15,9 +15,13 @@ extern "C" int ct__cuda_device_count(void);
 #define POOL_SIZE 32
 #define MAX_DEVICES 64
 
+// The CUDA event is made at the first record, on the stream's device (an event can only be
+// recorded on its own device's streams), and made again if a later record is on another
+// device; device is -1 until then.
 struct ct_event {
     cudaEvent_t event;
     int device;
+    bool timing;
     bool recorded;
 };
 
@@ -120,11 +124,16 @@ ct_stream *ct_stream_comm(int device) {
 
 int ct_stream_device(const ct_stream *stream) { return stream ? stream->device : -1; }
 
+// Every call below that takes a ct_stream runs with the stream's device current: ops leave
+// their operands' device current, and handle 0 names the current device's default stream.
 ct_status ct_stream_synchronize(ct_stream *stream) {
     if (!stream)
         return ct__set_error(CT_ERR_NULL, "ct_stream_synchronize: stream is NULL");
-    if (!CT_CUDA_CHECK(cudaStreamSynchronize(stream->handle)))
-        return ct_last_error();
+    {
+        ct_device_guard guard(stream->device);
+        if (!guard.ok || !CT_CUDA_CHECK(cudaStreamSynchronize(stream->handle)))
+            return ct_last_error();
+    }
     return ct__cuda_check_device_errors(stream->device);
 }
 
@@ -133,7 +142,8 @@ ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event) {
         return ct__set_error(CT_ERR_NULL, "ct_stream_wait_event: %s is NULL", stream ? "event" : "stream");
     if (!event->recorded)
         return CT_OK;  // like CUDA: waiting on a never-recorded event is a no-op
-    return CT_CUDA_CHECK(cudaStreamWaitEvent(stream->handle, event->event, 0)) ? CT_OK : ct_last_error();
+    ct_device_guard guard(stream->device); // the event may be another device's: CUDA allows that
+    return guard.ok && CT_CUDA_CHECK(cudaStreamWaitEvent(stream->handle, event->event, 0)) ? CT_OK : ct_last_error();
 }
 
 ct_status ct_stream_wait_stream(ct_stream *stream, ct_stream *other) {
@@ -152,36 +162,50 @@ ct_status ct_stream_wait_stream(ct_stream *stream, ct_stream *other) {
 }
 
 ct_event *ct_event_create(bool timing) {
-    int device = 0;
     if (ct__cuda_device_count() == 0) {
         ct__set_error(CT_ERR_DEVICE, "ct_event_create: no usable CUDA device");
         return NULL;
     }
-    if (!CT_CUDA_CHECK(cudaGetDevice(&device)))
-        return NULL;
     ct_event *e = (ct_event *)calloc(1, sizeof *e);
     if (!e) {
         ct__set_error(CT_ERR_MEMORY, "ct_event_create: out of host memory");
         return NULL;
     }
-    e->device = device;
-    if (!CT_CUDA_CHECK(cudaEventCreateWithFlags(&e->event, timing ? cudaEventDefault : cudaEventDisableTiming))) {
-        free(e);
-        return NULL;
-    }
+    e->device = -1;
+    e->timing = timing;
     return e;
+}
+
+static void destroy_cuda_event(ct_event *event) {
+    if (event->device < 0)
+        return;
+    ct_device_guard guard(event->device);
+    CT_CUDA_CHECK(cudaEventDestroy(event->event));
+    event->device = -1;
+    event->recorded = false;
 }
 
 void ct_event_free(ct_event *event) {
     if (!event)
         return;
-    CT_CUDA_CHECK(cudaEventDestroy(event->event));
+    destroy_cuda_event(event);
     free(event);
 }
 
 ct_status ct_event_record(ct_event *event, ct_stream *stream) {
     if (!event || !stream)
         return ct__set_error(CT_ERR_NULL, "ct_event_record: %s is NULL", event ? "stream" : "event");
+    if (event->device != stream->device)
+        destroy_cuda_event(event);
+    ct_device_guard guard(stream->device);
+    if (!guard.ok)
+        return ct_last_error();
+    if (event->device < 0) {
+        if (!CT_CUDA_CHECK(cudaEventCreateWithFlags(&event->event,
+                                                    event->timing ? cudaEventDefault : cudaEventDisableTiming)))
+            return ct_last_error();
+        event->device = stream->device;
+    }
     if (!CT_CUDA_CHECK(cudaEventRecord(event->event, stream->handle)))
         return ct_last_error();
     event->recorded = true;
@@ -191,6 +215,8 @@ ct_status ct_event_record(ct_event *event, ct_stream *stream) {
 ct_status ct_event_synchronize(ct_event *event) {
     if (!event)
         return ct__set_error(CT_ERR_NULL, "ct_event_synchronize: event is NULL");
+    if (!event->recorded)
+        return CT_OK; // like CUDA: nothing recorded, nothing to wait for
     if (!CT_CUDA_CHECK(cudaEventSynchronize(event->event)))
         return ct_last_error();
     return ct__cuda_check_device_errors(event->device);
@@ -201,6 +227,8 @@ bool ct_event_query(ct_event *event) {
         ct__set_error(CT_ERR_NULL, "ct_event_query: event is NULL");
         return false;
     }
+    if (!event->recorded)
+        return true; // like CUDA: a never-recorded event has completed
     cudaError_t err = cudaEventQuery(event->event);
     if (err == cudaErrorNotReady) {
         cudaGetLastError();
@@ -213,6 +241,10 @@ double ct_event_elapsed_ms(ct_event *start, ct_event *end) {
     float ms = 0;
     if (!start || !end) {
         ct__set_error(CT_ERR_NULL, "ct_event_elapsed_ms: event is NULL");
+        return NAN;
+    }
+    if (!start->recorded || !end->recorded || !start->timing || !end->timing) {
+        ct__set_error(CT_ERR_STATE, "ct_event_elapsed_ms: both events must be created with timing and recorded");
         return NAN;
     }
     return CT_CUDA_CHECK(cudaEventElapsedTime(&ms, start->event, end->event)) ? (double)ms : NAN;

@@ -1,0 +1,115 @@
+/* The stream scheduler on a GPU: work on two pool streams ordered by an event and by
+ * ct_stream_wait_stream, events that are never recorded, timing events, a stream's calls
+ * made while another device is current (here: with the current device changed by hand to
+ * the same one, which is all one GPU allows), and bad arguments. Each test reports itself
+ * skipped where no GPU is usable. Multi-GPU ordering needs two devices and is not tested here. */
+#include "tests/common.h"
+
+#include <math.h>
+
+#define N 2048
+
+/* y = x @ x on the current stream: enough work that a missing dependency shows. */
+static ct_tensor *slow_square(ct_tensor *x) {
+    ct_tensor *y = x;
+    for (int i = 0; i < 4; i++)
+        y = ct_mul_scalar(ct_matmul(y, x), 1.0 / N);
+    cr_assert_not_null(y, "%s", ct_last_error_message());
+    return y;
+}
+
+Test(cuda_stream, an_event_orders_work_across_pool_streams) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_stream *a = ct_stream_from_pool(0), *b = ct_stream_from_pool(0);
+        cr_assert(a && b && a != b, "two pool streams");
+        cr_assert_eq(ct_stream_device(a), 0);
+        ct_tensor *x = ct_full((int64_t[]){N, N}, 2, 1.0, CT_F32, T_GPU);
+        cr_assert_eq(ct_stream_wait_stream(a, ct_stream_current(0)), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_stream_set_current(a), CT_OK);
+        ct_tensor *y = slow_square(x); /* every element 1 after each step */
+        ct_event *done = ct_event_create(false);
+        cr_assert_not_null(done, "%s", ct_last_error_message());
+        cr_assert_eq(ct_event_record(done, a), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_stream_set_current(b), CT_OK);
+        cr_assert_eq(ct_stream_wait_event(b, done), CT_OK, "%s", ct_last_error_message());
+        ct_tensor *z = ct_add_scalar(y, 1.0); /* on b, after a's matmuls */
+        cr_assert_not_null(z, "%s", ct_last_error_message());
+        cr_assert_eq(ct_stream_set_current(ct_stream_default(0)), CT_OK);
+        cr_assert_eq(ct_stream_wait_stream(ct_stream_current(0), b), CT_OK, "%s", ct_last_error_message());
+        double *v = t_values(z);
+        for (int64_t i = 0; i < (int64_t)N * N; i += 4099)
+            cr_assert_eq(v[i], 2.0, "element %lld is %g: b did not wait for a", (long long)i, v[i]);
+        free(v);
+        cr_assert_eq(ct_event_synchronize(done), CT_OK);
+        cr_assert(ct_event_query(done));
+        ct_event_free(done);
+        cr_assert_eq(ct_device_synchronize(0), CT_OK);
+    });
+}
+
+Test(cuda_stream, events_never_recorded_and_timing) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_event *e = ct_event_create(false);
+        cr_assert_not_null(e, "%s", ct_last_error_message());
+        /* Like CUDA: a never-recorded event has completed, and waiting on it is a no-op. */
+        cr_assert(ct_event_query(e));
+        cr_assert_eq(ct_event_synchronize(e), CT_OK);
+        cr_assert_eq(ct_stream_wait_event(ct_stream_current(0), e), CT_OK);
+        ct_event *start = ct_event_create(true), *end = ct_event_create(true);
+        cr_assert(isnan(ct_event_elapsed_ms(start, end)), "elapsed time of events never recorded");
+        t_assert_error(CT_ERR_STATE, "ct_event_elapsed_ms", "recorded", NULL);
+        ct_stream *s = ct_stream_current(0);
+        cr_assert_eq(ct_event_record(start, s), CT_OK, "%s", ct_last_error_message());
+        ct_tensor *x = ct_full((int64_t[]){N, N}, 2, 1.0, CT_F32, T_GPU);
+        slow_square(x);
+        cr_assert_eq(ct_event_record(end, s), CT_OK);
+        cr_assert_eq(ct_event_synchronize(end), CT_OK);
+        double ms = ct_event_elapsed_ms(start, end);
+        cr_assert(ms > 0 && ms < 60000, "elapsed %g ms", ms);
+        /* An event made without timing cannot be timed. */
+        cr_assert_eq(ct_event_record(e, s), CT_OK);
+        cr_assert(isnan(ct_event_elapsed_ms(start, e)));
+        t_assert_error(CT_ERR_STATE, "timing", NULL);
+        ct_event_free(start);
+        ct_event_free(end);
+        ct_event_free(e);
+        ct_event_free(NULL);
+    });
+}
+
+/* The stream calls make the stream's device current themselves and leave the thread's
+ * device as it was (with one GPU the device cannot change; this checks the bookkeeping). */
+Test(cuda_stream, calls_keep_the_current_device) {
+    T_REQUIRE_GPU();
+    cr_assert_eq(ct_cuda_set_device(0), CT_OK);
+    ct_stream *s = ct_stream_from_pool(0);
+    ct_event *e = ct_event_create(false);
+    cr_assert_eq(ct_event_record(e, s), CT_OK);
+    cr_assert_eq(ct_stream_wait_event(ct_stream_current(0), e), CT_OK);
+    cr_assert_eq(ct_stream_wait_stream(s, ct_stream_current(0)), CT_OK);
+    cr_assert_eq(ct_stream_synchronize(s), CT_OK);
+    cr_assert_eq(ct_cuda_current_device(), 0);
+    ct_event_free(e);
+}
+
+Test(cuda_stream, bad_arguments) {
+    T_REQUIRE_GPU();
+    cr_assert_eq(ct_stream_synchronize(NULL), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_stream_synchronize", NULL);
+    cr_assert_eq(ct_stream_wait_event(ct_stream_current(0), NULL), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_stream_wait_event", "event", NULL);
+    cr_assert_eq(ct_stream_wait_stream(NULL, ct_stream_current(0)), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_stream_wait_stream", NULL);
+    cr_assert_eq(ct_event_record(NULL, ct_stream_current(0)), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_event_record", "event", NULL);
+    ct_event *e = ct_event_create(false);
+    cr_assert_eq(ct_event_record(e, NULL), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_event_record", "stream", NULL);
+    ct_event_free(e);
+    cr_assert_null(ct_stream_current(99));
+    t_assert_error(CT_ERR_DEVICE, "cuda:99", NULL);
+    cr_assert_eq(ct_stream_set_current(NULL), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_stream_set_current", NULL);
+}
