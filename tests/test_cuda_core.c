@@ -200,3 +200,58 @@ Test(cuda_core, copies_from_pageable_memory_are_staged_and_exact) {
     cr_assert_eq(s.allocations, s.frees, "pinned blocks leaked");
     cr_assert_eq(s.pending_free_bytes, 0, "blocks still pending after the device went idle");
 }
+
+/* A small ct_from_host from page-locked memory (ct_pinned_alloc, as the data loader's
+ * batches are): the driver would read it asynchronously, so ctensor must have taken its
+ * copy by the time the call returns and the caller refills the buffer. */
+Test(cuda_core, small_copies_from_page_locked_buffers_are_taken_at_once) {
+    T_REQUIRE_GPU();
+    const int64_t n = 4096; /* 16 KiB: below the size that is always staged */
+    T_NO_LEAK({
+        float *buf = ct_pinned_alloc((size_t)n * sizeof(float));
+        cr_assert_not_null(buf, "%s", ct_last_error_message());
+        for (int round = 0; round < 3; round++) {
+            for (int64_t i = 0; i < n; i++)
+                buf[i] = (float)(round * 10000 + i);
+            keep_gpu_busy(); /* the copy waits behind the matmuls */
+            ct_tensor *dev = ct_from_host(buf, &n, 1, CT_F32, CT_CUDA(0));
+            cr_assert_not_null(dev, "%s", ct_last_error_message());
+            for (int64_t i = 0; i < n; i++)
+                buf[i] = -1.0f;
+            double *v = t_values(dev);
+            for (int64_t i = 0; i < n; i++)
+                cr_assert_eq(v[i], (double)(round * 10000 + i), "round %d element %lld is %g", round,
+                             (long long)i, v[i]);
+            free(v);
+        }
+        ct_pinned_free(buf);
+    });
+}
+
+/* ct_to_device is differentiable and its gradient goes back to the source's device. */
+Test(cuda_core, to_device_gradient_returns_to_the_source_device) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_tensor *leaf = ct_requires_grad(ct_full((int64_t[]){3, 5}, 2, 1.5, CT_F32, CT_CPU), true);
+        ct_tensor *on_gpu = ct_to_device(leaf, CT_CUDA(0));
+        cr_assert_not_null(on_gpu, "%s", ct_last_error_message());
+        ct_tensor *loss = ct_sum(ct_mul_scalar(on_gpu, 3.0), NULL, 0, false);
+        cr_assert_eq(ct_backward(loss), CT_OK, "%s", ct_last_error_message());
+        ct_tensor *g = ct_grad(leaf);
+        cr_assert_not_null(g, "no gradient on the CPU leaf");
+        cr_assert_eq(ct_tensor_device(g).type, CT_DEVICE_CPU, "the gradient is on %s",
+                     ct_device_name(ct_tensor_device(g)));
+        double want[15];
+        for (int i = 0; i < 15; i++)
+            want[i] = 3.0;
+        t_assert_close(g, want, 0, 0);
+        /* and the other way: a GPU leaf used on the CPU */
+        ct_tensor *gleaf = ct_requires_grad(ct_full((int64_t[]){4}, 1, 2.0, CT_F32, CT_CUDA(0)), true);
+        ct_tensor *back = ct_to_device(gleaf, CT_CPU);
+        cr_assert_eq(ct_backward(ct_sum(ct_mul(back, back), NULL, 0, false)), CT_OK, "%s", ct_last_error_message());
+        ct_tensor *gg = ct_grad(gleaf);
+        cr_assert_not_null(gg);
+        cr_assert_eq(ct_tensor_device(gg).type, CT_DEVICE_CUDA);
+        t_assert_close(gg, (double[]){4, 4, 4, 4}, 0, 0);
+    });
+}

@@ -14,6 +14,9 @@
 //     into a block of the pinned cache, which the GPU then reads asynchronously; the block is
 //     freed at once with the same event-gated reuse. (The driver's own path would return only
 //     after the stream had reached the copy, when it needs more than its staging buffer.)
+//     A raw pointer into page-locked memory (ct_pinned_alloc, cudaHostAlloc) is staged too,
+//     whatever its size: the driver would read it asynchronously, after the caller, who owns
+//     the buffer once ct_from_host returns, may already have refilled it.
 //   - Device to host is queued on the source device's current stream, which is then
 //     synchronized (not the whole device), and the device's error word is checked.
 //   - Device to device is queued on the destination's current stream after an event on the
@@ -181,14 +184,25 @@ static ct_stream *stream_on(int device) {
     return ct_stream_current(device);
 }
 
+// Whether host memory at p is page-locked (then cudaMemcpyAsync reads it asynchronously).
+static bool is_page_locked(const void *p) {
+    cudaPointerAttributes attr;
+    if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+        cudaGetLastError(); // not memory CUDA knows of: pageable
+        return false;
+    }
+    return attr.type == cudaMemoryTypeHost;
+}
+
 static ct_status host_to_device(int device, void *dst, const void *src, size_t nbytes, void *pinned_block) {
     ct_stream *stream = stream_on(device);
     if (!stream)
         return ct_last_error();
     cudaStream_t s = stream->handle;
     bool page_locked = ct__pinned_is_page_locked();
+    bool raw_locked = !pinned_block && nbytes <= SMALL_PAGEABLE_COPY && is_page_locked(src);
     void *staging = NULL;
-    if (!pinned_block && page_locked && nbytes > SMALL_PAGEABLE_COPY) {
+    if (!pinned_block && page_locked && (nbytes > SMALL_PAGEABLE_COPY || raw_locked)) {
         staging = ct_pinned_alloc(nbytes);
         if (!staging)
             return ct_last_error();
@@ -201,6 +215,8 @@ static ct_status host_to_device(int device, void *dst, const void *src, size_t n
         return ct_last_error();
     }
     ct_status status = CT_OK;
+    if (raw_locked && !staging && !CT_CUDA_CHECK(cudaStreamSynchronize(s))) // no cache to stage through: wait
+        status = ct_last_error();
     if (pinned_block && page_locked && ct__pinned_record_stream(pinned_block, stream) != CT_OK) {
         // The block could not be marked: wait for the copy rather than let it be reused early.
         status = ct_last_error();
