@@ -124,8 +124,13 @@ ct_status ct__copy(ct_tensor *dst, const ct_tensor *src) {
 
 /* ---- differentiable copies ------------------------------------------------------------ */
 
+/* The gradient of a copy: the output's, in the input's dtype and on the input's device
+ * (ct_to_device's gradient goes back across devices). */
 static ct_status identity_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
-    gin[0] = ct_cast(gout[0], node->in_dtype[0]);
+    ct_tensor *g = ct_cast(gout[0], node->in_dtype[0]);
+    if (g && !ct_device_equal(g->device, node->in_device[0]))
+        g = ct_to_device(g, node->in_device[0]);
+    gin[0] = g;
     return gin[0] ? CT_OK : ct_last_error();
 }
 

@@ -1,6 +1,7 @@
 /* The autograd engine: recording nodes, running backward, accumulating leaf gradients. */
 #include "runtime/internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static _Thread_local int no_grad_depth = 0;
@@ -86,6 +87,7 @@ ct_node *ct__node_new(const char *name, ct_backward_fn backward, int n_inputs, c
         node->in_ndim[i] = in->ndim;
         memcpy(node->in_shape[i], in->shape, sizeof(int64_t) * (size_t)in->ndim);
         node->in_dtype[i] = in->dtype;
+        node->in_device[i] = in->device;
         node->device = in->device;
         if (!in->requires_grad || !ct_dtype_is_float(in->dtype))
             continue;
@@ -300,10 +302,14 @@ static ct_status run_node(ct_node *node, bool retain_graph) {
             st = ct__set_error(CT_ERR_INTERNAL, "%s backward produced no gradient for input %d", node->name, i);
             break;
         }
-        if (!same_shape(node->in_ndim[i], node->in_shape[i], g) || g->dtype != node->in_dtype[i]) {
-            st = ct__set_error(CT_ERR_INTERNAL, "%s backward: gradient %d is %s %s, input was %s %s", node->name, i,
-                               ct_dtype_name(g->dtype), ct_shape_str(g), ct_dtype_name(node->in_dtype[i]),
-                               ct__shape_fmt(node->in_ndim[i], node->in_shape[i]));
+        if (!same_shape(node->in_ndim[i], node->in_shape[i], g) || g->dtype != node->in_dtype[i] ||
+            !ct_device_equal(g->device, node->in_device[i])) {
+            char got_on[32]; /* ct_device_name has one buffer per thread */
+            snprintf(got_on, sizeof got_on, "%s", ct_device_name(g->device));
+            st = ct__set_error(CT_ERR_INTERNAL, "%s backward: gradient %d is %s %s on %s, input was %s %s on %s",
+                               node->name, i, ct_dtype_name(g->dtype), ct_shape_str(g), got_on,
+                               ct_dtype_name(node->in_dtype[i]), ct__shape_fmt(node->in_ndim[i], node->in_shape[i]),
+                               ct_device_name(node->in_device[i]));
             break;
         }
         ct_edge *e = &node->edges[i];

@@ -202,6 +202,7 @@ struct ct_node {
     int in_ndim[CT_NODE_MAX_INPUTS];
     int64_t in_shape[CT_NODE_MAX_INPUTS][CT_MAX_DIMS];
     ct_dtype in_dtype[CT_NODE_MAX_INPUTS];
+    ct_device in_device[CT_NODE_MAX_INPUTS];
     ct_device device;
     /* Op parameters. */
     int64_t iargs[16];
