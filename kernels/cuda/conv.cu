@@ -1,7 +1,7 @@
 // ctensor — convolution on cuDNN, and pooling, bias-sum and bias-add kernels.
 //
-// Convolution: each (device, ct_stream) gets its own cuDNN handle (made on first use,
-// cudnnSetStream before every call). The algorithm of each pass is chosen once per
+// Convolution: the calling thread's cuDNN handle for the device (kernels/cuda/dnn.h), bound
+// to the op's stream before every call. The algorithm of each pass is chosen once per
 // geometry, dtype, device and determinism by timing the candidates with cudnnFind*, as
 // torch.backends.cudnn.benchmark does, and cached; deterministic mode keeps only the
 // algorithms cuDNN reports as deterministic. Workspace memory belongs to the caller (the op
@@ -19,59 +19,18 @@
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/dnn.h"
 #include "kernels/cuda/launch.h"
 
-#include <cudnn.h>
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
 
-#define MAX_HANDLES     64
 #define ALGO_SLOTS      256
 #define WORKSPACE_LIMIT ((size_t)1 << 30) // algorithms needing more are skipped
 #define THREADS         256
 
-static bool dnn_ok(cudnnStatus_t st, const char *call, const char *file, int line) {
-    if (st == CUDNN_STATUS_SUCCESS)
-        return true;
-    ct__set_error(CT_ERR_CUDA, "%s failed at %s:%d: %s", call, file, line, cudnnGetErrorString(st));
-    return false;
-}
-#define CT_CUDNN_CHECK(call) dnn_ok((call), #call, __FILE__, __LINE__)
-
-// ---- handles ------------------------------------------------------------------------------
-
-typedef struct dnn_handle {
-    int device;
-    const ct_stream *stream;
-    cudnnHandle_t handle;
-} dnn_handle;
-
-static pthread_mutex_t dnn_lock = PTHREAD_MUTEX_INITIALIZER;
-static dnn_handle handles[MAX_HANDLES];
-static int handle_count;
-
-// The handle of (device, stream), bound to the stream; call with the device current. NULL
-// with an error recorded.
-static cudnnHandle_t handle_for(ct_stream *stream, int device) {
-    cudnnHandle_t h = NULL;
-    pthread_mutex_lock(&dnn_lock);
-    for (int i = 0; i < handle_count && !h; i++)
-        if (handles[i].device == device && handles[i].stream == stream)
-            h = handles[i].handle;
-    if (!h) {
-        if (handle_count == MAX_HANDLES)
-            ct__set_error(CT_ERR_UNSUPPORTED, "cuDNN: more than %d streams used for convolution", MAX_HANDLES);
-        else if (CT_CUDNN_CHECK(cudnnCreate(&h)))
-            handles[handle_count++] = (dnn_handle){device, stream, h};
-        else
-            h = NULL;
-    }
-    pthread_mutex_unlock(&dnn_lock);
-    if (h && !CT_CUDNN_CHECK(cudnnSetStream(h, stream->handle)))
-        return NULL;
-    return h;
-}
+static pthread_mutex_t dnn_lock = PTHREAD_MUTEX_INITIALIZER; // the algorithm cache
 
 // ---- descriptors ---------------------------------------------------------------------------
 
@@ -278,7 +237,7 @@ extern "C" ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype d
     ct_device_guard guard(device);
     if (!guard.ok)
         return ct_last_error();
-    cudnnHandle_t h = handle_for(stream, device);
+    cudnnHandle_t h = ct__cudnn_handle(stream);
     algo_choice choice;
     ct_status st = h ? choose(pass, dtype, g, deterministic, device, h, &choice) : ct_last_error();
     if (st == CT_OK)
@@ -305,7 +264,7 @@ extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, cons
     // Nothing to sum over (an empty batch or no channels on the other side): zeros.
     if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0)
         return CT_CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)out_elems * es, s)) ? CT_OK : ct_last_error();
-    cudnnHandle_t h = handle_for(stream, device);
+    cudnnHandle_t h = ct__cudnn_handle(stream);
     if (!h)
         return ct_last_error();
     algo_choice choice;

@@ -10,18 +10,10 @@
 // block per row; the parameter gradients are column sums over fixed chunks of rows, then
 // over the chunks in order, so they repeat bit for bit.
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/dnn.h"
 #include "kernels/cuda/launch.h"
 
 #include <climits>
-#include <cudnn.h>
-
-static bool cudnn_ok(cudnnStatus_t st, const char *call, const char *file, int line) {
-    if (st == CUDNN_STATUS_SUCCESS)
-        return true;
-    ct__set_error(CT_ERR_CUDA, "%s failed at %s:%d: %s", call, file, line, cudnnGetErrorString(st));
-    return false;
-}
-#define CT_CUDNN_CHECK(call) cudnn_ok((call), #call, __FILE__, __LINE__)
 
 // Sum of v over the block (blockDim.x a multiple of 32, at most 1024), returned to every
 // thread. `shared` holds 33 floats.
@@ -45,31 +37,6 @@ __device__ float block_sum(float v, float *shared) {
 }
 
 // ---- batch norm on cuDNN -----------------------------------------------------------------
-
-// One cuDNN handle per thread and device, made on first use and kept for the thread's life.
-static cudnnHandle_t handle_for(ct_stream *stream) {
-    static thread_local cudnnHandle_t handles[64];
-    int device = stream->device;
-    if (device < 0 || device >= 64) {
-        ct__set_error(CT_ERR_DEVICE, "cuDNN: device %d is out of range", device);
-        return NULL;
-    }
-    if (!handles[device]) {
-        int previous = 0;
-        if (!CT_CUDA_CHECK(cudaGetDevice(&previous)) || (previous != device && !CT_CUDA_CHECK(cudaSetDevice(device))))
-            return NULL;
-        cudnnHandle_t h = NULL;
-        bool ok = CT_CUDNN_CHECK(cudnnCreate(&h));
-        if (previous != device)
-            cudaSetDevice(previous);
-        if (!ok)
-            return NULL;
-        handles[device] = h;
-    }
-    if (!CT_CUDNN_CHECK(cudnnSetStream(handles[device], stream->handle)))
-        return NULL;
-    return handles[device];
-}
 
 typedef struct bn_descs {
     cudnnTensorDescriptor_t x, param;
@@ -137,7 +104,7 @@ extern "C" ct_status ct_cuda_batch_norm_forward(ct_dtype dtype, int64_t N, int64
         }
         return CT_OK;
     }
-    cudnnHandle_t h = handle_for(stream);
+    cudnnHandle_t h = ct__cudnn_handle(stream);
     bn_descs d;
     if (!h || !make_descs(op, dtype, N, C, S, &d))
         return ct_last_error();
@@ -222,7 +189,7 @@ extern "C" ct_status ct_cuda_batch_norm_backward(ct_dtype dtype, int64_t N, int6
             eval_backward<__nv_bfloat16>(N, C, S, x, g, weight, save_mean, save_invstd, dx, dweight, dbias, s);
         return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
     }
-    cudnnHandle_t h = handle_for(stream);
+    cudnnHandle_t h = ct__cudnn_handle(stream);
     bn_descs d;
     if (!h || !make_descs(op, dtype, N, C, S, &d))
         return ct_last_error();
