@@ -162,12 +162,16 @@ ct_status ct__cuda_check_device_errors(int device) {
     // unreported. (A kernel already running on another stream can still lose its report in
     // that window; its result is as invalid as the one reported.)
     r->pending = 0;
-    int old = 0;
-    if (CT_CUDA_CHECK(cudaGetDevice(&old)) && CT_CUDA_CHECK(cudaSetDevice(device))) {
-        if (CT_CUDA_CHECK(cudaMemsetAsync(w->claim, 0, sizeof *w->claim, 0)))
-            CT_CUDA_CHECK(cudaStreamSynchronize(0));
-        cudaSetDevice(old);
+    bool rearmed = false;
+    {
+        ct_device_guard guard(device);
+        rearmed = guard.ok && CT_CUDA_CHECK(cudaMemsetAsync(w->claim, 0, sizeof *w->claim, 0)) &&
+                  CT_CUDA_CHECK(cudaStreamSynchronize(0));
     }
+    // Not re-armed, the claim stays taken and later bad indices would go unreported: keep
+    // reporting this one instead, at every synchronization.
+    if (!rearmed)
+        r->pending = 1;
     pthread_mutex_unlock(&error_words_lock);
     // The CT_CUDA_CHECKs above may have recorded an error of their own: the device's is the
     // one the caller must see.
