@@ -54,8 +54,6 @@ static bool rows_aligned(const void *base, const rows_geom &w, int64_t vec) {
     return ok;
 }
 
-// ---- elements ---------------------------------------------------------------------------
-
 // ---- merging across threads -------------------------------------------------------------
 
 // Online softmax statistics: m the max so far, s the sum of exp(x - m). NaN elements never
