@@ -455,21 +455,39 @@ static bool usable_grad(const char *op, const ct_optim_param *e, ct_tensor **gra
 }
 
 /* Make the state that the current hyper-parameters need (a momentum turned on later by a
- * schedule) and count the step; fill the slot for the kernels. */
-static bool prepare(const ct_optim *opt, ct_optim_param *e, ct_tensor *grad, ct_optim_slot *slot) {
+ * schedule); `fresh` gets a bit per state made here. Nothing else changes. */
+static bool make_state(const ct_optim *opt, ct_optim_param *e, unsigned *fresh) {
+    *fresh = 0;
+    for (int k = 0; k < CT_OPTIM_MAX_SLOTS; k++) {
+        if (!ct__optim_slot_used(&opt->hyper, k) || e->state[k])
+            continue;
+        if (!(e->state[k] = ct__optim_state_new(e->param, 0.0)))
+            return false;
+        *fresh |= 1u << k;
+    }
+    return true;
+}
+
+/* Undo make_state: the states it made are dropped, as if the step had not begun. */
+static void drop_fresh_state(ct_optim_param *e, unsigned fresh) {
+    for (int k = 0; k < CT_OPTIM_MAX_SLOTS; k++)
+        if (fresh & (1u << k)) {
+            ct_tensor_free(e->state[k]);
+            e->state[k] = NULL;
+        }
+}
+
+/* Count the step and fill the slot for the kernels (the states exist: make_state). */
+static void prepare(const ct_optim *opt, ct_optim_param *e, ct_tensor *grad, unsigned fresh, ct_optim_slot *slot) {
     const ct_optim_hyper *h = &opt->hyper;
     *slot = (ct_optim_slot){
         .param = ct__data(e->param), .grad = ct__data(grad), .numel = ct__numel(e->param->ndim, e->param->shape)};
     for (int k = 0; k < CT_OPTIM_MAX_SLOTS; k++) {
         if (!ct__optim_slot_used(h, k))
             continue;
-        if (!e->state[k]) {
-            if (!(e->state[k] = ct__optim_state_new(e->param, 0.0)))
-                return false;
-            /* PyTorch's SGD starts its momentum buffer as a copy of the (decayed) gradient. */
-            if (h->rule == CT_RULE_SGD)
-                slot->scalar[0] = 1.0;
-        }
+        /* PyTorch's SGD starts its momentum buffer as a copy of the (decayed) gradient. */
+        if ((fresh & (1u << k)) && h->rule == CT_RULE_SGD)
+            slot->scalar[0] = 1.0;
         slot->state[k] = ct__data(e->state[k]);
     }
     double *step = ct__data(e->step);
@@ -481,7 +499,6 @@ static bool prepare(const ct_optim *opt, ct_optim_param *e, ct_tensor *grad, ct_
     } else if (h->rule == CT_RULE_ADAGRAD) {
         slot->scalar[0] = h->lr / (1.0 + (t - 1.0) * h->lr_decay);
     }
-    return true;
 }
 
 static void bump_versions(ct_optim_param *e) {
@@ -498,27 +515,37 @@ ct_status ct_optim_step(ct_optim *opt) {
     ct_tensor **grads = calloc((size_t)opt->n, sizeof *grads);
     ct_optim_slot *slots = calloc((size_t)opt->n, sizeof *slots);
     int *cuda = calloc((size_t)opt->n, sizeof *cuda);
-    if (!grads || !slots || !cuda) {
+    unsigned *fresh = calloc((size_t)opt->n, sizeof *fresh);
+    if (!grads || !slots || !cuda || !fresh) {
         free(grads);
         free(slots);
         free(cuda);
+        free(fresh);
         return ct__set_error(CT_ERR_MEMORY, "%s: out of host memory", op);
     }
     ct_status st = CT_OK;
-    /* Check every parameter before touching any, so that a failed step changes nothing. */
+    /* Everything that can fail before anything changes, so that a failed step changes
+     * nothing: the gradients, the state to make, each device's stream. (Past this point only
+     * a failing CUDA launch can stop the step, and then the devices before it are updated.) */
     for (int i = 0; i < opt->n && st == CT_OK; i++)
         if (!usable_grad(op, &opt->params[i], &grads[i]))
             st = ct_last_error();
     ct_no_grad_begin();
+    for (int i = 0; i < opt->n && st == CT_OK; i++) {
+        ct_optim_param *e = &opt->params[i];
+        if (grads[i] && (!make_state(opt, e, &fresh[i]) ||
+                         (e->param->device.type == CT_DEVICE_CUDA && !ct__stream_for(e->param))))
+            st = ct_last_error();
+    }
+    if (st != CT_OK)
+        for (int i = 0; i < opt->n; i++)
+            drop_fresh_state(&opt->params[i], fresh[i]);
     int n_cuda = 0;
     for (int i = 0; i < opt->n && st == CT_OK; i++) {
         ct_optim_param *e = &opt->params[i];
         if (!grads[i])
             continue;
-        if (!prepare(opt, e, grads[i], &slots[i])) {
-            st = ct_last_error();
-            break;
-        }
+        prepare(opt, e, grads[i], fresh[i], &slots[i]);
         if (e->param->device.type == CT_DEVICE_CUDA) {
             cuda[n_cuda++] = i;
         } else {
@@ -553,5 +580,6 @@ ct_status ct_optim_step(ct_optim *opt) {
     free(grads);
     free(slots);
     free(cuda);
+    free(fresh);
     return st;
 }
