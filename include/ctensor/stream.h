@@ -13,7 +13,9 @@
  * ct_stream_synchronize, ct_event_synchronize, ct_device_synchronize — returns the error
  * (CT_ERR_DIM, as the CPU reports a bad index or class target) with a message naming the op, the
  * value and the range, "reported by cuda:N at this synchronization". The results of the op
- * that reported it are not valid. Only the first such error is kept until it is reported.
+ * that reported it are not valid. Only the first such error is kept until it is reported (if
+ * the flag cannot be re-armed after a report, a broken device, that error is reported again
+ * at every synchronization rather than later ones being lost).
  *
  * In a build without CUDA, or on a machine without a usable GPU, every call here that needs
  * a device returns CT_ERR_DEVICE (or NULL) with a message; none aborts.
@@ -51,11 +53,12 @@ ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event);
 ct_status ct_stream_wait_stream(ct_stream *stream, ct_stream *other);
 
 /* Events. `timing` enables ct_event_elapsed_ms (slightly slower to record). An event
- * belongs to the device of the stream it is recorded on (the CUDA event is made at the first
- * record, as in PyTorch); recording it on another device's stream moves it there. Waiting on,
- * synchronizing or querying a never-recorded event returns at once. Any thread, whatever its
- * current device, may use streams and events of any device; the calls leave the thread's
- * current device as it was. */
+ * belongs to the device of the stream it is first recorded on (the CUDA event is made then,
+ * as in PyTorch); recording it on another device's stream is refused (CT_ERR_DEVICE). Waiting
+ * on, synchronizing or querying a never-recorded event returns at once. Any thread, whatever
+ * its current device, may use streams and events of any device; the calls leave the thread's
+ * current device as it was. An event must not be recorded by one thread while another uses it
+ * (as with CUDA's own events). */
 ct_event *ct_event_create(bool timing);
 void ct_event_free(ct_event *event);
 ct_status ct_event_record(ct_event *event, ct_stream *stream);

@@ -16,8 +16,9 @@ extern "C" int ct__cuda_device_count(void);
 #define MAX_DEVICES 64
 
 // The CUDA event is made at the first record, on the stream's device (an event can only be
-// recorded on its own device's streams), and made again if a later record is on another
-// device; device is -1 until then.
+// recorded on its own device's streams); device is -1 until then. Recording it later on
+// another device's stream is refused, as in PyTorch (remaking the handle could pull it from
+// under another thread waiting on it).
 struct ct_event {
     cudaEvent_t event;
     int device;
@@ -176,27 +177,22 @@ ct_event *ct_event_create(bool timing) {
     return e;
 }
 
-static void destroy_cuda_event(ct_event *event) {
-    if (event->device < 0)
-        return;
-    ct_device_guard guard(event->device);
-    CT_CUDA_CHECK(cudaEventDestroy(event->event));
-    event->device = -1;
-    event->recorded = false;
-}
-
 void ct_event_free(ct_event *event) {
     if (!event)
         return;
-    destroy_cuda_event(event);
+    if (event->device >= 0) {
+        ct_device_guard guard(event->device);
+        CT_CUDA_CHECK(cudaEventDestroy(event->event));
+    }
     free(event);
 }
 
 ct_status ct_event_record(ct_event *event, ct_stream *stream) {
     if (!event || !stream)
         return ct__set_error(CT_ERR_NULL, "ct_event_record: %s is NULL", event ? "stream" : "event");
-    if (event->device != stream->device)
-        destroy_cuda_event(event);
+    if (event->device >= 0 && event->device != stream->device)
+        return ct__set_error(CT_ERR_DEVICE, "ct_event_record: the event belongs to cuda:%d, the stream to cuda:%d",
+                             event->device, stream->device);
     ct_device_guard guard(stream->device);
     if (!guard.ok)
         return ct_last_error();
