@@ -22,6 +22,7 @@
 //   - Device to device is queued on the destination's current stream after an event on the
 //     source's current stream; the source's stream then waits for the copy, so that memory
 //     freed there afterwards is not reused before the copy has read it.
+#include "ctensor/error.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_error.cuh"
 #include "runtime/allocator.h"
@@ -195,7 +196,7 @@ static bool is_page_locked(const void *p) {
         cudaGetLastError(); // not memory CUDA knows of: pageable
         return false;
     }
-    return attr.type == cudaMemoryTypeHost;
+    return attr.type == cudaMemoryTypeHost || attr.type == cudaMemoryTypeManaged;
 }
 
 static ct_status host_to_device(int device, void *dst, const void *src, size_t nbytes, void *pinned_block) {
@@ -208,18 +209,22 @@ static ct_status host_to_device(int device, void *dst, const void *src, size_t n
     void *staging = NULL;
     if (!pinned_block && page_locked && (nbytes > SMALL_PAGEABLE_COPY || raw_locked)) {
         staging = ct_pinned_alloc(nbytes);
-        if (!staging)
+        if (staging) {
+            memcpy(staging, src, nbytes);
+            pinned_block = staging;
+            src = staging;
+        } else if (raw_locked) {
+            ct_clear_error(); // no room to stage: copy directly and wait (below)
+        } else {
             return ct_last_error();
-        memcpy(staging, src, nbytes);
-        pinned_block = staging;
-        src = staging;
+        }
     }
     if (!CT_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, s))) {
         ct_pinned_free(staging); // nothing was queued: the block is free at once
         return ct_last_error();
     }
     ct_status status = CT_OK;
-    if (raw_locked && !staging && !CT_CUDA_CHECK(cudaStreamSynchronize(s))) // no cache to stage through: wait
+    if (raw_locked && !staging && !CT_CUDA_CHECK(cudaStreamSynchronize(s))) // not staged: wait for the read
         status = ct_last_error();
     if (pinned_block && page_locked && ct__pinned_record_stream(pinned_block, stream) != CT_OK) {
         // The block could not be marked: wait for the copy rather than let it be reused early.
