@@ -1,10 +1,13 @@
-// ctensor — cuDNN handles, one per thread and device (see dnn.h).
+// ctensor — cuDNN handles, one per thread and device (see dnn.h). A thread's handles go to a
+// pool when it exits and the next thread takes them from there, as PyTorch's handle pool
+// does: making a handle is slow, and destroying one synchronizes the device.
 #include "kernels/cuda/dnn.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 
 #define MAX_DEVICES 64
+#define POOL_MAX    64 // idle handles kept per device
 
 bool ct__cudnn_ok(cudnnStatus_t st, const char *call, const char *file, int line) {
     if (st == CUDNN_STATUS_SUCCESS)
@@ -21,20 +24,31 @@ static pthread_key_t handles_key;
 static pthread_once_t handles_once = PTHREAD_ONCE_INIT;
 static bool key_made;
 
-// At thread exit: the thread's handles, each destroyed on its device.
-static void destroy_handles(void *p) {
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static cudnnHandle_t pool[MAX_DEVICES][POOL_MAX];
+static int pool_count[MAX_DEVICES];
+
+// At thread exit: the thread's handles go back to the pool (destroyed if it is full).
+static void release_handles(void *p) {
     thread_handles *t = (thread_handles *)p;
     for (int d = 0; d < MAX_DEVICES; d++) {
         if (!t->h[d])
             continue;
-        ct_device_guard guard(d);
-        if (guard.ok)
-            cudnnDestroy(t->h[d]); // nothing to report to at thread exit
+        pthread_mutex_lock(&pool_lock);
+        bool kept = pool_count[d] < POOL_MAX;
+        if (kept)
+            pool[d][pool_count[d]++] = t->h[d];
+        pthread_mutex_unlock(&pool_lock);
+        if (!kept) {
+            ct_device_guard guard(d);
+            if (guard.ok)
+                cudnnDestroy(t->h[d]); // nothing to report to at thread exit
+        }
     }
     free(t);
 }
 
-static void make_key(void) { key_made = pthread_key_create(&handles_key, destroy_handles) == 0; }
+static void make_key(void) { key_made = pthread_key_create(&handles_key, release_handles) == 0; }
 
 cudnnHandle_t ct__cudnn_handle(ct_stream *stream) {
     int device = stream->device;
@@ -55,6 +69,12 @@ cudnnHandle_t ct__cudnn_handle(ct_stream *stream) {
             ct__set_error(CT_ERR_MEMORY, "cuDNN: out of host memory for the thread's handles");
             return NULL;
         }
+    }
+    if (!t->h[device]) {
+        pthread_mutex_lock(&pool_lock);
+        if (pool_count[device] > 0)
+            t->h[device] = pool[device][--pool_count[device]];
+        pthread_mutex_unlock(&pool_lock);
     }
     if (!t->h[device]) {
         ct_device_guard guard(device); // a handle belongs to the device current when it is made

@@ -12,8 +12,8 @@ bool ct__cudnn_ok(cudnnStatus_t st, const char *call, const char *file, int line
 
 // The calling thread's cuDNN handle for the stream's device, bound to the stream. cuDNN
 // handles must not be used by two threads at once, so each thread has its own per device,
-// made on first use (on that device) and destroyed when the thread exits. NULL with an
-// error recorded.
+// taken from a pool (or made, on that device) on first use and returned to the pool when the
+// thread exits. NULL with an error recorded.
 cudnnHandle_t ct__cudnn_handle(ct_stream *stream);
 
 #endif
