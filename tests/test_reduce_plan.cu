@@ -3,8 +3,9 @@
 // columns, the accumulators) as host+device functions. This suite runs them on the host and
 // merges the threads' partials in the kernels' own trees (shuffle butterflies, the block's
 // warp results, the outer kernel's shared-memory tree, the partials of sliced reductions), then
-// compares every output with the CPU kernels of kernels/cpu/reduce.c: exactly for max/min and
-// the argmax/argmin positions, within 1e-5 (F32) or the half type's rounding otherwise. Each
+// compares every output with the CPU kernels of kernels/cpu/reduce.c: exactly for max/min, the
+// argmax/argmin positions and everything I32 (accumulated in double), within 1e-5 (F32) or the
+// half type's rounding otherwise. Each
 // test first asserts the plan it meant to reach, so a change to the planning cannot quietly
 // move a case to another path. No GPU is needed; CUDA builds only (nvcc compiles it).
 // The kernels themselves (shuffles, shared memory, launches) are covered by test_cuda_reduce.
@@ -135,23 +136,50 @@ static std::vector<typename Op::acc> emulate(const reduce_plan &p, const T *in, 
 
 // ---- inputs ---------------------------------------------------------------------------------
 
-enum values { RANDOM, TIES, TIES_AND_NANS, INFINITIES };
+enum values { RANDOM, TIES, TIES_AND_NANS, INFINITIES, RAMPS };
 
-template <typename T> struct dtype_of;
-template <> struct dtype_of<float> { static const ct_dtype value = CT_F32; };
-template <> struct dtype_of<__half> { static const ct_dtype value = CT_F16; };
-template <> struct dtype_of<__nv_bfloat16> { static const ct_dtype value = CT_BF16; };
+// Per input type: its dtype, the accumulator type of its kernels (reduce.cu launch_any /
+// launch_float), the tolerance against the CPU, and the conversions.
+template <typename T> struct traits;
+template <> struct traits<float> {
+    static const ct_dtype dtype = CT_F32;
+    typedef float F;
+    static constexpr bool floating = true;
+    static constexpr double tol = 1e-5;
+};
+template <> struct traits<__half> {
+    static const ct_dtype dtype = CT_F16;
+    typedef float F;
+    static constexpr bool floating = true;
+    static constexpr double tol = 1e-2;
+};
+template <> struct traits<__nv_bfloat16> {
+    static const ct_dtype dtype = CT_BF16;
+    typedef float F;
+    static constexpr bool floating = true;
+    static constexpr double tol = 1e-2;
+};
+template <> struct traits<int32_t> { // accumulated in double: exact
+    static const ct_dtype dtype = CT_I32;
+    typedef double F;
+    static constexpr bool floating = false; // sum, max, min and their positions only
+    static constexpr double tol = 0;
+};
 
-static float to_float(float x) { return x; }
-static float to_float(__half x) { return __half2float(x); }
-static float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+static double as_double(float x) { return x; }
+static double as_double(__half x) { return __half2float(x); }
+static double as_double(__nv_bfloat16 x) { return __bfloat162float(x); }
+static double as_double(int32_t x) { return x; }
 template <typename T> static T from_float(float x);
 template <> float from_float<float>(float x) { return x; }
 template <> __half from_float<__half>(float x) { return __float2half_rn(x); }
 template <> __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> int32_t from_float<int32_t>(float x) { return (int32_t)floorf(x); }
 
 // A buffer of n values: uniform in [-2, 3), small integers (ties everywhere), those with a
-// NaN at every 97th element, or random with ±inf sprinkled in and whole stretches of -inf.
+// NaN at every 97th element, random with ±inf sprinkled in and whole stretches of -inf, or
+// ramps rising over 5000 elements from -100 to 150 (logsumexp's running max grows at every
+// step: the rescaling path).
 template <typename T> static std::vector<T> make_values(int64_t n, values kind, uint64_t seed) {
     std::vector<T> v((size_t)n);
     uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -163,6 +191,8 @@ template <typename T> static std::vector<T> make_values(int64_t n, values kind, 
             x = floorf(x + 1.0f);
         if (kind == TIES_AND_NANS && i % 97 == 13)
             x = NAN;
+        if (kind == RAMPS)
+            x = -100.0f + 0.05f * (float)(i % 5000);
         if (kind == INFINITIES) {
             x = (float)(-2.0 + 5.0 * u);
             if (i % 211 == 7)
@@ -206,10 +236,9 @@ static bool same(double got, double want, double tol) {
 template <typename A> static int32_t index_of(const A &) { return -1; }
 template <typename F> static int32_t index_of(const arg_acc<F> &a) { return a.i; }
 
-template <typename T> static double tol_of() { return sizeof(T) == 4 ? 1e-5 : (sizeof(T) == 2 ? 1e-2 : 0); }
-
-// An output as the kernel stores it: the float result rounded to T (as ct_from_double<T> does).
-template <typename T> static double stored(double r) { return (double)to_float(from_float<T>((float)r)); }
+// An output as the kernel stores it: the result rounded to T (as ct_from_double<T> does).
+template <typename T> static double stored(double r) { return as_double(from_float<T>((float)r)); }
+template <> double stored<int32_t>(double r) { return ct_saturate_i32(r); }
 
 struct plan_expect {
     int outer;      // 1 outer, 0 inner, -1 any
@@ -230,7 +259,9 @@ static void check_plan(const reduce_plan &p, plan_expect e, const char *what) {
 // Every reduction of `g` over the dims in `mask` (and argmax/argmin/max/min-with-index when
 // exactly one dim is reduced), each compared with the CPU's.
 template <typename T> static void check_all(const geometry &g, const std::vector<bool> &mask_v, plan_expect expect) {
-    const ct_dtype dt = dtype_of<T>::value;
+    typedef typename traits<T>::F F;
+    const ct_dtype dt = traits<T>::dtype;
+    constexpr bool floating = traits<T>::floating;
     const int ndim = (int)g.shape.size();
     bool mask[CT_KMAX_DIMS] = {false};
     int reduced = 0, dim = -1;
@@ -241,19 +272,19 @@ template <typename T> static void check_all(const geometry &g, const std::vector
             dim = d;
         }
     }
-    for (int kind = RANDOM; kind <= INFINITIES; kind++) {
+    for (int kind = RANDOM; kind <= (floating ? RAMPS : TIES); kind++) {
         std::vector<T> buf = make_values<T>(g.extent, (values)kind, 1000 + kind);
         const T *in = buf.data() + g.offset;
         reduce_plan p;
         make_plan(&p, dt, ndim, g.shape.data(), in, g.strides.data(), mask);
         check_plan(p, expect, ct_dtype_name(dt));
-        std::vector<char> ref((size_t)p.K * sizeof(float));
+        std::vector<char> ref((size_t)p.K * sizeof(double));
         std::vector<int32_t> ref_index((size_t)p.K);
         const T *r = (const T *)ref.data();
         auto compare = [&](const char *name, auto op, double tol, bool with_index) {
             auto acc = emulate<T>(p, in, op);
             for (int64_t k = 0; k < p.K; k++) {
-                double got = stored<T>(op.result(acc[(size_t)k])), want = (double)to_float(r[k]);
+                double got = stored<T>(op.result(acc[(size_t)k])), want = as_double(r[k]);
                 cr_assert(same(got, want, tol), "%s %s (values %d): output %lld is %.9g, the CPU gives %.9g", name,
                           ct_dtype_name(dt), kind, (long long)k, got, want);
                 if (with_index)
@@ -263,27 +294,31 @@ template <typename T> static void check_all(const geometry &g, const std::vector
             }
         };
         ct_cpu_reduce(CT_RED_SUM, dt, ndim, g.shape.data(), in, g.strides.data(), mask, ref.data(), 0.5);
-        compare("sum * 0.5", sum_op<float>{0.5f}, tol_of<T>(), false);
+        compare("sum * 0.5", sum_op<F>{(F)0.5}, traits<T>::tol, false);
         ct_cpu_reduce(CT_RED_MAX, dt, ndim, g.shape.data(), in, g.strides.data(), mask, ref.data(), 1.0);
-        compare("max", extreme_op<float>{true}, 0, false);
+        compare("max", extreme_op<F>{true}, 0, false);
         ct_cpu_reduce(CT_RED_MIN, dt, ndim, g.shape.data(), in, g.strides.data(), mask, ref.data(), 1.0);
-        compare("min", extreme_op<float>{false}, 0, false);
-        ct_cpu_reduce(CT_RED_LOGSUMEXP, dt, ndim, g.shape.data(), in, g.strides.data(), mask, ref.data(), 1.0);
-        compare("logsumexp", lse_op{}, tol_of<T>(), false);
-        if (kind != INFINITIES) { // inf - inf: NaN in both, not worth the comparison
-            double divisor = (double)p.R - 1.0;
-            ct_cpu_reduce_var(dt, ndim, g.shape.data(), in, g.strides.data(), mask, ref.data(), 1.0, false);
-            compare("var", var_op{(float)(divisor > 0 ? divisor : 0.0), false}, sizeof(T) == 4 ? 1e-4 : 1e-2, false);
-            ct_cpu_reduce_var(dt, ndim, g.shape.data(), in, g.strides.data(), mask, ref.data(), 1.0, true);
-            compare("std", var_op{(float)(divisor > 0 ? divisor : 0.0), true}, sizeof(T) == 4 ? 1e-4 : 1e-2, false);
+        compare("min", extreme_op<F>{false}, 0, false);
+        if constexpr (floating) {
+            ct_cpu_reduce(CT_RED_LOGSUMEXP, dt, ndim, g.shape.data(), in, g.strides.data(), mask, ref.data(), 1.0);
+            compare("logsumexp", lse_op{}, traits<T>::tol, false);
+            if (kind != INFINITIES) { // inf - inf: NaN in both, not worth the comparison
+                double divisor = (double)p.R - 1.0;
+                float d = (float)(divisor > 0 ? divisor : 0.0);
+                double tol = fmax(traits<T>::tol, 1e-4);
+                ct_cpu_reduce_var(dt, ndim, g.shape.data(), in, g.strides.data(), mask, ref.data(), 1.0, false);
+                compare("var", var_op{d, false}, tol, false);
+                ct_cpu_reduce_var(dt, ndim, g.shape.data(), in, g.strides.data(), mask, ref.data(), 1.0, true);
+                compare("std", var_op{d, true}, tol, false);
+            }
         }
         if (reduced == 1) {
             ct_cpu_reduce_arg(CT_RED_MAX, dt, ndim, g.shape.data(), in, g.strides.data(), dim, ref.data(),
                               ref_index.data());
-            compare("max with index", arg_op<float>{true}, 0, true);
+            compare("max with index", arg_op<F>{true}, 0, true);
             ct_cpu_reduce_arg(CT_RED_MIN, dt, ndim, g.shape.data(), in, g.strides.data(), dim, ref.data(),
                               ref_index.data());
-            compare("min with index", arg_op<float>{false}, 0, true);
+            compare("min with index", arg_op<F>{false}, 0, true);
         }
     }
 }
@@ -302,6 +337,7 @@ Test(reduce_plan, misaligned_and_short_rows) {
     check_all<float>(contiguous({300, 7}, 3), {false, true}, {0, 1, 0, 2});
     check_all<__nv_bfloat16>(contiguous({41, 333}, 5), {false, true}, {0, 1, 0, 32});
     check_all<float>(contiguous({5, 1}, 0), {false, true}, {1, 0, 0, 0}); // R = 1: the outer layout
+    check_all<int32_t>(contiguous({37, 1003}, 1), {false, true}, {0, 1, 0, 32});
 }
 
 // Rows long enough for a whole block, and few of them: cut into slices merged by a second kernel.
@@ -309,6 +345,7 @@ Test(reduce_plan, long_rows_in_blocks_and_slices) {
     check_all<float>(contiguous({3, 100003}, 2), {false, true}, {0, 1, 1, BLOCK});
     check_all<float>(contiguous({2000, 2500}, 0), {false, true}, {0, 1, 0, BLOCK});
     check_all<__half>(contiguous({2, 40000}, 0), {false, true}, {0, 1, 1, BLOCK});
+    check_all<int32_t>(contiguous({3, 100003}, 2), {false, true}, {0, 1, 1, BLOCK});
 }
 
 // Everything reduced: K = 1, sliced.
@@ -341,6 +378,8 @@ Test(reduce_plan, outer_columns) {
     check_all<float>(contiguous({7, 513, 24}, 0), {false, true, false}, {1, 1, 0, 0});
     check_all<__half>(contiguous({300, 64}, 0), {true, false}, {1, 1, -1, 0});
     check_all<float>(contiguous({64, 5000}, 0), {true, false}, {1, 1, 0, 0});
+    check_all<int32_t>(contiguous({4096, 96}, 0), {true, false}, {1, 1, 1, 0});
+    check_all<int32_t>(contiguous({1000, 33}, 0), {true, false}, {1, 0, 1, 0});
 }
 
 // The accumulators' rules on single elements, with pushes in index order and merges both ways.
