@@ -561,13 +561,25 @@ static bool section_overhead(const bench_opts *o, int batches, int per_batch, in
     ct_tensor *a = ct_full(one, 1, 1.5, CT_F32, gpu0), *b = ct_full(one, 1, 2.5, CT_F32, gpu0);
     std::vector<double> samples((size_t)batches);
     bool ok = a && b ? true : ct_failed("allocating the overhead inputs");
+    // The last two rows repeat the launch and the op with a non-blocking pool stream current,
+    // to see whether the legacy default stream (handle 0) costs more per launch.
+    ct_stream *pool = ct_stream_from_pool(0);
+    ok = ok && (pool ? true : ct_failed("ct_stream_from_pool"));
     struct {
         const char *name, *target;
         double target_us;
-    } rows[3] = {{"ct_empty+ct_tensor_free 1MiB", "< 1 us", 1.0},
+    } rows[5] = {{"ct_empty+ct_tensor_free 1MiB", "< 1 us", 1.0},
                  {"ct_add 1 elem, host time", "< 4 us", 4.0},
-                 {"empty kernel launch (floor)", NULL, 0.0}};
-    for (int k = 0; k < 3 && ok; k++) {
+                 {"empty kernel launch (floor)", NULL, 0.0},
+                 {"ct_add 1 elem, pool stream", NULL, 0.0},
+                 {"empty kernel launch, pool stream", NULL, 0.0}};
+    for (int k = 0; k < 5 && ok; k++) {
+        if (k == 3) { // the inputs were filled on the default stream
+            ok = ct_stream_wait_stream(pool, ct_stream_default(0)) == CT_OK && ct_stream_set_current(pool) == CT_OK
+                     ? true
+                     : ct_failed("switching to a pool stream");
+            s = pool->handle;
+        }
         for (int phase = 0; phase < 2 && ok; phase++) {
             int nb = phase == 0 ? 1 : batches, per = phase == 0 ? warmup_iters : per_batch;
             for (int bi = 0; bi < nb && ok; bi++) {
@@ -577,7 +589,7 @@ static bool section_overhead(const bench_opts *o, int batches, int per_batch, in
                         ct_tensor *t = ct_empty(mib, 1, CT_F32, gpu0);
                         ok = t ? true : ct_failed("ct_empty");
                         ct_tensor_free(t);
-                    } else if (k == 2) {
+                    } else if (k == 2 || k == 4) {
                         empty_kernel<<<1, 1, 0, s>>>();
                         ok = CUDA_CHECK(cudaGetLastError());
                     } else {
@@ -595,7 +607,7 @@ static bool section_overhead(const bench_opts *o, int batches, int per_batch, in
         if (!ok)
             break;
         bench_stats st = bench_stats_of(samples.data(), batches);
-        bench_row row = make_row("overhead", rows[k].name, k == 0 ? "1 MiB" : k == 1 ? "1 elem" : "<<<1,1>>>",
+        bench_row row = make_row("overhead", rows[k].name, k == 0 ? "1 MiB" : k == 1 || k == 3 ? "1 elem" : "<<<1,1>>>",
                                  batches * per_batch, st, st.median * 1e6, "us");
         if (!o->quick && rows[k].target) {
             row.target = rows[k].target;
@@ -603,6 +615,8 @@ static bool section_overhead(const bench_opts *o, int batches, int per_batch, in
         }
         bench_emit(o, &row);
     }
+    if (pool && ct_stream_set_current(ct_stream_default(0)) != CT_OK)
+        ok = ct_failed("ct_stream_set_current (back to the default stream)");
     if (ok) {
         ct_memory_stats ms;
         if (ct_cuda_memory_stats(0, &ms) == CT_OK)
