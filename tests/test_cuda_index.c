@@ -10,6 +10,7 @@
  * itself skipped where no GPU is usable. */
 #include "tests/common.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #define GPU T_GPU
@@ -488,6 +489,31 @@ Test(cuda_index, bad_indices) {
         for (int i = 0; i < 10; i++)
             cr_assert_eq(v[i], i < 5 ? 16 + i : 1 + i - 5);
         free(v);
+    });
+}
+
+static void *synchronize_device_0(void *status) {
+    *(ct_status *)status = ct_device_synchronize(0);
+    ct_clear_error();
+    return NULL;
+}
+
+/* A bad index found on the GPU reaches every thread that synchronizes, the thread whose op
+ * failed included, even when another thread's synchronization took it from the device. */
+Test(cuda_index, a_deferred_error_reaches_every_thread) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_tensor *a = ct_ones((int64_t[]){4, 5}, 2, CT_F32, GPU);
+        ct_tensor *bad = i32((int32_t[]){0, 5}, (int64_t[]){2}, 1, GPU);
+        cr_assert_not_null(ct_index_select(a, 1, bad), "%s", ct_last_error_message());
+        ct_status other = CT_OK;
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, synchronize_device_0, &other), 0);
+        cr_assert_eq(pthread_join(t, NULL), 0);
+        cr_assert_eq(other, CT_ERR_DIM, "the other thread's synchronization: %s", ct_status_name(other));
+        cr_assert_eq(ct_device_synchronize(0), CT_ERR_DIM, "the failing op's thread was not told");
+        t_assert_error(CT_ERR_DIM, "ct_index_select: index 5", "reported by cuda:0", NULL);
+        cr_assert_eq(ct_device_synchronize(0), CT_OK, "told once");
     });
 }
 

@@ -13,9 +13,11 @@
  * ct_stream_synchronize, ct_event_synchronize, ct_device_synchronize — returns the error
  * (CT_ERR_DIM, as the CPU reports a bad index or class target) with a message naming the op, the
  * value and the range, "reported by cuda:N at this synchronization". The results of the op
- * that reported it are not valid. Only the first such error is kept until it is reported (if
- * the flag cannot be re-armed after a report, a broken device, that error is reported again
- * at every synchronization rather than later ones being lost).
+ * that reported it are not valid. The device keeps the first such error until a
+ * synchronization takes it; every thread that synchronizes on that device afterwards (the one
+ * whose op failed included, whichever thread's call took it) gets it once. If the flag
+ * cannot be re-armed after that, a broken device, the error is reported at every
+ * synchronization rather than later ones being lost.
  *
  * In a build without CUDA, or on a machine without a usable GPU, every call here that needs
  * a device returns CT_ERR_DEVICE (or NULL) with a message; none aborts.

@@ -66,14 +66,22 @@ void ct__cuda_storage_free(void *ptr, int device_index) {
 
 // ---- the error word --------------------------------------------------------------------
 
+// Each error the device raises is taken from the record once (under the lock), numbered, and
+// kept as a message; every thread that synchronizes on the device afterwards is told once
+// (its own count of the errors it has been told of), so the thread whose op failed learns of
+// it even when another thread's synchronization took the record first.
 typedef struct device_error_word {
     unsigned int *claim;                  // device memory
     ct_device_error_record *record;       // mapped pinned host memory (host pointer)
     ct_device_error_record *record_on_gpu; // its device pointer
+    uint64_t raised;                      // errors taken from the record so far
+    ct_status last_status;                // the latest of them (under the lock)
+    char last_message[512];
 } device_error_word;
 
 static device_error_word error_words[MAX_DEVICES];
 static pthread_mutex_t error_words_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread uint64_t errors_told[MAX_DEVICES]; // per thread: errors reported to it
 
 ct_status ct__cuda_index_report(ct_stream *stream, const char *op, const char *what, int status, int dim,
                                 int64_t limit, ct_index_report *report) {
@@ -127,35 +135,24 @@ ct_status ct__cuda_index_report(ct_stream *stream, const char *op, const char *w
     return CT_OK;
 }
 
-ct_status ct__cuda_check_device_errors(int device) {
-    if (device < 0 || device >= MAX_DEVICES)
-        return CT_OK;
-    device_error_word *w = &error_words[device];
-    if (!__atomic_load_n(&w->record_on_gpu, __ATOMIC_ACQUIRE))
-        return CT_OK; // no op has reported on this device yet
+// Take a pending error from the device's record into w->last_* (counted in w->raised) and
+// re-arm the record. Called with error_words_lock held.
+static void take_pending_error(int device, device_error_word *w) {
     ct_device_error_record *r = w->record;
     if (!r->pending)
-        return CT_OK;
-    // One reporter at a time: two threads that both saw `pending` would report the error
-    // twice, and the second could read the record while a kernel refills it after the first
-    // one's re-arm.
-    pthread_mutex_lock(&error_words_lock);
-    if (!r->pending) {
-        pthread_mutex_unlock(&error_words_lock);
-        return CT_OK;
-    }
+        return;
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     char where[64] = "";
     if (r->dim >= 0)
         snprintf(where, sizeof where, " for dim %d", r->dim);
     else if (r->position >= 0)
         snprintf(where, sizeof where, " at position %lld", (long long)r->position);
-    ct_status status = (ct_status)r->status;
-    char message[512];
-    snprintf(message, sizeof message,
+    w->last_status = (ct_status)r->status;
+    snprintf(w->last_message, sizeof w->last_message,
              "%s: %s %d out of range [0, %lld)%s (reported by cuda:%d at this synchronization; the op ran earlier on "
              "the GPU, skipped the bad %s and its result is not valid)",
              r->op, r->what, (int)r->value, (long long)r->limit, where, device, r->what);
+    __atomic_store_n(&w->raised, w->raised + 1, __ATOMIC_RELEASE);
     // Re-arm: the record first, then the claim (on the device), so that a kernel that
     // claims it next finds the record free. The memset is on the legacy stream, which the
     // non-blocking streams the ops run on do not wait for: it is waited for here, or a bad
@@ -173,9 +170,31 @@ ct_status ct__cuda_check_device_errors(int device) {
     // reporting this one instead, at every synchronization.
     if (!rearmed)
         r->pending = 1;
+}
+
+ct_status ct__cuda_check_device_errors(int device) {
+    if (device < 0 || device >= MAX_DEVICES)
+        return CT_OK;
+    device_error_word *w = &error_words[device];
+    if (!__atomic_load_n(&w->record_on_gpu, __ATOMIC_ACQUIRE))
+        return CT_OK; // no op has reported on this device yet
+    if (!w->record->pending && __atomic_load_n(&w->raised, __ATOMIC_ACQUIRE) == errors_told[device])
+        return CT_OK;
+    // One taker at a time: two threads that both saw `pending` would take the error twice,
+    // and the second could read the record while a kernel refills it after the first one's
+    // re-arm.
+    pthread_mutex_lock(&error_words_lock);
+    take_pending_error(device, w);
+    bool news = w->raised != errors_told[device];
+    ct_status status = w->last_status;
+    char message[sizeof w->last_message];
+    memcpy(message, w->last_message, sizeof message);
+    errors_told[device] = w->raised;
     pthread_mutex_unlock(&error_words_lock);
-    // The CT_CUDA_CHECKs above may have recorded an error of their own: the device's is the
-    // one the caller must see.
+    if (!news)
+        return CT_OK;
+    // The CT_CUDA_CHECKs of the re-arm may have recorded an error of their own: the device's
+    // is the one the caller must see.
     ct__set_error(status, "%s", message);
     return status;
 }
