@@ -1,5 +1,6 @@
 /* The data loader: seeded shuffling, batching, and a background thread that prepares the
- * next batches (convert, augment, normalize) into pinned host buffers. */
+ * next batches (convert, augment, normalize) into pinned host buffers, which a GPU copies
+ * from directly (images_to_gpu). */
 #include "ctensor/data.h"
 #include "ctensor/memory.h"
 #include "runtime/internal.h"
@@ -214,6 +215,30 @@ ct_status ct_loader_start_epoch(ct_loader *l, int epoch) {
     return CT_OK;
 }
 
+/* The slot's images onto the GPU without another host copy: the filled pinned buffer is
+ * copied from directly and freed at once (the pinned cache reuses it only once the copy has
+ * read it), and the slot gets a fresh buffer for its next batch. NULL (and no error) if no
+ * fresh buffer could be had: the caller then copies the usual way. */
+static ct_tensor *images_to_gpu(ct_loader *l, slot *s, const int64_t *xshape) {
+    size_t xbytes = sizeof(float) * (size_t)(l->o.batch_size * l->C * l->H * l->W);
+    float *fresh = ct_pinned_alloc(xbytes);
+    if (!fresh) {
+        ct_clear_error();
+        return NULL;
+    }
+    ct_tensor *x = ct__new(CT_F32, l->o.device, 4, xshape);
+    if (!x || ct__memcpy_from_pinned(l->o.device, ct__data(x), s->x, s->x,
+                                     sizeof(float) * (size_t)ct__numel(4, xshape)) != CT_OK) {
+        ct_tensor_free(x);
+        ct_pinned_free(fresh);
+        ct_clear_error();
+        return NULL;
+    }
+    ct_pinned_free(s->x);
+    s->x = fresh;
+    return x;
+}
+
 ct_status ct_loader_next(ct_loader *l, ct_tensor **x, ct_tensor **y) {
     if (!l || !x || !y)
         return ct__null_arg("ct_loader_next", !l ? "loader" : (!x ? "x" : "y"));
@@ -237,7 +262,9 @@ ct_status ct_loader_next(ct_loader *l, ct_tensor **x, ct_tensor **y) {
         s->count = batch_count(l, b);
     }
     int64_t xshape[4] = {s->count, l->C, l->H, l->W};
-    *x = ct_from_host(s->x, xshape, 4, CT_F32, l->o.device);
+    *x = l->o.device.type == CT_DEVICE_CUDA ? images_to_gpu(l, s, xshape) : NULL;
+    if (!*x)
+        *x = ct_from_host(s->x, xshape, 4, CT_F32, l->o.device);
     *y = *x ? ct_from_host(s->y, &s->count, 1, CT_I32, l->o.device) : NULL;
     if (l->o.prefetch > 0) {
         pthread_mutex_lock(&l->lock);

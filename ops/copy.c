@@ -39,7 +39,7 @@ static bool broadcasts_to(const char *op, const ct_tensor *dst, const ct_tensor 
  * GPU, directly and asynchronously (the block is kept until the copy has run). */
 static ct_status move_bytes(const ct_tensor *dst, void *dst_data, const ct_tensor *src, size_t nbytes) {
     if (src->storage->pinned && dst->device.type == CT_DEVICE_CUDA)
-        return ct__memcpy_from_pinned(dst->device, dst_data, src->storage, ct__data(src), nbytes);
+        return ct__memcpy_from_pinned(dst->device, dst_data, src->storage->data, ct__data(src), nbytes);
     return ct__memcpy(dst->device, dst_data, src->device, ct__data(src), nbytes);
 }
 

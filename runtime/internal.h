@@ -54,12 +54,12 @@ void ct__host_free(void *p);
  * reports the errors the GPU recorded (ct__cuda_check_device_errors). Device to device
  * orders the copy after the source's current stream, on the destination's. */
 ct_status ct__memcpy(ct_device dst_device, void *dst, ct_device src_device, const void *src, size_t nbytes);
-/* Host to device from pinned storage (`src` inside src_storage): the copy reads the pinned
- * memory directly and the block is recorded on the stream, so that it is not reused before
- * the copy has completed (the caller may release the storage at once). The caller must not
- * write the source until then: its data is read asynchronously. */
-ct_status ct__memcpy_from_pinned(ct_device dst_device, void *dst, const ct_storage *src_storage, const void *src,
-                                 size_t nbytes);
+/* Host to device from a block of the pinned cache (a pinned storage's data, or memory from
+ * ct_pinned_alloc; `src` inside it): the copy reads the pinned memory directly and the block
+ * is recorded on the stream, so that it is not reused before the copy has completed (the
+ * caller may free the block at once). The caller must not write the source until then: its
+ * data is read asynchronously. */
+ct_status ct__memcpy_from_pinned(ct_device dst_device, void *dst, void *pinned_block, const void *src, size_t nbytes);
 
 /* ---- tensors ----------------------------------------------------------------------- */
 typedef struct ct_node ct_node;

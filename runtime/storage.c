@@ -177,13 +177,12 @@ ct_status ct__memcpy(ct_device dst_device, void *dst, ct_device src_device, cons
 #endif
 }
 
-ct_status ct__memcpy_from_pinned(ct_device dst_device, void *dst, const ct_storage *src_storage, const void *src,
-                                 size_t nbytes) {
-    CT_ASSERT(src_storage->pinned && dst_device.type == CT_DEVICE_CUDA, CT_ERR_INTERNAL);
+ct_status ct__memcpy_from_pinned(ct_device dst_device, void *dst, void *pinned_block, const void *src, size_t nbytes) {
+    CT_ASSERT(pinned_block && dst_device.type == CT_DEVICE_CUDA, CT_ERR_INTERNAL);
     if (nbytes == 0)
         return CT_OK;
 #ifdef CT_HAVE_CUDA
-    return ct__cuda_memcpy(dst_device, dst, CT_CPU, src, nbytes, src_storage->data);
+    return ct__cuda_memcpy(dst_device, dst, CT_CPU, src, nbytes, pinned_block);
 #else
     return ct__set_error(CT_ERR_DEVICE, "copy to %s: this ctensor was built without CUDA", ct_device_name(dst_device));
 #endif

@@ -428,3 +428,65 @@ Test(cuda_nn, pointwise_losses) {
                 });
             }
 }
+
+/* The loader delivers its batches onto the GPU straight from its pinned buffers, asynchronously,
+ * and refills them in the background: every batch must arrive as filled, with the GPU kept
+ * busy so that the copies lag behind the host (small batches, once read by the driver after
+ * the slot was refilled, and large ones). */
+Test(cuda_nn, loader_batches_arrive_intact_on_the_gpu) {
+    T_REQUIRE_GPU();
+    const int64_t N = 300, per = 28 * 28;
+    T_NO_LEAK({
+        ct_tensor *images = ct_empty((int64_t[]){N, 1, 28, 28}, 4, CT_U8, CT_CPU);
+        ct_tensor *labels = ct_empty((int64_t[]){N}, 1, CT_I32, CT_CPU);
+        uint8_t *px = ct_tensor_data(images);
+        int32_t *lb = ct_tensor_data(labels);
+        for (int64_t i = 0; i < N; i++) {
+            lb[i] = (int32_t)(i * 3);
+            for (int64_t k = 0; k < per; k++)
+                px[i * per + k] = (uint8_t)((i * 7 + k) % 251);
+        }
+        ct_tensor *busy = ct_ones((int64_t[]){2048, 2048}, 2, CT_F32, T_GPU);
+        const int64_t batch_sizes[] = {16, 128}; /* 49 KiB and 392 KiB of images */
+        for (int b = 0; b < 2; b++) {
+            ct_loader_opts o = CT_LOADER_OPTS_DEFAULT;
+            o.batch_size = batch_sizes[b];
+            o.shuffle = false;
+            o.prefetch = 2;
+            o.device = T_GPU;
+            ct_loader *l = ct_loader_create(images, labels, &o);
+            cr_assert_not_null(l, "%s", ct_last_error_message());
+            cr_assert_eq(ct_loader_start_epoch(l, 0), CT_OK);
+            int64_t seen = 0;
+            for (;;) {
+                ct_scope_begin();
+                for (int r = 0; r < 3; r++) /* this batch's copy queues behind these, and the */
+                    cr_assert_not_null(ct_matmul(busy, busy)); /* loader refills its slot meanwhile */
+                ct_tensor *x, *y;
+                cr_assert_eq(ct_loader_next(l, &x, &y), CT_OK, "%s", ct_last_error_message());
+                if (!x) {
+                    ct_scope_end();
+                    break;
+                }
+                cr_assert_eq(ct_tensor_device(x).type, CT_DEVICE_CUDA);
+                double *xv = t_values(x), *yv = t_values(y);
+                int64_t count = ct_tensor_shape(y)[0];
+                for (int64_t i = 0; i < count; i++) {
+                    int64_t n = seen + i;
+                    cr_assert_eq(yv[i], (double)(n * 3), "batch of %lld, label %lld", (long long)o.batch_size,
+                                 (long long)n);
+                    for (int64_t k = 0; k < per; k += 37)
+                        cr_assert_float_eq(xv[i * per + k], ((n * 7 + k) % 251) / 255.0, 1e-6,
+                                           "batch of %lld, image %lld, pixel %lld", (long long)o.batch_size,
+                                           (long long)n, (long long)k);
+                }
+                free(xv);
+                free(yv);
+                seen += count;
+                ct_scope_end();
+            }
+            cr_assert_eq(seen, N);
+            ct_loader_free(l);
+        }
+    });
+}
