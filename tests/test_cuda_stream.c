@@ -113,3 +113,34 @@ Test(cuda_stream, bad_arguments) {
     cr_assert_eq(ct_stream_set_current(NULL), CT_ERR_NULL);
     t_assert_error(CT_ERR_NULL, "ct_stream_set_current", NULL);
 }
+
+/* With two GPUs: an op on cuda:1 leaves cuda:1 current, and the stream calls on cuda:0's
+ * default stream must still act on cuda:0 (handle 0 names the current device's default
+ * stream). Skipped with fewer than two devices. */
+Test(cuda_stream, default_streams_of_two_devices) {
+    T_REQUIRE_GPU();
+    if (ct_cuda_device_count() < 2)
+        cr_skip_test("needs two GPUs (%d usable)", ct_cuda_device_count());
+    T_NO_LEAK({
+        cr_assert_eq(ct_cuda_set_device(0), CT_OK);
+        ct_tensor *x0 = ct_full((int64_t[]){N, N}, 2, 1.0, CT_F32, CT_CUDA(0));
+        ct_tensor *y0 = slow_square(x0); /* queued on cuda:0's default stream */
+        ct_tensor *x1 = ct_full((int64_t[]){4}, 1, 2.0, CT_F32, CT_CUDA(1));
+        cr_assert_not_null(ct_add(x1, x1)); /* leaves cuda:1 current */
+        cr_assert_eq(ct_cuda_current_device(), 1);
+        cr_assert_eq(ct_stream_synchronize(ct_stream_current(0)), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_cuda_current_device(), 1, "the stream call changed the current device");
+        ct_event *e = ct_event_create(false);
+        cr_assert_eq(ct_event_record(e, ct_stream_current(0)), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_event_synchronize(e), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_event_record(e, ct_stream_current(1)), CT_ERR_DEVICE);
+        t_assert_error(CT_ERR_DEVICE, "belongs to cuda:0", NULL);
+        /* cuda:1's stream waits for cuda:0's work through ct_stream_wait_stream */
+        cr_assert_eq(ct_stream_wait_stream(ct_stream_current(1), ct_stream_current(0)), CT_OK,
+                     "%s", ct_last_error_message());
+        double *v = t_values(y0);
+        cr_assert_eq(v[0], 1.0);
+        free(v);
+        ct_event_free(e);
+    });
+}
