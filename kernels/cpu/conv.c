@@ -28,6 +28,7 @@
  * same sizes every time, and a fresh multi-megabyte buffer costs a page fault per 4 KiB.
  */
 #include "kernels/cpu/conv.h"
+#include "kernels/cpu/cpu_features.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -219,13 +220,6 @@ static void pack_init(gemm_pack *pk, void *space) {
 #define GEMM_MR          8
 #define GEMM_NR          48
 
-static bool have_avx512(void) {
-    static int cached = -1; /* a benign race: every thread computes the same value */
-    if (cached < 0)
-        cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return cached == 1;
-}
-
 static bool avx512_fits(int64_t M, int64_t N, int64_t K) {
     return N >= 32 && (M + GEMM_MR - 1) / GEMM_MR * GEMM_MR * K <= APACK_FLOATS;
 }
@@ -366,7 +360,7 @@ __attribute__((target("avx512f"))) static void gemm_avx512(gemm_pack *pk, bool t
 static void serial_gemm(const conv_plan *p, gemm_pack *pack, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                         const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc) {
 #ifdef HAVE_AVX512_GEMM
-    if (p->dtype == CT_F32 && avx512_fits(M, N, K) && have_avx512()) {
+    if (p->dtype == CT_F32 && avx512_fits(M, N, K) && ct_cpu_has_avx512()) {
         gemm_avx512(pack, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc);
         return;
     }

@@ -5,6 +5,7 @@
  * padding, ceil_mode windows that hang over the edge, NaN, count_include_pad.
  * Max pooling with a 2x2 window, stride 2 and no padding (the CNN case) has its own loop:
  * the generic one spends most of its time on window bounds. */
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/pool.h"
 
 #include <math.h>
@@ -60,13 +61,6 @@ static void max_2x2_plane_f32(const ct_pool2d_geom *g, const float *x, float *y,
 #include <immintrin.h>
 #define HAVE_AVX512_POOL 1
 
-static bool have_avx512(void) {
-    static int cached = -1; /* a benign race: every thread computes the same value */
-    if (cached < 0)
-        cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return cached == 1;
-}
-
 __attribute__((target("avx512f"))) static inline __mmask16 lanes(int64_t n) {
     return n >= 16 ? (__mmask16)0xffff : (n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1));
 }
@@ -109,9 +103,6 @@ __attribute__((target("avx512f"))) static void max_2x2_plane_avx512(const ct_poo
     }
 }
 #else
-static bool have_avx512(void) {
-    return false;
-}
 #define max_2x2_plane_avx512 max_2x2_plane_f32
 #endif
 
@@ -148,7 +139,7 @@ void ct_cpu_max_pool2d_forward(ct_dtype dtype, const ct_pool2d_geom *g, const vo
     int64_t planes = g->N * g->C, in_plane = g->H * g->W, out_plane = g->oH * g->oW;
     bool fast = !f64 && g->kH == 2 && g->kW == 2 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 0 &&
                 g->pad_w == 0 && g->dilation_h == 1 && g->dilation_w == 1 && 2 * g->oH <= g->H && 2 * g->oW <= g->W;
-    bool avx512 = fast && have_avx512();
+    bool avx512 = fast && ct_cpu_has_avx512();
 #pragma omp parallel for schedule(static) if (planes * in_plane >= PAR_MIN_ELEMS)
     for (int64_t p = 0; p < planes; p++) {
         const char *xp = (const char *)x + (size_t)(p * in_plane) * es;
