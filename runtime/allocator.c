@@ -9,7 +9,9 @@
 #include <string.h>
 
 enum { POOL_SMALL, POOL_LARGE, NUM_POOLS };
-enum { BLOCK_FREE, BLOCK_LIVE, BLOCK_PENDING };
+/* A held block was freed with recorded streams during a capture; it records its events
+ * (and becomes pending) when the last capture ends. */
+enum { BLOCK_FREE, BLOCK_LIVE, BLOCK_PENDING, BLOCK_HELD };
 
 typedef struct block block;
 struct block {
@@ -18,13 +20,13 @@ struct block {
     uintptr_t stream;           /* the stream it was allocated on (its segment's) */
     block *prev, *next;         /* address neighbours in the segment; NULL at its ends */
     block *left, *right;        /* free tree links (free blocks) */
-    block *hash_next;           /* live table chain (live blocks) */
+    block *hash_next;           /* live table chain (live blocks); the held list (held blocks) */
     block *seg_prev, *seg_next; /* segment list (only the first block of a segment) */
     uintptr_t *stream_uses;     /* other streams recorded on this block */
     int n_stream_uses, cap_stream_uses;
     int events_left;            /* pending: events still to complete */
     int8_t height;              /* free tree: AVL height */
-    uint8_t state;              /* BLOCK_FREE, BLOCK_LIVE, BLOCK_PENDING */
+    uint8_t state;              /* BLOCK_FREE, BLOCK_LIVE, BLOCK_PENDING, BLOCK_HELD */
     uint8_t pool;               /* POOL_SMALL or POOL_LARGE */
     bool stuck;                 /* pending forever: an event could not be recorded */
 };
@@ -59,6 +61,10 @@ struct ct_allocator {
     slab blocks, events;
     size_t limit;
     ct_memory_stats stats;
+    int captures;            /* CUDA graph captures underway */
+    block *held;             /* blocks freed with recorded streams during a capture */
+    uintptr_t *pools;        /* retained capture pools: their segments are never given back */
+    size_t n_pools, cap_pools;
 };
 
 /* ---- slabs ------------------------------------------------------------------------ */
@@ -338,6 +344,7 @@ void ct_allocator_destroy(ct_allocator *a) {
     }
     slab_destroy(&a->blocks);
     slab_destroy(&a->events);
+    free(a->pools);
     free(a->table);
     pthread_mutex_destroy(&a->lock);
     free(a);
@@ -412,14 +419,13 @@ static void process_events(ct_allocator *a) {
     a->pending_tail = last;
 }
 
-/* Hold `b` until an event recorded now on each stream it was used on has completed. When
- * an event cannot be recorded, the block is held for good: leaking it is safe, reusing it
- * while another stream may still use it is not. */
+/* Hold `b` (counted in pending_free_bytes) until an event recorded now on each stream it
+ * was used on has completed. When an event cannot be recorded, the block is held for good:
+ * leaking it is safe, reusing it while another stream may still use it is not. */
 static ct_status defer_until_events(ct_allocator *a, block *b) {
     ct_status status = CT_OK;
     b->state = BLOCK_PENDING;
     b->events_left = 0;
-    a->stats.pending_free_bytes += b->size;
     for (int i = 0; i < b->n_stream_uses; i++) {
         pending_event *e = slab_take(&a->events);
         if (!e) {
@@ -449,11 +455,21 @@ static ct_status defer_until_events(ct_allocator *a, block *b) {
     return status;
 }
 
-/* Give back every segment that is one free block. */
+static bool is_retained_pool(const ct_allocator *a, uintptr_t stream) {
+    for (size_t i = 0; i < a->n_pools; i++)
+        if (a->pools[i] == stream)
+            return true;
+    return false;
+}
+
+/* Give back every segment that is one free block, except those of retained capture pools;
+ * nothing during a capture, where cudaFree would synchronize with the capturing stream. */
 static void release_free_segments(ct_allocator *a) {
+    if (a->captures)
+        return;
     for (block *s = a->segments, *next; s; s = next) {
         next = s->seg_next;
-        if (s->state != BLOCK_FREE || s->next)
+        if (s->state != BLOCK_FREE || s->next || is_retained_pool(a, s->stream))
             continue;
         a->free_trees[s->pool] = tree_remove(a->free_trees[s->pool], s);
         if (s->seg_prev)
@@ -485,8 +501,9 @@ static void report_oom(ct_allocator *a, size_t nbytes) {
     if (a->limit)
         snprintf(limit, sizeof limit, "%zu bytes", a->limit);
     ct__set_error(CT_ERR_MEMORY,
-                  "%s: out of memory: requested %zu bytes; %s; allocated %zu bytes, reserved %zu bytes, limit %s",
-                  a->provider.name, nbytes, device, a->stats.allocated_bytes, a->stats.reserved_bytes, limit);
+                  "%s: out of memory: requested %zu bytes; %s; allocated %zu bytes, reserved %zu bytes, limit %s%s",
+                  a->provider.name, nbytes, device, a->stats.allocated_bytes, a->stats.reserved_bytes, limit,
+                  a->captures ? "; a CUDA graph capture is underway, so no cached segment was released" : "");
 }
 
 /* A new segment holding one block of at least `size` bytes (not in any tree or table). */
@@ -501,7 +518,7 @@ static block *new_segment(ct_allocator *a, size_t nbytes, size_t size, uintptr_t
     ct_status status = try_segment(a, bytes, &ptr);
     if (status == CT_ERR_MEMORY && tight < bytes)
         status = try_segment(a, bytes = tight, &ptr);
-    if (status == CT_ERR_MEMORY) {
+    if (status == CT_ERR_MEMORY && !a->captures) {
         a->stats.oom_retries++;
         release_free_segments(a);
         status = try_segment(a, bytes = tight, &ptr);
@@ -533,7 +550,7 @@ void *ct_allocator_malloc(ct_allocator *a, size_t nbytes, uintptr_t stream) {
     } else {
         size_t size = round_up(nbytes ? nbytes : 1, CT_ALLOC_ROUND);
         int pool = size <= CT_ALLOC_SMALL_MAX ? POOL_SMALL : POOL_LARGE;
-        if (a->pending)
+        if (a->pending && !a->captures) /* cudaEventQuery is illegal during a capture */
             process_events(a);
         b = tree_best_fit(a->free_trees[pool], stream, size);
         if (b) {
@@ -579,10 +596,18 @@ ct_status ct_allocator_free(ct_allocator *a, void *ptr) {
     } else {
         a->stats.allocated_bytes -= b->size;
         a->stats.frees++;
-        if (b->n_stream_uses > 0)
-            status = defer_until_events(a, b);
-        else
+        if (b->n_stream_uses > 0) {
+            a->stats.pending_free_bytes += b->size;
+            if (a->captures) { /* an event recorded now would become part of the graph */
+                b->state = BLOCK_HELD;
+                b->hash_next = a->held;
+                a->held = b;
+            } else {
+                status = defer_until_events(a, b);
+            }
+        } else {
             free_block(a, b);
+        }
     }
     pthread_mutex_unlock(&a->lock);
     return status;
@@ -632,7 +657,7 @@ size_t ct_allocator_block_size(ct_allocator *a, void *ptr) {
 
 void ct_allocator_empty_cache(ct_allocator *a) {
     pthread_mutex_lock(&a->lock);
-    if (a->pending)
+    if (a->pending && !a->captures)
         process_events(a);
     release_free_segments(a);
     pthread_mutex_unlock(&a->lock);
@@ -643,6 +668,71 @@ void ct_allocator_set_limit(ct_allocator *a, size_t bytes) {
     a->limit = bytes;
     if (bytes && a->stats.reserved_bytes > bytes)
         release_free_segments(a);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* ---- CUDA graph capture ---------------------------------------------------------------- */
+
+ct_status ct_allocator_capture_begin(ct_allocator *a, uintptr_t pool) {
+    if (!a)
+        return ct__null_arg("ct_allocator_capture_begin", "a");
+    ct_status status = CT_OK;
+    pthread_mutex_lock(&a->lock);
+    if (is_retained_pool(a, pool)) {
+        status = ct__set_error(CT_ERR_VALUE,
+                               "%s: capture_begin into pool %#jx, which is already retained (a capture "
+                               "into it is underway, or its graph was not released)",
+                               a->provider.name, (uintmax_t)pool);
+    } else if (a->n_pools == a->cap_pools) {
+        size_t cap = a->cap_pools ? 2 * a->cap_pools : 4;
+        uintptr_t *pools = realloc(a->pools, cap * sizeof *pools);
+        if (pools) {
+            a->pools = pools;
+            a->cap_pools = cap;
+        } else {
+            status = ct__set_error(CT_ERR_MEMORY, "%s: out of host memory in capture_begin", a->provider.name);
+        }
+    }
+    if (status == CT_OK) {
+        a->pools[a->n_pools++] = pool;
+        a->captures++;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return status;
+}
+
+ct_status ct_allocator_capture_end(ct_allocator *a) {
+    if (!a)
+        return ct__null_arg("ct_allocator_capture_end", "a");
+    ct_status status = CT_OK;
+    pthread_mutex_lock(&a->lock);
+    if (a->captures == 0) {
+        status = ct__set_error(CT_ERR_STATE, "%s: capture_end: no CUDA graph capture is underway", a->provider.name);
+    } else if (--a->captures == 0) {
+        /* The held frees record their events now; the last error is the one reported. */
+        while (a->held) {
+            block *b = a->held;
+            a->held = b->hash_next;
+            b->hash_next = NULL;
+            ct_status recorded = defer_until_events(a, b);
+            if (recorded != CT_OK)
+                status = recorded;
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+    return status;
+}
+
+void ct_allocator_release_pool(ct_allocator *a, uintptr_t pool) {
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->n_pools; i++) {
+        if (a->pools[i] == pool) {
+            a->pools[i] = a->pools[--a->n_pools];
+            break;
+        }
+    }
     pthread_mutex_unlock(&a->lock);
 }
 
@@ -695,6 +785,7 @@ static ct_status check_tree(const block *n, int pool, const block *low, const bl
 
 static ct_status check_locked(ct_allocator *a) {
     size_t reserved = 0, allocated = 0, pending = 0, live = 0, free_blocks = 0, events_expected = 0, segments = 0;
+    size_t held = 0;
     for (const block *s = a->segments; s; s = s->seg_next, segments++) {
         CHECK(!s->prev, "segment %p does not start with its first block", (void *)s->ptr);
         CHECK(!s->seg_next || s->seg_next->seg_prev == s, "the segment list is broken after %p", (void *)s->ptr);
@@ -716,6 +807,12 @@ static ct_status check_locked(ct_allocator *a) {
                 live++;
                 allocated += b->size;
                 CHECK(table_find(a, b->ptr) == b, "live block %p is not in the table", (void *)b->ptr);
+            } else if (b->state == BLOCK_HELD) {
+                held++;
+                pending += b->size;
+                CHECK(b->n_stream_uses > 0, "held block %p has no recorded stream", (void *)b->ptr);
+                CHECK(!table_find(a, b->ptr) && !tree_contains(a->free_trees[b->pool], b),
+                      "held block %p is in the table or a tree", (void *)b->ptr);
             } else {
                 pending += b->size;
                 events_expected += (size_t)(b->events_left - (b->stuck ? 1 : 0));
@@ -740,6 +837,16 @@ static ct_status check_locked(ct_allocator *a) {
         events++;
     }
     CHECK(a->pending || !a->pending_tail, "the event queue is empty but has a tail");
+    size_t in_held_list = 0;
+    for (const block *b = a->held; b && in_held_list <= held; b = b->hash_next, in_held_list++)
+        CHECK(b->state == BLOCK_HELD, "block %p is in the held list but not held", (void *)b->ptr);
+    CHECK(in_held_list == held, "%zu blocks in the held list, %zu held blocks", in_held_list, held);
+    CHECK(a->captures > 0 || !a->held, "blocks are held with no capture underway");
+    CHECK(a->captures >= 0 && a->n_pools <= a->cap_pools, "%d captures, %zu pools of %zu", a->captures, a->n_pools,
+          a->cap_pools);
+    for (size_t i = 0; i < a->n_pools; i++)
+        for (size_t j = i + 1; j < a->n_pools; j++)
+            CHECK(a->pools[i] != a->pools[j], "pool %#jx is retained twice", (uintmax_t)a->pools[i]);
     CHECK(in_trees == free_blocks, "%zu blocks in the trees, %zu free blocks", in_trees, free_blocks);
     CHECK(a->table_count == live, "%zu blocks in the table, %zu live blocks", a->table_count, live);
     CHECK(events == events_expected, "%zu events queued, %zu expected", events, events_expected);

@@ -25,6 +25,18 @@
  *     segment is tried once more; if that fails too, the allocation fails with
  *     CT_ERR_MEMORY and a message giving the requested bytes, the provider's free and
  *     total bytes, and the allocated, reserved and limit bytes.
+ *   - CUDA graph capture (kernels/cuda/graph.cu). A capture allocates with its private pool
+ *     id as the stream (a value that is never a stream id), so its blocks, those freed
+ *     during the capture included, are reused only within the pool. The pool is retained
+ *     from capture_begin until release_pool: its segments are never given back, since the
+ *     graph's replays still use blocks freed during the capture. While any capture is
+ *     underway (captures may overlap: a count is kept) no event is queried (cudaEventQuery
+ *     is illegal during capture) and no segment is given back (cudaFree would synchronize
+ *     with the capturing stream): empty_cache and set_limit release nothing, and an
+ *     allocation that needs the cache flushed fails with CT_ERR_MEMORY, its message saying
+ *     that a capture is underway. A block freed with recorded streams is held (counted in
+ *     pending_free_bytes) and records its events only when the last capture ends, since an
+ *     event recorded on the capturing stream would become part of the graph.
  *
  * Data structures: free blocks of each pool live in one AVL tree ordered by (stream,
  * size, address), so the best fit on a stream is one O(log n) lower-bound search and
@@ -97,15 +109,30 @@ ct_status ct_allocator_record_stream(ct_allocator *a, void *ptr, uintptr_t strea
 /* Size of the live block at `ptr` (0 when it is none). */
 size_t ct_allocator_block_size(ct_allocator *a, void *ptr);
 
-/* Release every segment that holds no live or pending block. */
+/* Release every segment that holds no live or pending block (none during a capture, nor
+ * those of retained capture pools). */
 void ct_allocator_empty_cache(ct_allocator *a);
-/* Cap on reserved bytes (0: none). Releases cached segments when the reserve is over it. */
+/* Cap on reserved bytes (0: none). Releases cached segments when the reserve is over it
+ * (as empty_cache does). */
 void ct_allocator_set_limit(ct_allocator *a, size_t bytes);
 void ct_allocator_stats(ct_allocator *a, ct_memory_stats *out);
 void ct_allocator_reset_peak(ct_allocator *a);
 
+/* CUDA graph capture (see the rules above). capture_begin starts a capture and retains
+ * `pool`: CT_ERR_VALUE when it is already retained, CT_ERR_MEMORY when host memory runs out.
+ * capture_end ends one capture; when none remain, the blocks held during the captures
+ * record their events (a block whose event cannot be recorded stays held for good, and the
+ * error is returned); CT_ERR_STATE when no capture is underway. release_pool says that the
+ * pool's graph is gone: its free segments may be given back from then on, by the next
+ * empty_cache, set_limit or out-of-memory flush with no capture underway (release_pool
+ * itself gives nothing back). Unknown pool ids are ignored. */
+ct_status ct_allocator_capture_begin(ct_allocator *a, uintptr_t pool);
+ct_status ct_allocator_capture_end(ct_allocator *a);
+void ct_allocator_release_pool(ct_allocator *a, uintptr_t pool);
+
 /* Verify every internal invariant (segments tile their memory, neighbours are merged,
- * trees are ordered and balanced, the table and the statistics agree with the blocks).
+ * trees are ordered and balanced, the table, the held list and the statistics agree with
+ * the blocks).
  * CT_OK, or CT_ERR_INTERNAL with a message naming the first violation. For tests. */
 ct_status ct_allocator_check(ct_allocator *a);
 

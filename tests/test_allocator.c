@@ -3,6 +3,7 @@
  * memory (a budget). Also the public memory API as this build and machine provide it. */
 #include "tests/common.h"
 #include "runtime/allocator.h"
+#include "runtime/internal.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -21,6 +22,7 @@ typedef struct test_provider {
     size_t budget; /* 0: unlimited */
     size_t in_use;
     int allocs, frees, failures, queries;
+    bool fail_records; /* event_record fails (a CUDA error) */
     size_t sizes[64]; /* sizes of the first segment allocations, in order */
     test_event *events;
     int n_events, cap_events, events_freed;
@@ -53,6 +55,8 @@ static void tp_free(void *ctx, void *ptr, size_t bytes) {
 /* Events are indices + 1 into p->events. */
 static ct_status tp_event_record(void *ctx, uintptr_t stream, void **event) {
     test_provider *p = ctx;
+    if (p->fail_records)
+        return ct__set_error(CT_ERR_CUDA, "test memory: cannot record an event on stream %ju", (uintmax_t)stream);
     if (p->n_events == p->cap_events) {
         p->cap_events = p->cap_events ? 2 * p->cap_events : 64;
         p->events = realloc(p->events, (size_t)p->cap_events * sizeof *p->events);
@@ -526,6 +530,325 @@ Test(allocator, parses_byte_sizes) {
     }
 }
 
+/* ---- CUDA graph capture ------------------------------------------------------------------------------ */
+
+/* Capture pool ids: values that are never stream ids (the tests' streams are small numbers). */
+#define POOL_A ((uintptr_t)0xa000)
+#define POOL_B ((uintptr_t)0xb000)
+#define POOL_C ((uintptr_t)0xc000)
+
+static void capture_begin_ok(ct_allocator *a, uintptr_t pool) {
+    cr_assert_eq(ct_allocator_capture_begin(a, pool), CT_OK, "%s", ct_last_error_message());
+    assert_valid(a);
+}
+
+static void capture_end_ok(ct_allocator *a) {
+    cr_assert_eq(ct_allocator_capture_end(a), CT_OK, "%s", ct_last_error_message());
+    assert_valid(a);
+}
+
+Test(allocator, capture_pool_blocks_stay_in_their_pool) {
+    test_provider p;
+    ct_allocator *a = make(&p, 0);
+    void *small = alloc_ok(a, 64 * KiB, 1), *large = alloc_ok(a, 4 * MiB, 1);
+    free_ok(a, small);
+    free_ok(a, large); /* both cached on stream 1 */
+    capture_begin_ok(a, POOL_A);
+    void *pool_small = alloc_ok(a, 64 * KiB, POOL_A), *pool_large = alloc_ok(a, 4 * MiB, POOL_A);
+    cr_assert(pool_small != small && pool_large != large, "the capture does not take stream 1's cached blocks");
+    cr_assert_eq(p.allocs, 4, "the pool carves segments of its own");
+    free_ok(a, pool_small);
+    free_ok(a, pool_large);
+    assert_valid(a);
+    uint64_t hits = stats_of(a).cache_hits;
+    cr_assert_eq(alloc_ok(a, 64 * KiB, POOL_A), pool_small, "freed during the capture, reused within it");
+    cr_assert_eq(alloc_ok(a, 4 * MiB, POOL_A), pool_large);
+    cr_assert_eq(stats_of(a).cache_hits, hits + 2);
+    cr_assert_eq(alloc_ok(a, 64 * KiB, 1), small, "stream 1 keeps its own blocks during the capture");
+    cr_assert_eq(alloc_ok(a, 4 * MiB, 1), large);
+    free_ok(a, small);
+    free_ok(a, large);
+    free_ok(a, pool_small);
+    free_ok(a, pool_large);
+    capture_end_ok(a);
+    /* After the capture, the pool's free blocks are still not handed to a stream. */
+    void *other_small = alloc_ok(a, 64 * KiB, 2), *other_large = alloc_ok(a, 4 * MiB, 2);
+    cr_assert(other_small != pool_small && other_large != pool_large);
+    cr_assert_eq(p.allocs, 6);
+    cr_assert_eq(alloc_ok(a, 64 * KiB, POOL_A), pool_small);
+    cr_assert_eq(alloc_ok(a, 4 * MiB, POOL_A), pool_large);
+    assert_valid(a);
+    finish(a, &p);
+}
+
+Test(allocator, retained_pool_survives_every_flush_until_released) {
+    test_provider p;
+    ct_allocator *a = make(&p, 0);
+    free_ok(a, alloc_ok(a, 4 * KiB, 1)); /* a free 2 MiB segment of stream 1 */
+    capture_begin_ok(a, POOL_A);
+    void *x = alloc_ok(a, 4 * KiB, POOL_A), *y = alloc_ok(a, 3 * MiB, POOL_A); /* 2 + 20 MiB */
+    free_ok(a, x);
+    free_ok(a, y); /* the pool's two segments are free, but the graph still uses them */
+    ct_allocator_empty_cache(a);
+    assert_valid(a);
+    cr_assert_eq(stats_of(a).reserved_bytes, 24 * MiB, "nothing is given back during the capture");
+    ct_allocator_set_limit(a, 2 * MiB);
+    cr_assert_eq(stats_of(a).reserved_bytes, 24 * MiB);
+    ct_allocator_set_limit(a, 0);
+    p.budget = 28 * MiB; /* room for a 4 MiB segment, not a 6 MiB one */
+    cr_assert_null(ct_allocator_malloc(a, 5 * MiB, 2));
+    t_assert_error(CT_ERR_MEMORY, "requested 5242880 bytes", "CUDA graph capture is underway", NULL);
+    assert_valid(a);
+    cr_assert_eq(stats_of(a).segment_frees, 0);
+    capture_end_ok(a);
+
+    /* After the capture: the flush gives back stream 1's segment, not the pool's. */
+    void *five = alloc_ok(a, 5 * MiB, 2);
+    assert_valid(a);
+    ct_memory_stats s = stats_of(a);
+    cr_assert_eq(s.segment_frees, 1);
+    cr_assert_eq(s.oom_retries, 1);
+    cr_assert_eq(s.reserved_bytes, 28 * MiB);
+    cr_assert_null(ct_allocator_malloc(a, 3 * MiB, 3), "a second flush finds nothing it may give back");
+    t_assert_error(CT_ERR_MEMORY, "requested 3145728 bytes", NULL);
+    cr_assert_eq(stats_of(a).reserved_bytes, 28 * MiB);
+    free_ok(a, five);
+    ct_allocator_empty_cache(a);
+    assert_valid(a);
+    cr_assert_eq(stats_of(a).reserved_bytes, 22 * MiB, "empty_cache gives back stream 2's segment only");
+    ct_allocator_set_limit(a, 2 * MiB);
+    assert_valid(a);
+    cr_assert_eq(stats_of(a).reserved_bytes, 22 * MiB, "nor does set_limit give back the pool");
+    ct_allocator_set_limit(a, 0);
+    cr_assert_eq(alloc_ok(a, 4 * KiB, POOL_A), x, "the pool's blocks are still cached for the graph");
+    free_ok(a, x);
+
+    ct_allocator_release_pool(a, POOL_A);
+    assert_valid(a);
+    s = stats_of(a);
+    cr_assert_eq(s.reserved_bytes, 22 * MiB, "release_pool itself gives nothing back");
+    ct_allocator_empty_cache(a);
+    assert_valid(a);
+    cr_assert_eq(stats_of(a).reserved_bytes, s.reserved_bytes - 22 * MiB);
+    cr_assert_eq(stats_of(a).segment_frees, s.segment_frees + 2);
+    finish(a, &p);
+}
+
+Test(allocator, capture_queries_no_event_and_gives_nothing_back) {
+    test_provider p;
+    ct_allocator *a = make(&p, 16 * MiB);
+    free_ok(a, alloc_ok(a, 4 * KiB, 1)); /* a free segment of stream 1 */
+    void *used = alloc_ok(a, 4 * KiB, 2);
+    cr_assert_eq(ct_allocator_record_stream(a, used, 3), CT_OK);
+    free_ok(a, used); /* pending on an event on stream 3 */
+    tp_complete(&p, 3); /* done, but not queried yet */
+    cr_assert_eq(p.queries, 0);
+    capture_begin_ok(a, POOL_A);
+    void *x = alloc_ok(a, 8 * KiB, POOL_A);
+    free_ok(a, x);
+    cr_assert_eq(alloc_ok(a, 8 * KiB, POOL_A), x);
+    ct_allocator_empty_cache(a);
+    assert_valid(a);
+    ct_memory_stats s = stats_of(a);
+    cr_assert_eq(p.queries, 0, "no event is queried during a capture");
+    cr_assert_eq(s.pending_free_bytes, 4 * KiB);
+    cr_assert_eq(s.reserved_bytes, 6 * MiB, "not even stream 1's free segment is given back");
+    cr_assert_eq(s.segment_frees, 0);
+    cr_assert_null(ct_allocator_malloc(a, 13 * MiB, POOL_A), "14 MiB fits only after a flush");
+    t_assert_error(CT_ERR_MEMORY, "test memory: out of memory", "requested 13631488 bytes",
+                   "10485760 bytes free of 16777216 bytes total", "reserved 6291456 bytes",
+                   "a CUDA graph capture is underway", NULL);
+    assert_valid(a);
+    s = stats_of(a);
+    cr_assert_eq(s.ooms, 1);
+    cr_assert_eq(s.oom_retries, 0, "no flush was tried");
+    cr_assert_eq(s.segment_frees, 0);
+    cr_assert_eq(p.queries, 0);
+    capture_end_ok(a);
+    cr_assert_eq(p.queries, 0, "capture_end queries nothing either");
+
+    void *big = alloc_ok(a, 13 * MiB, POOL_A); /* the event completes, both stream segments go */
+    assert_valid(a);
+    s = stats_of(a);
+    cr_assert_gt(p.queries, 0);
+    cr_assert_eq(s.pending_free_bytes, 0);
+    cr_assert_eq(s.oom_retries, 1);
+    cr_assert_eq(s.segment_frees, 2);
+    cr_assert_eq(s.reserved_bytes, 16 * MiB);
+    cr_assert_null(ct_allocator_malloc(a, 4 * MiB, 1));
+    cr_assert_null(strstr(ct_last_error_message(), "capture"), "no capture now: \"%s\"", ct_last_error_message());
+    t_assert_error(CT_ERR_MEMORY, "requested 4194304 bytes", NULL);
+    free_ok(a, big);
+    finish(a, &p);
+}
+
+Test(allocator, capture_holds_frees_with_recorded_streams) {
+    test_provider p;
+    ct_allocator *a = make(&p, 0);
+    capture_begin_ok(a, POOL_A);
+    void *x = alloc_ok(a, 8 * KiB, POOL_A);
+    cr_assert_eq(ct_allocator_record_stream(a, x, 2), CT_OK);
+    free_ok(a, x);
+    assert_valid(a);
+    ct_memory_stats s = stats_of(a);
+    cr_assert_eq(p.n_events, 0, "an event recorded now would become part of the graph");
+    cr_assert_eq(s.pending_free_bytes, 8 * KiB);
+    cr_assert_eq(s.allocated_bytes, 0);
+    cr_assert_eq(ct_allocator_block_size(a, x), 0);
+    cr_assert_eq(ct_allocator_free(a, x), CT_ERR_VALUE, "a held block is not live");
+    t_assert_error(CT_ERR_VALUE, "not a live block", NULL);
+    void *y = alloc_ok(a, 8 * KiB, POOL_A);
+    cr_assert_neq(y, x, "a held block is not reused");
+    free_ok(a, y);
+    ct_allocator_empty_cache(a);
+    assert_valid(a);
+    cr_assert_eq(p.n_events, 0);
+    capture_end_ok(a);
+    cr_assert_eq(p.n_events, 1, "the event is recorded when the capture ends");
+    cr_assert_eq(p.events[0].stream, 2);
+    cr_assert_eq(stats_of(a).pending_free_bytes, 8 * KiB);
+    void *z = alloc_ok(a, 8 * KiB, POOL_A);
+    cr_assert_neq(z, x, "stream 2's work is not done yet");
+    free_ok(a, z);
+    assert_valid(a);
+    tp_complete(&p, 2);
+    cr_assert_eq(alloc_ok(a, 8 * KiB, POOL_A), x, "reused once the event has completed");
+    cr_assert_eq(stats_of(a).pending_free_bytes, 0);
+    assert_valid(a);
+    finish(a, &p);
+}
+
+Test(allocator, held_free_whose_event_fails_stays_held) {
+    test_provider p;
+    ct_allocator *a = make(&p, 0);
+    capture_begin_ok(a, POOL_A);
+    void *x = alloc_ok(a, 8 * KiB, POOL_A), *y = alloc_ok(a, 8 * KiB, POOL_A);
+    cr_assert_eq(ct_allocator_record_stream(a, x, 2), CT_OK);
+    cr_assert_eq(ct_allocator_record_stream(a, y, 2), CT_OK);
+    free_ok(a, x);
+    free_ok(a, y);
+    p.fail_records = true;
+    cr_assert_eq(ct_allocator_capture_end(a), CT_ERR_CUDA);
+    t_assert_error(CT_ERR_CUDA, "cannot record an event on stream 2", NULL);
+    assert_valid(a);
+    p.fail_records = false;
+    cr_assert_eq(stats_of(a).pending_free_bytes, 16 * KiB, "both blocks are held for good");
+    tp_complete(&p, 2);
+    ct_allocator_release_pool(a, POOL_A);
+    ct_allocator_empty_cache(a);
+    assert_valid(a);
+    cr_assert_eq(stats_of(a).reserved_bytes, 2 * MiB, "their segment is never given back");
+    void *z = alloc_ok(a, 8 * KiB, POOL_A);
+    cr_assert(z != x && z != y);
+    free_ok(a, z);
+    finish(a, &p);
+}
+
+Test(allocator, overlapping_captures_record_events_after_the_last) {
+    test_provider p;
+    ct_allocator *a = make(&p, 0);
+    capture_begin_ok(a, POOL_A);
+    capture_begin_ok(a, POOL_B);
+    void *xa = alloc_ok(a, 4 * KiB, POOL_A), *xb = alloc_ok(a, 4 * KiB, POOL_B);
+    cr_assert_eq(p.allocs, 2, "each pool has its own segment");
+    cr_assert_eq(ct_allocator_record_stream(a, xa, 2), CT_OK);
+    cr_assert_eq(ct_allocator_record_stream(a, xb, 3), CT_OK);
+    free_ok(a, xa);
+    free_ok(a, xb);
+    assert_valid(a);
+    capture_end_ok(a);
+    cr_assert_eq(p.n_events, 0, "a capture is still underway");
+    cr_assert_eq(stats_of(a).pending_free_bytes, 8 * KiB);
+    ct_allocator_empty_cache(a);
+    cr_assert_eq(p.queries, 0);
+    capture_end_ok(a);
+    cr_assert_eq(p.n_events, 2, "the last capture_end records both events");
+    cr_assert_eq(stats_of(a).pending_free_bytes, 8 * KiB);
+
+    /* A pool released during another capture is given back only once that capture ends. */
+    tp_complete(&p, 2);
+    tp_complete(&p, 3);
+    capture_begin_ok(a, POOL_C);
+    ct_allocator_release_pool(a, POOL_A);
+    ct_allocator_empty_cache(a);
+    assert_valid(a);
+    cr_assert_eq(p.queries, 0);
+    cr_assert_eq(stats_of(a).reserved_bytes, 4 * MiB);
+    capture_end_ok(a);
+    ct_allocator_empty_cache(a);
+    assert_valid(a);
+    ct_memory_stats s = stats_of(a);
+    cr_assert_eq(s.pending_free_bytes, 0);
+    cr_assert_eq(s.reserved_bytes, 2 * MiB, "pool A's segment went back, pool B is still retained");
+    cr_assert_eq(alloc_ok(a, 4 * KiB, POOL_B), xb);
+    free_ok(a, xb);
+    ct_allocator_release_pool(a, POOL_B);
+    ct_allocator_release_pool(a, POOL_C);
+    ct_allocator_empty_cache(a);
+    cr_assert_eq(stats_of(a).reserved_bytes, 0);
+    finish(a, &p);
+}
+
+Test(allocator, capture_misuse_is_refused) {
+    test_provider p;
+    ct_allocator *a = make(&p, 0);
+    cr_assert_eq(ct_allocator_capture_end(a), CT_ERR_STATE);
+    t_assert_error(CT_ERR_STATE, "test memory", "capture_end", "no CUDA graph capture", NULL);
+    assert_valid(a);
+    ct_allocator_release_pool(a, POOL_A); /* unknown: ignored */
+    assert_valid(a);
+    capture_begin_ok(a, POOL_A);
+    cr_assert_eq(ct_allocator_capture_begin(a, POOL_A), CT_ERR_VALUE);
+    t_assert_error(CT_ERR_VALUE, "test memory", "already retained", NULL);
+    assert_valid(a);
+    ct_allocator_release_pool(a, POOL_B);
+    assert_valid(a);
+    capture_end_ok(a); /* the refused capture_begin counted nothing */
+    cr_assert_eq(ct_allocator_capture_end(a), CT_ERR_STATE);
+    t_assert_error(CT_ERR_STATE, "capture_end", NULL);
+    assert_valid(a);
+    cr_assert_eq(ct_allocator_capture_begin(a, POOL_A), CT_ERR_VALUE, "retained until release_pool");
+    t_assert_error(CT_ERR_VALUE, "already retained", NULL);
+    ct_allocator_release_pool(a, POOL_A);
+    assert_valid(a);
+    capture_begin_ok(a, POOL_A);
+    capture_end_ok(a);
+    ct_allocator_release_pool(a, POOL_A);
+    ct_allocator_release_pool(a, POOL_A);
+    assert_valid(a);
+    cr_assert_eq(ct_allocator_capture_begin(NULL, POOL_A), CT_ERR_NULL);
+    cr_assert_eq(ct_allocator_capture_end(NULL), CT_ERR_NULL);
+    ct_clear_error();
+    ct_allocator_release_pool(NULL, POOL_A);
+    /* Many pools at once (the array grows), released in any order. */
+    for (uintptr_t pool = 1; pool <= 20; pool++)
+        capture_begin_ok(a, POOL_A + pool);
+    for (uintptr_t pool = 1; pool <= 20; pool++)
+        capture_end_ok(a);
+    for (int pool = 20; pool >= 1; pool -= 3) /* 20, 17, ..., 2 */
+        ct_allocator_release_pool(a, POOL_A + (uintptr_t)pool);
+    assert_valid(a);
+    cr_assert_eq(ct_allocator_capture_begin(a, POOL_A + 19), CT_ERR_VALUE);
+    t_assert_error(CT_ERR_VALUE, "already retained", NULL);
+    capture_begin_ok(a, POOL_A + 20);
+    capture_end_ok(a);
+    finish(a, &p);
+}
+
+/* Destroying an allocator in the middle of a capture frees the held blocks and the pools
+ * (the sanitizer build checks for leaks). */
+Test(allocator, destroy_during_a_capture) {
+    test_provider p;
+    ct_allocator *a = make(&p, 0);
+    capture_begin_ok(a, POOL_A);
+    void *x = alloc_ok(a, 4 * KiB, POOL_A);
+    alloc_ok(a, 4 * MiB, POOL_A);
+    cr_assert_eq(ct_allocator_record_stream(a, x, 2), CT_OK);
+    cr_assert_eq(ct_allocator_record_stream(a, x, 3), CT_OK);
+    free_ok(a, x);
+    finish(a, &p);
+}
+
 /* ---- randomized stress and threads ------------------------------------------------------------------ */
 
 static uint64_t next_random(uint64_t *state) {
@@ -626,6 +949,90 @@ Test(allocator, randomized_stress_keeps_every_invariant) {
     cr_assert_eq(s.ooms, (uint64_t)ooms);
     cr_assert_eq(p.in_use, 0);
     cr_assert_eq(p.allocs, p.frees);
+    finish(a, &p);
+}
+
+/* Captures begin and end (overlapping), pools are released, blocks are allocated on streams
+ * and pools and freed with recorded streams: every invariant holds after every step, and
+ * while a capture is underway no event is queried or recorded and no segment is given back. */
+Test(allocator, randomized_captures_keep_every_invariant) {
+    enum { OPS = 20000, MAX_LIVE = 64, MAX_POOLS = 8 };
+    test_provider p;
+    ct_allocator *a = make(&p, 128 * MiB);
+    live_block live[MAX_LIVE];
+    uintptr_t pools[MAX_POOLS]; /* retained pools; the last `captures` are being captured */
+    int n_live = 0, n_pools = 0, captures = 0, held_frees = 0;
+    uintptr_t next_pool = POOL_A;
+    uint64_t rng = 0x2545f4914f6cdd1dull;
+    for (int op = 0; op < OPS; op++) {
+        int queries = p.queries, events = p.n_events, segment_frees = p.frees;
+        uint64_t r = next_random(&rng) % 100;
+        if (r < 50 && n_live < MAX_LIVE) {
+            uintptr_t stream = captures && next_random(&rng) % 4
+                                   ? pools[n_pools - 1 - (int)(next_random(&rng) % (uint64_t)captures)]
+                                   : 1 + next_random(&rng) % 3;
+            live_block b = {.size = random_size(&rng) / 4, .tag = next_random(&rng)};
+            b.ptr = ct_allocator_malloc(a, b.size, stream);
+            if (!b.ptr) {
+                cr_assert_eq(ct_last_error(), CT_ERR_MEMORY, "%s", ct_last_error_message());
+                cr_assert_eq(strstr(ct_last_error_message(), "capture is underway") != NULL, captures > 0);
+                ct_clear_error();
+                continue;
+            }
+            b.block_size = ct_allocator_block_size(a, b.ptr);
+            if (b.size)
+                stamp(&b);
+            live[n_live++] = b;
+        } else if (r < 86 && n_live > 0) {
+            int i = (int)(next_random(&rng) % (uint64_t)n_live);
+            if (live[i].size)
+                assert_stamp(&live[i]);
+            if (next_random(&rng) % 4 == 0) {
+                cr_assert_eq(ct_allocator_record_stream(a, live[i].ptr, 1 + next_random(&rng) % 4), CT_OK);
+                held_frees += captures > 0;
+            }
+            free_ok(a, live[i].ptr);
+            live[i] = live[--n_live];
+        } else if (r < 90) {
+            tp_complete(&p, 1 + next_random(&rng) % 4);
+        } else if (r < 92) {
+            ct_allocator_empty_cache(a);
+        } else if (r < 93 && n_pools < MAX_POOLS) {
+            /* A new capture: its pool goes last, after the other captures' pools. */
+            capture_begin_ok(a, next_pool);
+            pools[n_pools++] = next_pool++;
+            captures++;
+        } else if (r < 96 && captures > 0) {
+            capture_end_ok(a);
+            captures--;
+        } else if (n_pools > captures) {
+            /* Release a pool whose capture has ended (they come first). */
+            int i = (int)(next_random(&rng) % (uint64_t)(n_pools - captures));
+            ct_allocator_release_pool(a, pools[i]);
+            memmove(&pools[i], &pools[i + 1], (size_t)(n_pools - i - 1) * sizeof *pools);
+            n_pools--;
+        }
+        assert_valid(a);
+        if (captures > 0) {
+            cr_assert_eq(p.queries, queries, "an event was queried during a capture");
+            cr_assert_eq(p.n_events, events, "an event was recorded during a capture");
+            cr_assert_eq(p.frees, segment_frees, "a segment was given back during a capture");
+        }
+    }
+    cr_assert_gt(held_frees, 100, "frees are held");
+    cr_assert_gt(stats_of(a).oom_retries, 0, "the budget is reached");
+    for (int i = 0; i < n_live; i++)
+        free_ok(a, live[i].ptr);
+    for (; captures > 0; captures--)
+        capture_end_ok(a);
+    for (int i = 0; i < n_pools; i++)
+        ct_allocator_release_pool(a, pools[i]);
+    for (uintptr_t stream = 1; stream <= 4; stream++)
+        tp_complete(&p, stream);
+    ct_allocator_empty_cache(a);
+    ct_memory_stats s = stats_of(a);
+    cr_assert_eq(s.pending_free_bytes, 0);
+    cr_assert_eq(s.reserved_bytes, 0, "everything went back: %zu bytes still reserved", s.reserved_bytes);
     finish(a, &p);
 }
 
