@@ -13,7 +13,8 @@
 //   matmul       ct_matmul at 8192^3, interleaved with the direct call (target within 2%)
 //   overhead     host time of the caching allocator (ct_empty + ct_tensor_free of a 1 MiB tensor,
 //                target < 1 us) and of a tiny op (ct_add of 1-element tensors, enqueued without
-//                waiting for the GPU, target < 4 us), medians over batches
+//                waiting for the GPU, target < 4 us), medians over batches; the same add replayed
+//                from a CUDA graph of 100 of them (host time per op)
 //   train        the main job's CNN (bench_train.c)
 //
 // GPU work is timed with CUDA events around `iters` calls, after warmup calls, on the stream
@@ -615,6 +616,39 @@ static bool section_overhead(const bench_opts *o, int batches, int per_batch, in
         }
         bench_emit(o, &row);
     }
+    // The same tiny op replayed from a CUDA graph (ctensor/graph.h): a chain of GRAPH_OPS adds
+    // captured once; host time per replay divided by the ops it holds.
+    enum { GRAPH_OPS = 100 };
+    ct_graph *graph = ok ? ct_graph_capture_begin(0) : NULL;
+    ct_tensor *chain = graph ? ct_tensor_retain(a) : NULL;
+    for (int i = 0; i < GRAPH_OPS && chain; i++) {
+        ct_tensor *next = ct_add(chain, b);
+        ct_tensor_free(chain);
+        chain = next;
+    }
+    if (ok && !(graph && chain && ct_graph_capture_end(graph) == CT_OK))
+        ok = ct_failed("capturing the CUDA graph of tiny adds");
+    int graph_per = per_batch / 10 > 0 ? per_batch / 10 : 1;
+    for (int phase = 0; phase < 2 && ok; phase++) {
+        int nb = phase == 0 ? 1 : batches, per = phase == 0 ? warmup_iters / GRAPH_OPS + 1 : graph_per;
+        for (int bi = 0; bi < nb && ok; bi++) {
+            double t0 = bench_now();
+            for (int i = 0; i < per && ok; i++)
+                ok = ct_graph_replay(graph) == CT_OK ? true : ct_failed("ct_graph_replay");
+            double dt = bench_now() - t0;
+            if (phase == 1)
+                samples[(size_t)bi] = dt / ((double)per * GRAPH_OPS);
+            ok = ok && CUDA_CHECK(cudaStreamSynchronize(s));
+        }
+    }
+    if (ok) {
+        bench_stats st = bench_stats_of(samples.data(), batches);
+        bench_row row = make_row("overhead", "ct_add 1 elem, CUDA graph replay (per op)", "1 elem x 100",
+                                 batches * graph_per * GRAPH_OPS, st, st.median * 1e6, "us");
+        bench_emit(o, &row);
+    }
+    ct_tensor_free(chain);
+    ct_graph_free(graph);
     if (pool && ct_stream_set_current(ct_stream_default(0)) != CT_OK)
         ok = ct_failed("ct_stream_set_current (back to the default stream)");
     if (ok) {

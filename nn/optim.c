@@ -527,9 +527,16 @@ ct_status ct_optim_step(ct_optim *opt) {
     /* Everything that can fail before anything changes, so that a failed step changes
      * nothing: the gradients, the state to make, each device's stream. (Past this point only
      * a failing CUDA launch can stop the step, and then the devices before it are updated.) */
-    for (int i = 0; i < opt->n && st == CT_OK; i++)
+    for (int i = 0; i < opt->n && st == CT_OK; i++) {
+        const ct_tensor *p = opt->params[i].param;
         if (!usable_grad(op, &opt->params[i], &grads[i]))
             st = ct_last_error();
+        else if (grads[i] && p->device.type == CT_DEVICE_CUDA && ct__cuda_capturing(p->device.index))
+            st = ct__set_error(CT_ERR_STATE,
+                               "%s: not allowed while this thread captures a CUDA graph on cuda:%d (the learning rate "
+                               "and step count would be frozen into the graph); step after ct_graph_replay",
+                               op, p->device.index);
+    }
     ct_no_grad_begin();
     for (int i = 0; i < opt->n && st == CT_OK; i++) {
         ct_optim_param *e = &opt->params[i];

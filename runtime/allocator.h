@@ -142,6 +142,11 @@ ct_status ct_allocator_check(ct_allocator *a);
 void *ct__cuda_allocator_malloc(int device, size_t nbytes);
 ct_status ct__cuda_allocator_free(int device, void *ptr);
 ct_status ct__cuda_allocator_record_stream(int device, void *ptr, ct_stream *stream);
+/* The CUDA graph glue (kernels/cuda/graph.cu): ct_allocator_capture_begin/_end and
+ * ct_allocator_release_pool on cuda:`device`'s allocator. */
+ct_status ct__cuda_allocator_capture_begin(int device, uintptr_t pool);
+ct_status ct__cuda_allocator_capture_end(int device);
+void ct__cuda_allocator_release_pool(int device, uintptr_t pool);
 
 /* Pinned host memory (ct_pinned_alloc): whether it really is page-locked (false without a
  * usable GPU, where it is ordinary aligned memory), and, CUDA only, mark the live pinned

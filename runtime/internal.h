@@ -158,6 +158,9 @@ ct_tensor *ct__finish_dtype(ct_tensor *t, ct_dtype dtype);
  * current CUDA device (ops launch there; see ct__cuda_make_current in kernels/cuda/stream.cu). */
 ct_stream *ct__stream_for(const ct_tensor *t);
 ct_status ct__cuda_make_current(int device);
+/* Whether the calling thread is capturing a CUDA graph on cuda:`device` (ctensor/graph.h);
+ * always false without CUDA. */
+bool ct__cuda_capturing(int device);
 
 /* Until a CUDA kernel exists for an op: CT_ERR_UNSUPPORTED naming the op and device. */
 bool ct__require_cpu(const char *op, const ct_tensor *t);
@@ -253,6 +256,8 @@ bool ct__reduce_dims(const char *op, const ct_tensor *a, const int *dims, int nd
 /* Reserve `words` 32-bit words of the global Philox stream; returns the starting offset
  * (in blocks) and the seed. Thread-safe. */
 uint64_t ct__philox_reserve(uint64_t words, uint64_t *seed);
+/* The generator's seed and next offset, read together. */
+void ct__philox_state(uint64_t *seed, uint64_t *offset);
 /* Word i of the stream at (seed, offset). */
 uint32_t ct__philox_word(uint64_t seed, uint64_t offset, uint64_t i);
 

@@ -44,6 +44,13 @@ uint64_t ct__philox_reserve(uint64_t words, uint64_t *seed) {
     return start;
 }
 
+void ct__philox_state(uint64_t *seed, uint64_t *offset) {
+    pthread_mutex_lock(&rng_lock);
+    *seed = rng_seed;
+    *offset = rng_offset;
+    pthread_mutex_unlock(&rng_lock);
+}
+
 uint32_t ct__philox_word(uint64_t seed, uint64_t offset, uint64_t i) { return ct_philox_word(seed, offset, i); }
 
 void ct_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]) {

@@ -29,4 +29,15 @@ ct_status ct_device_synchronize(int device) { return no_cuda("ct_device_synchron
 ct_status ct_cuda_set_device(int device) { return no_cuda("ct_cuda_set_device"); }
 int ct_cuda_current_device(void) { return -1; }
 
+ct_graph *ct_graph_capture_begin(int device) { no_cuda("ct_graph_capture_begin"); return NULL; }
+ct_status ct_graph_capture_end(ct_graph *graph) {
+    return graph ? no_cuda("ct_graph_capture_end") : ct__null_arg("ct_graph_capture_end", "graph");
+}
+ct_status ct_graph_replay(ct_graph *graph) {
+    return graph ? no_cuda("ct_graph_replay") : ct__null_arg("ct_graph_replay", "graph");
+}
+int ct_graph_device(const ct_graph *graph) { return -1; }
+void ct_graph_free(ct_graph *graph) {}
+bool ct__cuda_capturing(int device) { return false; }
+
 #endif

@@ -285,6 +285,19 @@ Test(devices, parse_and_default) {
     unsetenv("CT_DEVICE");
 }
 
+Test(devices, cuda_graphs_without_a_gpu_report_an_error) {
+    if (ct_cuda_is_available())
+        cr_skip_test("a GPU is usable: tests/test_cuda_graph.c covers CUDA graphs");
+    cr_assert_null(ct_graph_capture_begin(0));
+    t_assert_error(CT_ERR_DEVICE, "ct_graph_capture_begin", NULL);
+    cr_assert_eq(ct_graph_capture_end(NULL), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_graph_capture_end", NULL);
+    cr_assert_eq(ct_graph_replay(NULL), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_graph_replay", NULL);
+    cr_assert_eq(ct_graph_device(NULL), -1);
+    ct_graph_free(NULL);
+}
+
 Test(tensor, copy_and_fill_in_place) {
     T_NO_LEAK({
         ct_tensor *dst = ct_zeros((int64_t[]){2, 3}, 2, CT_F16, CT_CPU);

@@ -12,6 +12,7 @@
 #include "random.h"
 #include "memory.h"
 #include "stream.h"
+#include "graph.h"
 #include "nnops.h"
 #include "loss.h"
 #include "nn.h"

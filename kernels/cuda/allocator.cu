@@ -45,7 +45,13 @@ static ct_status device_segment_alloc(void *ctx, size_t bytes, void **ptr) {
     if (!enter_device(device, &old))
         return ct_last_error();
     ct_status status = CT_OK;
-    cudaError_t err = cudaMalloc(ptr, bytes);
+    cudaError_t err;
+    {
+        // During a CUDA graph capture on this thread cudaMalloc would invalidate it; the
+        // segment is not stream work and outlives the capture, so that check is relaxed.
+        ct_capture_relaxed relaxed;
+        err = cudaMalloc(ptr, bytes);
+    }
     if (err == cudaErrorMemoryAllocation) {
         cudaGetLastError(); // not sticky: the allocator flushes its cache and retries
         status = CT_ERR_MEMORY;
@@ -100,6 +106,7 @@ static bool device_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes) 
     int device = ((device_ctx *)ctx)->device, old = 0;
     if (!enter_device(device, &old))
         return false;
+    ct_capture_relaxed relaxed; // for the out-of-memory message during a capture
     bool ok = CT_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
     leave_device(device, old);
     return ok;
@@ -217,7 +224,27 @@ extern "C" {
 void *ct__cuda_allocator_malloc(int device, size_t nbytes) {
     ct_allocator *a = allocator_for("cuda allocation", device);
     ct_stream *stream = a ? ct_stream_current(device) : NULL;
-    return stream ? ct_allocator_malloc(a, nbytes, (uintptr_t)stream->handle) : NULL;
+    if (!stream)
+        return NULL;
+    // During a CUDA graph capture, memory comes from the graph's private pool.
+    uintptr_t key = stream->capture ? stream->capture->pool : (uintptr_t)stream->handle;
+    return ct_allocator_malloc(a, nbytes, key);
+}
+
+ct_status ct__cuda_allocator_capture_begin(int device, uintptr_t pool) {
+    ct_allocator *a = allocator_for("ct_graph_capture_begin", device);
+    return a ? ct_allocator_capture_begin(a, pool) : ct_last_error();
+}
+
+ct_status ct__cuda_allocator_capture_end(int device) {
+    ct_allocator *a = allocator_for("ct_graph_capture_end", device);
+    return a ? ct_allocator_capture_end(a) : ct_last_error();
+}
+
+void ct__cuda_allocator_release_pool(int device, uintptr_t pool) {
+    ct_allocator *a = allocator_for("ct_graph_free", device);
+    if (a)
+        ct_allocator_release_pool(a, pool);
 }
 
 ct_status ct__cuda_allocator_free(int device, void *ptr) {

@@ -218,4 +218,14 @@ static inline ct_status ct__cuda_no_stream(const char *launcher) {
     default: break;                                                                                      \
     }
 
+// Random kernels captured in a CUDA graph take their Philox seed and offset at replay time
+// from `base` ({seed, offset} written before each replay; the captured offset is relative to
+// it); outside a capture `base` is NULL and the arguments are used as they are.
+__device__ __forceinline__ void ct_philox_rebase(const uint64_t *base, uint64_t *seed, uint64_t *offset) {
+    if (base) {
+        *seed = base[0];
+        *offset += base[1];
+    }
+}
+
 #endif

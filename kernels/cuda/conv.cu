@@ -168,9 +168,11 @@ static bool pick(const Perf *perf, int count, bool deterministic, bool fma_only,
 }
 
 // The cached choice for the pass, or a new one timed by cudnnFind* (call with the device
-// current).
+// current). During a CUDA graph capture timing is impossible (it runs and waits for kernels):
+// an uncached pass takes cuDNN's heuristic choice instead, which is not cached, so that the
+// pass is still timed when it next runs eagerly.
 static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, bool deterministic, int device,
-                        cudnnHandle_t h, algo_choice *choice) {
+                        cudnnHandle_t h, bool capturing, algo_choice *choice) {
     algo_key key;
     memset(&key, 0, sizeof key); // padding bytes take part in the comparison
     key.pass = (int)pass;
@@ -188,18 +190,24 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
     int count = 0;
     if (pass == CT_CUDA_CONV_FORWARD) {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        ok = CT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, d.x, d.w, d.conv, d.y,
-                                                                 CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+        const int n = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+        ok = capturing ? CT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, n, &count, perf))
+                       : CT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, d.x, d.w, d.conv, d.y, n, &count, perf));
         found = ok && pick(perf, count, deterministic, fma_only, choice);
     } else if (pass == CT_CUDA_CONV_BACKWARD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        ok = CT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(
-            h, d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
+        const int n = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+        ok = capturing
+                 ? CT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, n, &count, perf))
+                 : CT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h, d.w, d.y, d.conv, d.x, n, &count, perf));
         found = ok && pick(perf, count, deterministic, fma_only, choice);
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        ok = CT_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(
-            h, d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
+        const int n = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+        ok = capturing ? CT_CUDNN_CHECK(
+                             cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, n, &count, perf))
+                       : CT_CUDNN_CHECK(
+                             cudnnFindConvolutionBackwardFilterAlgorithm(h, d.x, d.y, d.conv, d.w, n, &count, perf));
         found = ok && pick(perf, count, deterministic, fma_only, choice);
     }
     descs_free(&d);
@@ -212,7 +220,8 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
                              deterministic ? "deterministic " : "", ct_dtype_name(dtype), (int)pass, (long long)g->N,
                              (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O, (long long)g->kH,
                              (long long)g->kW, (long long)g->groups);
-    cache_access(&key, choice, true);
+    if (!capturing)
+        cache_access(&key, choice, true);
     return CT_OK;
 }
 
@@ -239,7 +248,8 @@ extern "C" ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype d
         return ct_last_error();
     cudnnHandle_t h = ct__cudnn_handle(stream);
     algo_choice choice;
-    ct_status st = h ? choose(pass, dtype, g, deterministic, device, h, &choice) : ct_last_error();
+    ct_status st = h ? choose(pass, dtype, g, deterministic, device, h, stream->capture != NULL, &choice)
+                          : ct_last_error();
     if (st == CT_OK)
         *bytes = choice.workspace;
     return st;
@@ -268,7 +278,7 @@ extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, cons
     if (!h)
         return ct_last_error();
     algo_choice choice;
-    ct_status st = choose(pass, dtype, g, deterministic, device, h, &choice);
+    ct_status st = choose(pass, dtype, g, deterministic, device, h, stream->capture != NULL, &choice);
     if (st != CT_OK)
         return st;
     if (choice.workspace > workspace_bytes)

@@ -83,14 +83,9 @@ static device_error_word error_words[MAX_DEVICES];
 static pthread_mutex_t error_words_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread uint64_t errors_told[MAX_DEVICES]; // per thread: errors reported to it
 
-ct_status ct__cuda_index_report(ct_stream *stream, const char *op, const char *what, int status, int dim,
-                                int64_t limit, ct_index_report *report) {
-    if (!stream) // ct__stream_for failed (its error is recorded): no kernel may launch on stream 0 instead
-        return ct_last_error();
-    int device = stream->device;
+ct_status ct__cuda_device_errors_init(int device) {
     if (device < 0 || device >= MAX_DEVICES)
-        return ct__set_error(CT_ERR_DEVICE, "%s: cuda:%d is not supported (at most %d devices)", op, device,
-                             MAX_DEVICES);
+        return ct__set_error(CT_ERR_DEVICE, "cuda:%d is not supported (at most %d devices)", device, MAX_DEVICES);
     device_error_word *w = &error_words[device];
     if (!__atomic_load_n(&w->record_on_gpu, __ATOMIC_ACQUIRE)) {
         pthread_mutex_lock(&error_words_lock);
@@ -125,6 +120,20 @@ ct_status ct__cuda_index_report(ct_stream *stream, const char *op, const char *w
         if (!ok)
             return ct_last_error();
     }
+    return CT_OK;
+}
+
+ct_status ct__cuda_index_report(ct_stream *stream, const char *op, const char *what, int status, int dim,
+                                int64_t limit, ct_index_report *report) {
+    if (!stream) // ct__stream_for failed (its error is recorded): no kernel may launch on stream 0 instead
+        return ct_last_error();
+    int device = stream->device;
+    if (device < 0 || device >= MAX_DEVICES)
+        return ct__set_error(CT_ERR_DEVICE, "%s: cuda:%d is not supported (at most %d devices)", op, device,
+                             MAX_DEVICES);
+    if (ct__cuda_device_errors_init(device) != CT_OK)
+        return ct_last_error();
+    device_error_word *w = &error_words[device];
     report->claim = w->claim;
     report->record = w->record_on_gpu;
     report->op = op;
@@ -219,6 +228,9 @@ static bool is_page_locked(const void *p) {
 }
 
 static ct_status host_to_device(int device, void *dst, const void *src, size_t nbytes, void *pinned_block) {
+    // Captured, the copy would read the host buffer at every replay, long after it was reused.
+    if (ct__cuda_refuse_in_capture("a copy from host memory to a CUDA tensor", device) != CT_OK)
+        return ct_last_error();
     ct_stream *stream = stream_on(device);
     if (!stream)
         return ct_last_error();
@@ -255,6 +267,8 @@ static ct_status host_to_device(int device, void *dst, const void *src, size_t n
 }
 
 static ct_status device_to_host(int device, void *dst, const void *src, size_t nbytes) {
+    if (ct__cuda_refuse_in_capture("a copy from a CUDA tensor to host memory (ct_to_host, ct_item)", device) != CT_OK)
+        return ct_last_error();
     ct_stream *stream = stream_on(device);
     if (!stream)
         return ct_last_error();
@@ -278,6 +292,9 @@ static bool stream_waits(ct_stream *stream, ct_stream *from) {
 }
 
 static ct_status device_to_device(int dst_device, void *dst, int src_device, const void *src, size_t nbytes) {
+    if (src_device != dst_device && (ct__cuda_refuse_in_capture("a copy between devices", src_device) != CT_OK ||
+                                     ct__cuda_refuse_in_capture("a copy between devices", dst_device) != CT_OK))
+        return ct_last_error();
     ct_stream *src_stream = stream_on(src_device);
     ct_stream *dst_stream = src_stream ? stream_on(dst_device) : NULL;
     if (!dst_stream)

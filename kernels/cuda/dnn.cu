@@ -78,6 +78,7 @@ cudnnHandle_t ct__cudnn_handle(ct_stream *stream) {
     }
     if (!t->h[device]) {
         ct_device_guard guard(device); // a handle belongs to the device current when it is made
+        ct_capture_relaxed relaxed; // a thread's first cuDNN use may be inside a CUDA graph capture
         if (!guard.ok || !CT_CUDNN_CHECK(cudnnCreate(&t->h[device]))) {
             t->h[device] = NULL;
             return NULL;

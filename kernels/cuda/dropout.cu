@@ -6,8 +6,9 @@
 #include "kernels/cuda/launch.h"
 
 template <typename T>
-__global__ void dropout_kernel(int64_t n, const T *x, T *y, uint64_t seed, uint64_t offset, double keep_prob,
-                               float scale) {
+__global__ void dropout_kernel(int64_t n, const T *x, T *y, uint64_t seed, uint64_t offset, const uint64_t *base,
+                               double keep_prob, float scale) {
+    ct_philox_rebase(base, &seed, &offset);
     int64_t blocks = (n + 3) / 4;
     for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += (int64_t)blockDim.x * gridDim.x) {
         uint64_t counter = offset + (uint64_t)b;
@@ -30,19 +31,22 @@ extern "C" ct_status ct_cuda_dropout(ct_dtype dtype, int64_t n, const void *x, v
         return CT_OK;
     const int threads = 256;
     CT_LAUNCH_STREAM(s, stream);
+    const uint64_t *base = NULL;
+    if (ct__cuda_philox_for(stream, seed, &offset, &base) != CT_OK)
+        return ct_last_error();
     unsigned grid = ct_grid_for((n + 3) / 4, threads);
     switch (dtype) {
     case CT_F32:
         dropout_kernel<float>
-            <<<grid, threads, 0, s>>>(n, (const float *)x, (float *)y, seed, offset, keep_prob, (float)scale);
+            <<<grid, threads, 0, s>>>(n, (const float *)x, (float *)y, seed, offset, base, keep_prob, (float)scale);
         break;
     case CT_F16:
         dropout_kernel<__half>
-            <<<grid, threads, 0, s>>>(n, (const __half *)x, (__half *)y, seed, offset, keep_prob, (float)scale);
+            <<<grid, threads, 0, s>>>(n, (const __half *)x, (__half *)y, seed, offset, base, keep_prob, (float)scale);
         break;
     case CT_BF16:
         dropout_kernel<__nv_bfloat16><<<grid, threads, 0, s>>>(n, (const __nv_bfloat16 *)x, (__nv_bfloat16 *)y, seed,
-                                                               offset, keep_prob, (float)scale);
+                                                               offset, base, keep_prob, (float)scale);
         break;
     default: return ct__set_error(CT_ERR_DTYPE, "ct_cuda_dropout: %s is not supported on CUDA", ct_dtype_name(dtype));
     }

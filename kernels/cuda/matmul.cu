@@ -52,6 +52,7 @@ static blas_state *blas_for(ct_stream *stream) {
             free(b);
             b = NULL;
         } else {
+            ct_capture_relaxed relaxed; // a CUDA graph's stream gets its state during the capture
             bool ok = CT_CUBLAS_CHECK(cublasLtCreate(&b->handle));
             if (ok && !CT_CUDA_CHECK(cudaMalloc(&b->workspace, WORKSPACE_BYTES))) {
                 cublasLtDestroy(b->handle);
@@ -68,6 +69,19 @@ static blas_state *blas_for(ct_stream *stream) {
     }
     pthread_mutex_unlock(&blas_lock);
     return b;
+}
+
+extern "C" void ct__blas_release(ct_stream *stream) {
+    pthread_mutex_lock(&blas_lock);
+    blas_state *b = (blas_state *)stream->blas;
+    stream->blas = NULL;
+    pthread_mutex_unlock(&blas_lock);
+    if (!b)
+        return;
+    ct_device_guard guard(stream->device);
+    CT_CUBLAS_CHECK(cublasLtDestroy(b->handle));
+    CT_CUDA_CHECK(cudaFree(b->workspace)); // waits for the work that may still use it
+    free(b);
 }
 
 // One column-major operand as cuBLASLt sees it.

@@ -6,8 +6,9 @@
 #include "kernels/cuda/launch.h"
 
 template <typename T>
-__global__ void random_kernel(int kind, T *out, int64_t n, uint64_t seed, uint64_t offset, double p0, double p1,
-                              bool f64) {
+__global__ void random_kernel(int kind, T *out, int64_t n, uint64_t seed, uint64_t offset, const uint64_t *base,
+                              double p0, double p1, bool f64) {
+    ct_philox_rebase(base, &seed, &offset);
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
         double v;
         if (kind == 0) {
@@ -35,8 +36,11 @@ extern "C" ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t
         return CT_OK;
     const int threads = 256;
     CT_LAUNCH_STREAM(s, stream);
+    const uint64_t *base = NULL;
+    if (ct__cuda_philox_for(stream, seed, &offset, &base) != CT_OK)
+        return ct_last_error();
     CT_DISPATCH_DTYPE(dtype, T,
-        random_kernel<T><<<ct_grid_for(n, threads), threads, 0, s>>>(kind, (T *)out, n, seed, offset, p0, p1,
+        random_kernel<T><<<ct_grid_for(n, threads), threads, 0, s>>>(kind, (T *)out, n, seed, offset, base, p0, p1,
                                                                       dtype == CT_F64));
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
 }

@@ -51,6 +51,7 @@ static bool check_device(const char *op, int device) {
 static bool make_stream(ct_stream *s, int device, int priority) {
     s->device = device;
     s->blas = NULL;
+    s->capture = NULL;
     return CT_CUDA_CHECK(cudaStreamCreateWithPriority(&s->handle, cudaStreamNonBlocking, priority));
 }
 
@@ -72,6 +73,7 @@ static device_streams *streams_for(const char *op, int device) {
         d->default_stream.device = device;
         d->default_stream.handle = 0;
         d->default_stream.blas = NULL;
+        d->default_stream.capture = NULL;
         // Communication gets the highest priority so all-reduce is not starved by compute.
         ok = ok && make_stream(&d->copy, device, least) && make_stream(&d->comm, device, greatest);
         for (int i = 0; ok && i < POOL_SIZE; i++)
@@ -101,9 +103,39 @@ ct_stream *ct_stream_current(int device) {
 ct_status ct_stream_set_current(ct_stream *stream) {
     if (!stream)
         return ct__set_error(CT_ERR_NULL, "ct_stream_set_current: stream is NULL");
+    if (stream->device < 0 || stream->device >= MAX_DEVICES)
+        return ct__set_error(CT_ERR_DEVICE, "ct_stream_set_current: the stream's device cuda:%d is not supported",
+                             stream->device);
+    ct_stream *now = current[stream->device];
+    if (now && now->capture && stream != now)
+        return ct__set_error(CT_ERR_STATE, "ct_stream_set_current: this thread is capturing a CUDA graph on cuda:%d; "
+                             "its ops must stay on the graph's stream until ct_graph_capture_end",
+                             stream->device);
     current[stream->device] = stream;
     return CT_OK;
 }
+
+// ---- CUDA graph capture (kernels/cuda/graph.cu) --------------------------------------------
+
+// The thread's capture is its current stream's: ct_graph_capture_begin makes the graph's
+// stream current, and no other stream can be made current until the capture ends.
+ct_capture *ct__cuda_capture_of(int device) {
+    if (device < 0 || device >= MAX_DEVICES || !current[device])
+        return NULL;
+    return current[device]->capture;
+}
+
+ct_status ct__cuda_refuse_in_capture(const char *op, int device) {
+    if (!ct__cuda_capture_of(device))
+        return CT_OK;
+    return ct__set_error(CT_ERR_STATE, "%s: not allowed while this thread captures a CUDA graph on cuda:%d (it would "
+                         "wait for work that has not run, or freeze host data into the graph); end the capture first",
+                         op, device);
+}
+
+// Install `stream` as current (the graph's, or back to the one before) even during the
+// capture it belongs to.
+void ct__stream_set_current_for_capture(int device, ct_stream *stream) { current[device] = stream; }
 
 ct_stream *ct_stream_from_pool(int device) {
     device_streams *d = streams_for("ct_stream_from_pool", device);
@@ -130,6 +162,8 @@ int ct_stream_device(const ct_stream *stream) { return stream ? stream->device :
 ct_status ct_stream_synchronize(ct_stream *stream) {
     if (!stream)
         return ct__set_error(CT_ERR_NULL, "ct_stream_synchronize: stream is NULL");
+    if (ct__cuda_refuse_in_capture("ct_stream_synchronize", stream->device) != CT_OK)
+        return ct_last_error();
     {
         ct_device_guard guard(stream->device);
         if (!guard.ok || !CT_CUDA_CHECK(cudaStreamSynchronize(stream->handle)))
@@ -213,6 +247,8 @@ ct_status ct_event_synchronize(ct_event *event) {
         return ct__set_error(CT_ERR_NULL, "ct_event_synchronize: event is NULL");
     if (!event->recorded)
         return CT_OK; // like CUDA: nothing recorded, nothing to wait for
+    if (ct__cuda_refuse_in_capture("ct_event_synchronize", event->device) != CT_OK)
+        return ct_last_error();
     if (!CT_CUDA_CHECK(cudaEventSynchronize(event->event)))
         return ct_last_error();
     return ct__cuda_check_device_errors(event->device);
@@ -225,6 +261,8 @@ bool ct_event_query(ct_event *event) {
     }
     if (!event->recorded)
         return true; // like CUDA: a never-recorded event has completed
+    if (ct__cuda_refuse_in_capture("ct_event_query", event->device) != CT_OK)
+        return false;
     cudaError_t err = cudaEventQuery(event->event);
     if (err == cudaErrorNotReady) {
         cudaGetLastError();
@@ -248,6 +286,8 @@ double ct_event_elapsed_ms(ct_event *start, ct_event *end) {
 
 ct_status ct_device_synchronize(int device) {
     if (!check_device("ct_device_synchronize", device))
+        return ct_last_error();
+    if (ct__cuda_refuse_in_capture("ct_device_synchronize", device) != CT_OK)
         return ct_last_error();
     int old = 0;
     if (!CT_CUDA_CHECK(cudaGetDevice(&old)) || !CT_CUDA_CHECK(cudaSetDevice(device)))

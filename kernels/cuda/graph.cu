@@ -1,0 +1,247 @@
+// ctensor — CUDA graphs (include/ctensor/graph.h): stream capture of the calling thread's ops
+// on one device into a graph, and its replay.
+//
+// The capture runs on a stream of the graph's own (ct_stream.capture set), made current for
+// the capture: the launchers then see that they are being captured, the caching allocator
+// serves them from the graph's private pool (ct__cuda_allocator_malloc), random kernels read
+// their Philox seed and offset from a buffer that each replay fills, and the calls that
+// cannot be captured refuse to run (ct__cuda_refuse_in_capture). The capture mode is
+// ThreadLocal, as in PyTorch: other threads keep working; the calls of this thread that
+// CUDA would refuse but that are safe here (cudaMalloc of a segment or workspace, library
+// handle creation) run in relaxed mode (ct_capture_relaxed).
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/stream_internal.h"
+#include "ctensor/graph.h"
+#include "ctensor/stream.h"
+#include "runtime/allocator.h"
+
+#include <cuda_runtime.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+extern "C" int ct__cuda_device_count(void);
+extern "C" uint64_t ct__philox_reserve(uint64_t words, uint64_t *seed);
+extern "C" void ct__philox_state(uint64_t *seed, uint64_t *offset);
+extern "C" ct_status ct__null_arg(const char *op, const char *name);
+
+enum graph_state { GRAPH_CAPTURING, GRAPH_READY, GRAPH_FAILED };
+
+struct ct_graph {
+    int device;
+    enum graph_state state;
+    pthread_t owner;      // the thread that captures
+    ct_stream stream;     // the graph's own stream, where the capture happens
+    ct_capture capture;   // what the launchers see while capturing; capture.pool is this graph
+    ct_stream *previous;  // the owner's current stream before the capture
+    bool allocator_capturing, pool_retained;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    uint64_t philox_blocks; // Philox offsets (blocks of 4 words) one replay consumes
+    cudaEvent_t done;       // recorded after each replay
+    bool replayed;
+    cudaStream_t last_stream;
+};
+
+__global__ void set_philox_kernel(uint64_t *philox, uint64_t seed, uint64_t offset) {
+    philox[0] = seed;
+    philox[1] = offset;
+}
+
+static bool usable_device(const char *op, int device) {
+    int count = ct__cuda_device_count();
+    if (device >= 0 && device < count)
+        return true;
+    ct__set_error(CT_ERR_DEVICE, "%s: cuda:%d is not available (%d CUDA device%s usable)", op, device, count,
+                  count == 1 ? "" : "s");
+    return false;
+}
+
+// Give back what the graph holds on the device (with the device current). The pool last: its
+// segments are released (cudaFree waits for replays still running).
+static void graph_release(ct_graph *g) {
+    if (g->exec)
+        CT_CUDA_CHECK(cudaGraphExecDestroy(g->exec));
+    if (g->graph)
+        CT_CUDA_CHECK(cudaGraphDestroy(g->graph));
+    if (g->done)
+        CT_CUDA_CHECK(cudaEventDestroy(g->done));
+    ct__blas_release(&g->stream);
+    if (g->stream.handle)
+        CT_CUDA_CHECK(cudaStreamDestroy(g->stream.handle));
+    if (g->capture.philox)
+        CT_CUDA_CHECK(cudaFree(g->capture.philox));
+    if (g->allocator_capturing)
+        ct__cuda_allocator_capture_end(g->device);
+    if (g->pool_retained)
+        ct__cuda_allocator_release_pool(g->device, g->capture.pool);
+    g->exec = NULL;
+    g->graph = NULL;
+    g->done = NULL;
+    g->stream.handle = NULL;
+    g->capture.philox = NULL;
+    g->allocator_capturing = g->pool_retained = false;
+}
+
+// Stop capturing (on the owner thread): the thread's stream is restored and the allocator
+// leaves capture mode. Returns cudaStreamEndCapture's result; *graph gets the graph or NULL.
+static cudaError_t stop_capture(ct_graph *g, cudaGraph_t *graph, ct_status *allocator_status) {
+    *graph = NULL;
+    cudaError_t err = cudaStreamEndCapture(g->stream.handle, graph);
+    if (err != cudaSuccess)
+        cudaGetLastError(); // a failed capture is reported as the graph's error, not left sticky
+    g->stream.capture = NULL;
+    ct__stream_set_current_for_capture(g->device, g->previous);
+    *allocator_status = ct__cuda_allocator_capture_end(g->device);
+    g->allocator_capturing = false;
+    return err;
+}
+
+extern "C" {
+
+ct_graph *ct_graph_capture_begin(int device) {
+    const char *op = "ct_graph_capture_begin";
+    if (!usable_device(op, device))
+        return NULL;
+    if (ct__cuda_capture_of(device)) {
+        ct__set_error(CT_ERR_STATE, "%s: this thread is already capturing a CUDA graph on cuda:%d (captures do not nest)",
+                      op, device);
+        return NULL;
+    }
+    ct_graph *g = (ct_graph *)calloc(1, sizeof *g);
+    if (!g) {
+        ct__set_error(CT_ERR_MEMORY, "%s: out of host memory", op);
+        return NULL;
+    }
+    g->device = device;
+    g->stream.device = device;
+    g->capture.pool = (uintptr_t)g;
+    ct_device_guard guard(device);
+    // What ops would otherwise set up lazily, with calls that cannot be captured, is made now.
+    ct_stream *previous = guard.ok ? ct_stream_current(device) : NULL;
+    bool ok = previous && ct__cuda_device_errors_init(device) == CT_OK &&
+              CT_CUDA_CHECK(cudaStreamCreateWithFlags(&g->stream.handle, cudaStreamNonBlocking)) &&
+              CT_CUDA_CHECK(cudaMalloc((void **)&g->capture.philox, 2 * sizeof(uint64_t)));
+    if (ok) {
+        ct__philox_state(&g->capture.seed, &g->capture.offset);
+        ok = ct__cuda_allocator_capture_begin(device, g->capture.pool) == CT_OK;
+        g->allocator_capturing = g->pool_retained = ok;
+    }
+    ok = ok && CT_CUDA_CHECK(cudaStreamBeginCapture(g->stream.handle, cudaStreamCaptureModeThreadLocal));
+    if (!ok) {
+        graph_release(g);
+        free(g);
+        return NULL;
+    }
+    g->stream.capture = &g->capture;
+    g->previous = previous;
+    g->owner = pthread_self();
+    g->state = GRAPH_CAPTURING;
+    ct__stream_set_current_for_capture(device, &g->stream);
+    return g;
+}
+
+ct_status ct_graph_capture_end(ct_graph *g) {
+    const char *op = "ct_graph_capture_end";
+    if (!g)
+        return ct__null_arg(op, "graph");
+    if (g->state != GRAPH_CAPTURING)
+        return ct__set_error(CT_ERR_STATE, "%s: the graph is not being captured (its capture has already ended)", op);
+    if (!pthread_equal(g->owner, pthread_self()))
+        return ct__set_error(CT_ERR_STATE, "%s: the capture must be ended by the thread that began it", op);
+    ct_device_guard guard(g->device);
+    ct_status allocator_status = CT_OK;
+    cudaError_t err = stop_capture(g, &g->graph, &allocator_status);
+    g->state = GRAPH_FAILED;
+    if (err != cudaSuccess)
+        return ct__set_error(CT_ERR_CUDA,
+                             "%s: CUDA refused the capture on cuda:%d: %s (a call that cannot be captured ran on the "
+                             "capturing thread, or an op failed during the capture; run the work once eagerly before "
+                             "capturing so that libraries and algorithm choices are set up)",
+                             op, g->device, cudaGetErrorString(err));
+    uint64_t seed = 0, offset = 0;
+    ct__philox_state(&seed, &offset);
+    if (g->capture.uses_random && (seed != g->capture.seed || offset < g->capture.offset))
+        return ct__set_error(CT_ERR_STATE, "%s: the random generator was reseeded during the capture, after random "
+                             "ops were captured: they would not know their offsets", op);
+    g->philox_blocks = g->capture.uses_random ? offset - g->capture.offset : 0;
+    if (!guard.ok || !CT_CUDA_CHECK(cudaGraphInstantiate(&g->exec, g->graph, 0)) ||
+        !CT_CUDA_CHECK(cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming)))
+        return ct_last_error();
+    g->state = GRAPH_READY;
+    return allocator_status;
+}
+
+ct_status ct_graph_replay(ct_graph *g) {
+    const char *op = "ct_graph_replay";
+    if (!g)
+        return ct__null_arg(op, "graph");
+    if (g->state != GRAPH_READY)
+        return ct__set_error(CT_ERR_STATE, "%s: the graph %s", op,
+                             g->state == GRAPH_CAPTURING ? "is still being captured (call ct_graph_capture_end first)"
+                                                         : "failed to capture and cannot be replayed");
+    if (ct__cuda_refuse_in_capture(op, g->device) != CT_OK)
+        return ct_last_error();
+    ct_device_guard guard(g->device);
+    ct_stream *stream = guard.ok ? ct_stream_current(g->device) : NULL;
+    if (!stream)
+        return ct_last_error();
+    cudaStream_t s = stream->handle;
+    // Replays share the graph's memory and Philox buffer: one on another stream waits for the last.
+    if (g->replayed && s != g->last_stream && !CT_CUDA_CHECK(cudaStreamWaitEvent(s, g->done, 0)))
+        return ct_last_error();
+    if (g->philox_blocks) {
+        uint64_t seed = 0, offset = ct__philox_reserve(4 * g->philox_blocks, &seed);
+        set_philox_kernel<<<1, 1, 0, s>>>(g->capture.philox, seed, offset);
+        if (!CT_CUDA_CHECK(cudaGetLastError()))
+            return ct_last_error();
+    }
+    if (!CT_CUDA_CHECK(cudaGraphLaunch(g->exec, s)) || !CT_CUDA_CHECK(cudaEventRecord(g->done, s)))
+        return ct_last_error();
+    g->replayed = true;
+    g->last_stream = s;
+    return CT_OK;
+}
+
+ct_status ct__cuda_philox_for(ct_stream *stream, uint64_t seed, uint64_t *offset, const uint64_t **base) {
+    *base = NULL;
+    ct_capture *c = stream ? stream->capture : NULL;
+    if (!c)
+        return CT_OK;
+    if (seed != c->seed || *offset < c->offset)
+        return ct__set_error(CT_ERR_STATE, "a random op in a CUDA graph capture: the random generator was reseeded "
+                             "(ct_manual_seed) after the capture began");
+    *offset -= c->offset;
+    *base = c->philox;
+    c->uses_random = true;
+    return CT_OK;
+}
+
+bool ct__cuda_capturing(int device) { return ct__cuda_capture_of(device) != NULL; }
+
+int ct_graph_device(const ct_graph *g) { return g ? g->device : -1; }
+
+void ct_graph_free(ct_graph *g) {
+    if (!g)
+        return;
+    if (g->state == GRAPH_CAPTURING) {
+        if (!pthread_equal(g->owner, pthread_self())) {
+            // CUDA ends a thread-local capture only on its own thread: the graph stays.
+            ct__set_error(CT_ERR_STATE, "ct_graph_free: the graph is being captured by another thread; end or free it "
+                          "there");
+            return;
+        }
+        ct_device_guard guard(g->device);
+        ct_status ignored = CT_OK;
+        cudaGraph_t abandoned = NULL;
+        stop_capture(g, &abandoned, &ignored);
+        if (abandoned)
+            CT_CUDA_CHECK(cudaGraphDestroy(abandoned));
+    }
+    {
+        ct_device_guard guard(g->device);
+        graph_release(g);
+    }
+    free(g);
+}
+
+}  // extern "C"
