@@ -97,6 +97,9 @@ examples() {
     --checkpoint "$tmp/cnn.safetensors" --metrics "$tmp/cnn.jsonl" || rc=$?
   timeout 300 "$bin/transfer_learning" --device cuda --checkpoint "$tmp/cnn.safetensors" || rc=$?
   timeout 300 "$bin/resnet_fashion_mnist" --device cuda --checkpoint "$tmp/resnet.safetensors" || rc=$?
+  # The main job again with its steps replayed from a CUDA graph (compare the img/s).
+  timeout 600 "$bin/fashion_mnist_cnn" --device cuda --cuda-graph --min-accuracy 0.92 \
+    --checkpoint "$tmp/cnn-graph.safetensors" --metrics "$tmp/cnn-graph.jsonl" || rc=$?
   rm -rf "$tmp"
   return $rc
 }
