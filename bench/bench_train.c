@@ -10,7 +10,7 @@
  * the main job's loop runs them; its LR schedule, a few scalar operations, is left out, as
  * in the PyTorch twin in bench/torch_train.py).
  *
- * Two rows:
+ * Two rows (three on CUDA):
  *   train step (in memory)   the batches are slices of a tensor already on the device,
  *                            normalized f32: the step alone. bench/compare_torch.py runs the
  *                            same network in PyTorch on the same data this way.
@@ -18,9 +18,13 @@
  *                            converted, normalized and staged by ct_loader's background
  *                            thread, copied to the device. No target: it shows what the
  *                            pipeline costs next to the first row.
+ *   train step (in memory, CUDA graph)   CUDA only: the first row's step with its forward and
+ *                            backward captured once in a CUDA graph (ctensor/graph.h) and
+ *                            replayed; the batch is copied into the graph's input and the
+ *                            optimizer steps eagerly. A model and optimizer of its own.
  * The data is Fashion-MNIST's training set when it is found (ct_mnist_load: $CT_FASHION_MNIST_DIR
  * or Debian's dataset-fashion-mnist), otherwise random U8 images and labels of its shape;
- * the run says which. The two rows alternate, rep after rep, so that both see the same load.
+ * the run says which. The rows alternate, rep after rep, so that all see the same load.
  *
  * On CUDA the device is synchronized before and after each rep of `steps` steps and nowhere
  * else by the benchmark (the host wall time of a rep is then the device's time). */
@@ -107,7 +111,79 @@ typedef struct train_ctx {
     ct_loader *loader;
     int epoch;
     double last_loss; /* of the last step that read it */
+    /* The CUDA graph row: its own model and optimizer; the graph reads gx, gy. */
+    ct_module *gmodel;
+    ct_optim *gopt;
+    ct_graph *graph;
+    ct_tensor *gx, *gy, *gloss;
 } train_ctx;
+
+static ct_optim *adamw_for(ct_module *model) {
+    ct_adam_opts a = CT_ADAMW_OPTS_DEFAULT;
+    a.lr = 2e-3;
+    a.weight_decay = 1e-4;
+    return ct_optim_adamw(model, &a);
+}
+
+/* The next held batch (views of the held tensors, in the open scope). */
+static void held_batch(train_ctx *c, ct_tensor **x, ct_tensor **y) {
+    int64_t b = c->next_batch;
+    c->next_batch = (b + 1) % c->held_batches;
+    *x = ct_slice(c->x_all, 0, b * TRAIN_BATCH, (b + 1) * TRAIN_BATCH, 1);
+    *y = ct_slice(c->y_all, 0, b * TRAIN_BATCH, (b + 1) * TRAIN_BATCH, 1);
+}
+
+/* The CUDA graph row's set-up: one eager step of its model (warm-up), then the capture of
+ * forward and backward reading gx and gy. */
+static bool graph_setup(train_ctx *c, ct_device device) {
+    c->gmodel = fashion_cnn();
+    bool ok = c->gmodel && ct_module_to(c->gmodel, device) == CT_OK && (c->gopt = adamw_for(c->gmodel)) != NULL;
+    ct_scope_begin();
+    ct_tensor *x = NULL, *y = NULL;
+    if (ok) {
+        held_batch(c, &x, &y);
+        ct_tensor *loss = ct_cross_entropy(ct_module_forward(c->gmodel, x), y, NULL);
+        ok = loss && ct_backward(loss) == CT_OK && ct_optim_step(c->gopt) == CT_OK;
+    }
+    if (ok) {
+        c->gx = ct_keep(ct_empty_like(x));
+        c->gy = ct_keep(ct_empty_like(y));
+        ct_optim_zero_grad(c->gopt); /* the capture makes the gradients that replays rewrite */
+        ok = c->gx && c->gy && (c->graph = ct_graph_capture_begin(device.index)) != NULL;
+    }
+    if (ok) {
+        c->gloss = ct_keep(ct_cross_entropy(ct_module_forward(c->gmodel, c->gx), c->gy, NULL));
+        ok = c->gloss && ct_backward(c->gloss) == CT_OK;
+        ok = ct_graph_capture_end(c->graph) == CT_OK && ok;
+    }
+    ct_scope_end();
+    if (!ok) {
+        fprintf(stderr, "ctbench: train: the CUDA graph row could not be set up: %s\n", ct_last_error_message());
+        ct_clear_error();
+    }
+    return ok;
+}
+
+/* One step of the CUDA graph row. */
+static bool graph_step(train_ctx *c, bool read_loss) {
+    ct_scope_begin();
+    ct_tensor *x, *y;
+    held_batch(c, &x, &y);
+    bool ok = ct_copy_(c->gx, x) == CT_OK && ct_copy_(c->gy, y) == CT_OK && ct_graph_replay(c->graph) == CT_OK &&
+              ct_optim_step(c->gopt) == CT_OK;
+    if (ok && read_loss) {
+        double loss = ct_item(c->gloss);
+        ok = isfinite(loss);
+        if (!ok)
+            fprintf(stderr, "ctbench: train: the CUDA graph row's loss is %g\n", loss);
+    }
+    ct_scope_end();
+    if (!ok && ct_last_error() != CT_OK) {
+        fprintf(stderr, "ctbench: train: CUDA graph step failed: %s\n", ct_last_error_message());
+        ct_clear_error();
+    }
+    return ok;
+}
 
 /* One step: forward, loss, backward, update. The batch comes from the held tensors or the
  * loader. `read_loss` reads the loss back (a synchronization on CUDA): only outside timing. */
@@ -122,10 +198,7 @@ static bool train_step(train_ctx *c, bool from_loader, bool read_loss) {
                  x;
         }
     } else {
-        int64_t b = c->next_batch;
-        c->next_batch = (b + 1) % c->held_batches;
-        x = ct_slice(c->x_all, 0, b * TRAIN_BATCH, (b + 1) * TRAIN_BATCH, 1);
-        y = ct_slice(c->y_all, 0, b * TRAIN_BATCH, (b + 1) * TRAIN_BATCH, 1);
+        held_batch(c, &x, &y);
     }
     ct_tensor *loss = ok ? ct_cross_entropy(ct_module_forward(c->model, x), y, NULL) : NULL;
     ct_optim_zero_grad(c->opt);
@@ -154,13 +227,14 @@ static bool sync_device(ct_device device) {
     return false;
 }
 
-/* `steps` steps, timed from an idle device to an idle device; seconds, or -1 on failure. */
-static double timed_steps(train_ctx *c, ct_device device, bool from_loader, int steps) {
+/* `steps` steps of row `row` (0 in memory, 1 ct_loader, 2 CUDA graph), timed from an idle
+ * device to an idle device; seconds, or -1 on failure. */
+static double timed_steps(train_ctx *c, ct_device device, int row, int steps) {
     if (!sync_device(device))
         return -1;
     double t0 = bench_now();
     for (int s = 0; s < steps; s++)
-        if (!train_step(c, from_loader, false))
+        if (!(row == 2 ? graph_step(c, false) : train_step(c, row == 1, false)))
             return -1;
     if (!sync_device(device))
         return -1;
@@ -195,34 +269,36 @@ int bench_train(const bench_opts *o, ct_device device) {
         c.model = fashion_cnn();
         ok = c.held_batches > 0 && c.x_all && c.y_all && c.loader && c.model &&
              ct_module_to(c.model, device) == CT_OK;
-        if (ok) {
-            ct_adam_opts a = CT_ADAMW_OPTS_DEFAULT;
-            a.lr = 2e-3;
-            a.weight_decay = 1e-4;
-            ok = (c.opt = ct_optim_adamw(c.model, &a)) != NULL && ct_loader_start_epoch(c.loader, 0) == CT_OK;
-        }
+        if (ok)
+            ok = (c.opt = adamw_for(c.model)) != NULL && ct_loader_start_epoch(c.loader, 0) == CT_OK;
         if (!ok) {
             fprintf(stderr, "ctbench: train: setting up failed: %s\n", ct_last_error_message());
             ct_clear_error();
         }
     }
     /* Warm up both inputs (the allocator's caches, cuDNN's algorithm search, the loader's
-     * thread), then alternate timed reps of the two rows. */
+     * thread), then alternate timed reps of the rows. */
     for (int i = 0; i < warmup && ok; i++)
         ok = train_step(&c, false, i == warmup - 1) && train_step(&c, true, false);
-    double held_t[256], loader_t[256];
+    /* The CUDA graph row is left out (with a message) if it cannot be set up. */
+    int rows = device.type == CT_DEVICE_CUDA && ok && graph_setup(&c, device) ? 3 : 2;
+    for (int i = 0; rows == 3 && i < warmup && ok; i++)
+        ok = graph_step(&c, i == warmup - 1);
+    double held_t[256], loader_t[256], graph_t[256];
     for (int r = 0; r < reps && ok; r++) {
-        held_t[r] = timed_steps(&c, device, false, steps);
-        loader_t[r] = timed_steps(&c, device, true, steps);
-        ok = held_t[r] > 0 && loader_t[r] > 0;
+        held_t[r] = timed_steps(&c, device, 0, steps);
+        loader_t[r] = timed_steps(&c, device, 1, steps);
+        graph_t[r] = rows == 3 ? timed_steps(&c, device, 2, steps) : 1;
+        ok = held_t[r] > 0 && loader_t[r] > 0 && graph_t[r] > 0;
     }
     double first_loss = c.last_loss;
     ok = ok && train_step(&c, false, true);
     if (ok) {
-        const char *names[2] = {"train step (in memory)", "train step (ct_loader)"};
-        double *times[2] = {held_t, loader_t};
+        const char *names[3] = {"train step (in memory)", "train step (ct_loader)",
+                                "train step (in memory, CUDA graph)"};
+        double *times[3] = {held_t, loader_t, graph_t};
         double best_ips = 0;
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < rows; k++) {
             bench_stats s = bench_stats_of(times[k], reps);
             bench_row r = {"train", names[k], "", omp_get_max_threads(), reps * steps, s.best / steps,
                            s.median / steps, TRAIN_BATCH * steps / s.best, "img/s", NULL, 0, 0, NULL, -1};
@@ -239,6 +315,12 @@ int bench_train(const bench_opts *o, ct_device device) {
                       "--ctbench <this ctbench>%s",
                    device.type == CT_DEVICE_CUDA ? " --device cuda" : "");
     }
+    ct_graph_free(c.graph);
+    ct_tensor_free(c.gx);
+    ct_tensor_free(c.gy);
+    ct_tensor_free(c.gloss);
+    ct_optim_free(c.gopt);
+    ct_module_free(c.gmodel);
     ct_optim_free(c.opt);
     ct_module_free(c.model);
     ct_loader_free(c.loader);
