@@ -6,6 +6,10 @@
 
 static _Thread_local ct_status last_status = CT_OK;
 static _Thread_local char last_message[1024];
+/* Errors raised on this thread, and the first message since ct__error_mark (CUDA graph
+ * capture: a capture in which anything failed must not be replayed). */
+static _Thread_local uint64_t raised, raised_at_mark;
+static _Thread_local char first_since_mark[1024];
 
 ct_status ct__set_error(ct_status status, const char *fmt, ...) {
     va_list ap;
@@ -13,13 +17,28 @@ ct_status ct__set_error(ct_status status, const char *fmt, ...) {
     vsnprintf(last_message, sizeof last_message, fmt, ap);
     va_end(ap);
     last_status = status;
+    if (raised++ == raised_at_mark)
+        memcpy(first_since_mark, last_message, sizeof first_since_mark);
     return status;
 }
 
 ct_status ct__null_arg(const char *op, const char *name) {
     if (last_status == CT_OK)
         ct__set_error(CT_ERR_NULL, "%s: argument %s is NULL", op, name);
+    else if (raised++ == raised_at_mark) /* the earlier message stands; the failure still counts */
+        snprintf(first_since_mark, sizeof first_since_mark, "%s: argument %s is NULL", op, name);
     return CT_ERR_NULL;
+}
+
+void ct__error_mark(void) {
+    raised_at_mark = raised;
+    first_since_mark[0] = '\0';
+}
+
+uint64_t ct__errors_since_mark(const char **first) {
+    if (first)
+        *first = first_since_mark;
+    return raised - raised_at_mark;
 }
 
 ct_status ct_last_error(void) { return last_status; }

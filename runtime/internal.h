@@ -28,6 +28,11 @@ ct_status ct__set_error(ct_status status, const char *fmt, ...) __attribute__((f
 /* For a NULL input: records "<op>: argument <name> is NULL" unless an error is already
  * recorded (the first cause wins). Always returns CT_ERR_NULL. */
 ct_status ct__null_arg(const char *op, const char *name);
+/* Count the errors raised on this thread from now on (ct__set_error, ct__null_arg), and keep
+ * the first one's message; ct__errors_since_mark gives the count and (if `first` is not NULL)
+ * that message. Used by CUDA graph capture. */
+void ct__error_mark(void);
+uint64_t ct__errors_since_mark(const char **first);
 
 /* ---- storage ----------------------------------------------------------------------- */
 typedef struct ct_storage {

@@ -1,6 +1,7 @@
 /* Edge cases of the runtime found in review: overflowing shapes, long shape strings, deep
  * and wide graphs, errors that must not be stale, extreme slice steps. */
 #include "tests/common.h"
+#include "runtime/internal.h"
 
 #include <string.h>
 
@@ -79,4 +80,29 @@ Test(edges, failed_scope_begin_keeps_scopes_balanced) {
     ct_scope_end();
     ct_scope_end();
     cr_assert_eq(ct_scope_depth(), 0);
+}
+
+/* The error count behind CUDA graph capture: every error raised after the mark counts (a NULL
+ * argument too, even when an earlier error's message stands), and the first one's message is
+ * kept while later ones replace the last message. */
+Test(errors, counted_since_a_mark_with_the_first_message) {
+    ct_clear_error();
+    ct__set_error(CT_ERR_VALUE, "before the mark");
+    ct__error_mark();
+    const char *first = NULL;
+    cr_assert_eq(ct__errors_since_mark(&first), 0);
+    cr_assert_str_empty(first);
+    cr_assert_null(ct_add(NULL, NULL)); /* an earlier error stands: the message is not replaced */
+    cr_assert_str_eq(ct_last_error_message(), "before the mark");
+    cr_assert_eq(ct__errors_since_mark(&first), 1);
+    cr_assert(strstr(first, "ct_add") && strstr(first, "NULL"), "first: %s", first);
+    ct_clear_error();
+    ct__set_error(CT_ERR_SHAPE, "second");
+    ct__set_error(CT_ERR_DIM, "third");
+    cr_assert_eq(ct__errors_since_mark(&first), 3);
+    cr_assert(strstr(first, "ct_add"), "the first message is kept: %s", first);
+    cr_assert_str_eq(ct_last_error_message(), "third");
+    ct__error_mark();
+    cr_assert_eq(ct__errors_since_mark(NULL), 0);
+    ct_clear_error();
 }

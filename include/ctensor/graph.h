@@ -7,6 +7,7 @@
  *     ct_tensor *x = ct_empty(shape, 2, CT_F32, dev);          // static input, made before
  *     ... run the step once eagerly (warm-up: cuDNN algorithm timing, cuBLASLt and cuDNN
  *         handles, the device's error record are set up outside the capture) ...
+ *     ct_optim_zero_grad(opt);                                 // the capture makes the grads
  *     ct_graph *g = ct_graph_capture_begin(dev.index);
  *     ct_tensor *loss = ct_cross_entropy(ct_module_forward(model, x), y, NULL);
  *     ct_backward(loss);                                       // nothing runs yet
@@ -20,8 +21,12 @@
  *
  * Rules (those of CUDA stream capture, made explicit):
  *   - Between begin and end, the calling thread's ops on cuda:`device` are recorded, not run.
- *     They go to the graph's own stream (made current for the capture and restored after);
- *     other threads and other devices are not captured and keep running.
+ *     They go to the graph's own stream (made current for the capture and restored after; do
+ *     not keep ct_stream_current's answer from that time). Other threads are not captured and
+ *     keep running; the capturing thread itself works on cuda:`device` only until the end.
+ *   - If anything fails on the capturing thread during the capture (an op's error, a refused
+ *     call below, a NULL argument), ct_graph_capture_end returns CT_ERR_STATE quoting the first
+ *     error and the graph cannot be replayed: a graph never silently lacks an op.
  *   - Tensors made during the capture are the graph's: their memory comes from a pool private
  *     to the graph, every replay rewrites them (read them after a replay), and the pool is
  *     held (ct_cuda_empty_cache keeps it) until the graph is freed. Tensors made before the
@@ -35,13 +40,16 @@
  *   - Random ops (dropout, ct_rand, ...) draw fresh numbers at every replay: each replay takes
  *     its Philox offsets from the global generator when it is launched, so a replay gives the
  *     numbers that running the same ops eagerly at that moment would give.
- *   - Refused with CT_ERR_STATE during a capture, on the capturing thread and device, because
- *     they would wait for work that has not run or bake host data into the graph: ct_item,
- *     ct_to_host and every synchronization (ct_stream_synchronize, ct_event_synchronize,
- *     ct_event_query, ct_device_synchronize); copies from host memory (ct_from_host, ct_to_device
- *     from the CPU) and between devices; ct_optim_step (its learning rate and step count would
- *     be frozen into the graph: step after the replay); making another stream current; a
- *     nested capture and a replay. A refused call leaves the capture intact.
+ *   - Refused with CT_ERR_STATE on the capturing thread, because they would wait for work that
+ *     has not run, bake host data into the graph or break CUDA's capture: ct_item, ct_to_host
+ *     and every synchronization (ct_stream_synchronize, ct_event_synchronize, ct_event_query,
+ *     ct_device_synchronize, ct_stream_wait_event, ct_stream_wait_stream); copies from host
+ *     memory (ct_from_host, ct_to_device from the CPU) and between devices; ops and allocations
+ *     on another device; ct_optim_step (its learning rate and step count would be frozen into
+ *     the graph: step after the replay); making another stream current; a nested capture, a
+ *     replay, freeing another graph. Hence ops that need one of these cannot be captured: the
+ *     backward of max/min over a dim (it builds its indices on the host), batch norm with
+ *     cumulative_average (it reads its count), clipping by norm, metrics.
  *   - Convolutions whose algorithm was not timed before the capture use cuDNN's heuristic
  *     choice in the graph (timing would run kernels during the capture).
  *   - While any capture is underway on a device, its caching allocator gives no memory back
@@ -49,8 +57,8 @@
  *     fails with CT_ERR_MEMORY.
  *   - A replay runs on the calling thread's current stream of the graph's device, after the
  *     work queued there before; replays of one graph are ordered after one another, even on
- *     different streams. Errors only the GPU sees (a bad index) are reported at the next
- *     synchronization, as for eager ops.
+ *     different streams or threads. Errors only the GPU sees (a bad index) are reported at the
+ *     next synchronization, as for eager ops.
  *
  * In a build without CUDA, or without a usable GPU, every call reports CT_ERR_DEVICE. */
 #ifndef CTENSOR_GRAPH_H

@@ -165,8 +165,13 @@ static ct_allocator *allocator_for(const char *op, int device) {
 // ---- the pinned host provider ---------------------------------------------------------------
 
 static ct_status pinned_segment_alloc(void *ctx, size_t bytes, void **ptr) {
-    // Portable: page-locked for every device's context, not only the current one.
-    cudaError_t err = cudaHostAlloc(ptr, bytes, cudaHostAllocPortable);
+    // Portable: page-locked for every device's context, not only the current one. Relaxed
+    // during a CUDA graph capture, as the device segments are.
+    cudaError_t err;
+    {
+        ct_capture_relaxed relaxed;
+        err = cudaHostAlloc(ptr, bytes, cudaHostAllocPortable);
+    }
     if (err == cudaErrorMemoryAllocation) {
         cudaGetLastError();
         return CT_ERR_MEMORY;
@@ -217,11 +222,22 @@ static void pinned_init(void) {
     pinned_allocator = ct_allocator_create(&provider, NULL); // NULL (out of host memory): the fallback
 }
 
+static ct_allocator *pinned_for_capture(void) {
+    pthread_once(&pinned_once, pinned_init);
+    return pinned_allocator;
+}
+
 extern "C" {
 
 // ---- the glue called by the runtime --------------------------------------------------------
 
 void *ct__cuda_allocator_malloc(int device, size_t nbytes) {
+    int capturing = ct__cuda_capture_device();
+    if (capturing >= 0 && capturing != device) { // its cache would query events: not on this thread now
+        ct__set_error(CT_ERR_STATE, "an allocation on cuda:%d: not allowed while this thread captures a CUDA graph "
+                      "on cuda:%d", device, capturing);
+        return NULL;
+    }
     ct_allocator *a = allocator_for("cuda allocation", device);
     ct_stream *stream = a ? ct_stream_current(device) : NULL;
     if (!stream)
@@ -231,20 +247,37 @@ void *ct__cuda_allocator_malloc(int device, size_t nbytes) {
     return ct_allocator_malloc(a, nbytes, key);
 }
 
+// A capture puts the device's allocator and the pinned one in capture mode: neither queries
+// an event or gives memory back (cudaEventQuery, cudaFree and cudaFreeHost would invalidate
+// the capture). The pool id is retained in both; only the device's is ever allocated from.
+
 ct_status ct__cuda_allocator_capture_begin(int device, uintptr_t pool) {
-    ct_allocator *a = allocator_for("ct_graph_capture_begin", device);
-    return a ? ct_allocator_capture_begin(a, pool) : ct_last_error();
+    ct_allocator *a = allocator_for("ct_graph_capture_begin", device), *p = pinned_for_capture();
+    if (!a || ct_allocator_capture_begin(a, pool) != CT_OK)
+        return ct_last_error();
+    if (p && ct_allocator_capture_begin(p, pool) != CT_OK) {
+        ct_status st = ct_last_error();
+        ct_allocator_capture_end(a);
+        ct_allocator_release_pool(a, pool);
+        return st;
+    }
+    return CT_OK;
 }
 
 ct_status ct__cuda_allocator_capture_end(int device) {
-    ct_allocator *a = allocator_for("ct_graph_capture_end", device);
-    return a ? ct_allocator_capture_end(a) : ct_last_error();
+    ct_allocator *a = allocator_for("ct_graph_capture_end", device), *p = pinned_for_capture();
+    ct_status st = a ? ct_allocator_capture_end(a) : ct_last_error();
+    if (p && ct_allocator_capture_end(p) != CT_OK)
+        st = ct_last_error();
+    return st;
 }
 
 void ct__cuda_allocator_release_pool(int device, uintptr_t pool) {
-    ct_allocator *a = allocator_for("ct_graph_free", device);
+    ct_allocator *a = allocator_for("ct_graph_free", device), *p = pinned_for_capture();
     if (a)
         ct_allocator_release_pool(a, pool);
+    if (p)
+        ct_allocator_release_pool(p, pool);
 }
 
 ct_status ct__cuda_allocator_free(int device, void *ptr) {

@@ -17,12 +17,15 @@
 
 #include <cuda_runtime.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 extern "C" int ct__cuda_device_count(void);
 extern "C" uint64_t ct__philox_reserve(uint64_t words, uint64_t *seed);
 extern "C" void ct__philox_state(uint64_t *seed, uint64_t *offset);
 extern "C" ct_status ct__null_arg(const char *op, const char *name);
+extern "C" void ct__error_mark(void);
+extern "C" uint64_t ct__errors_since_mark(const char **first);
 
 enum graph_state { GRAPH_CAPTURING, GRAPH_READY, GRAPH_FAILED };
 
@@ -37,10 +40,15 @@ struct ct_graph {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     uint64_t philox_blocks; // Philox offsets (blocks of 4 words) one replay consumes
+    pthread_mutex_t replay_lock; // replays share the graph's memory and Philox buffer
     cudaEvent_t done;       // recorded after each replay
     bool replayed;
     cudaStream_t last_stream;
 };
+
+// Pool ids are odd, so never a stream handle (an aligned pointer, or 0), and never reused:
+// a new graph must not inherit the blocks of a freed one.
+static uint64_t next_pool_id = 1;
 
 __global__ void set_philox_kernel(uint64_t *philox, uint64_t seed, uint64_t offset) {
     philox[0] = seed;
@@ -102,9 +110,9 @@ ct_graph *ct_graph_capture_begin(int device) {
     const char *op = "ct_graph_capture_begin";
     if (!usable_device(op, device))
         return NULL;
-    if (ct__cuda_capture_of(device)) {
+    if (ct__cuda_capture_device() >= 0) {
         ct__set_error(CT_ERR_STATE, "%s: this thread is already capturing a CUDA graph on cuda:%d (captures do not nest)",
-                      op, device);
+                      op, ct__cuda_capture_device());
         return NULL;
     }
     ct_graph *g = (ct_graph *)calloc(1, sizeof *g);
@@ -114,7 +122,8 @@ ct_graph *ct_graph_capture_begin(int device) {
     }
     g->device = device;
     g->stream.device = device;
-    g->capture.pool = (uintptr_t)g;
+    g->capture.pool = (uintptr_t)__atomic_fetch_add(&next_pool_id, 2, __ATOMIC_RELAXED);
+    pthread_mutex_init(&g->replay_lock, NULL);
     ct_device_guard guard(device);
     // What ops would otherwise set up lazily, with calls that cannot be captured, is made now.
     ct_stream *previous = guard.ok ? ct_stream_current(device) : NULL;
@@ -129,6 +138,7 @@ ct_graph *ct_graph_capture_begin(int device) {
     ok = ok && CT_CUDA_CHECK(cudaStreamBeginCapture(g->stream.handle, cudaStreamCaptureModeThreadLocal));
     if (!ok) {
         graph_release(g);
+        pthread_mutex_destroy(&g->replay_lock);
         free(g);
         return NULL;
     }
@@ -137,6 +147,7 @@ ct_graph *ct_graph_capture_begin(int device) {
     g->owner = pthread_self();
     g->state = GRAPH_CAPTURING;
     ct__stream_set_current_for_capture(device, &g->stream);
+    ct__error_mark(); // from here, any error on this thread spoils the capture
     return g;
 }
 
@@ -148,10 +159,20 @@ ct_status ct_graph_capture_end(ct_graph *g) {
         return ct__set_error(CT_ERR_STATE, "%s: the graph is not being captured (its capture has already ended)", op);
     if (!pthread_equal(g->owner, pthread_self()))
         return ct__set_error(CT_ERR_STATE, "%s: the capture must be ended by the thread that began it", op);
+    const char *first = NULL;
+    uint64_t errors = ct__errors_since_mark(&first);
+    char first_copy[512];
+    snprintf(first_copy, sizeof first_copy, "%s", errors ? first : "");
     ct_device_guard guard(g->device);
     ct_status allocator_status = CT_OK;
     cudaError_t err = stop_capture(g, &g->graph, &allocator_status);
+    (void)allocator_status; // held blocks whose events failed stay held for good: not the graph's error
     g->state = GRAPH_FAILED;
+    if (errors)
+        return ct__set_error(CT_ERR_STATE,
+                             "%s: %llu error%s on this thread during the capture, the first: \"%s\"; the graph would "
+                             "lack what failed and cannot be replayed",
+                             op, (unsigned long long)errors, errors == 1 ? "" : "s", first_copy);
     if (err != cudaSuccess)
         return ct__set_error(CT_ERR_CUDA,
                              "%s: CUDA refused the capture on cuda:%d: %s (a call that cannot be captured ran on the "
@@ -168,7 +189,7 @@ ct_status ct_graph_capture_end(ct_graph *g) {
         !CT_CUDA_CHECK(cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming)))
         return ct_last_error();
     g->state = GRAPH_READY;
-    return allocator_status;
+    return CT_OK;
 }
 
 ct_status ct_graph_replay(ct_graph *g) {
@@ -186,20 +207,23 @@ ct_status ct_graph_replay(ct_graph *g) {
     if (!stream)
         return ct_last_error();
     cudaStream_t s = stream->handle;
+    bool ok = true;
+    pthread_mutex_lock(&g->replay_lock);
     // Replays share the graph's memory and Philox buffer: one on another stream waits for the last.
-    if (g->replayed && s != g->last_stream && !CT_CUDA_CHECK(cudaStreamWaitEvent(s, g->done, 0)))
-        return ct_last_error();
-    if (g->philox_blocks) {
+    if (g->replayed && s != g->last_stream)
+        ok = CT_CUDA_CHECK(cudaStreamWaitEvent(s, g->done, 0));
+    if (ok && g->philox_blocks) {
         uint64_t seed = 0, offset = ct__philox_reserve(4 * g->philox_blocks, &seed);
         set_philox_kernel<<<1, 1, 0, s>>>(g->capture.philox, seed, offset);
-        if (!CT_CUDA_CHECK(cudaGetLastError()))
-            return ct_last_error();
+        ok = CT_CUDA_CHECK(cudaGetLastError());
     }
-    if (!CT_CUDA_CHECK(cudaGraphLaunch(g->exec, s)) || !CT_CUDA_CHECK(cudaEventRecord(g->done, s)))
-        return ct_last_error();
-    g->replayed = true;
-    g->last_stream = s;
-    return CT_OK;
+    ok = ok && CT_CUDA_CHECK(cudaGraphLaunch(g->exec, s)) && CT_CUDA_CHECK(cudaEventRecord(g->done, s));
+    if (ok) {
+        g->replayed = true;
+        g->last_stream = s;
+    }
+    pthread_mutex_unlock(&g->replay_lock);
+    return ok ? CT_OK : ct_last_error();
 }
 
 ct_status ct__cuda_philox_for(ct_stream *stream, uint64_t seed, uint64_t *offset, const uint64_t **base) {
@@ -223,6 +247,12 @@ int ct_graph_device(const ct_graph *g) { return g ? g->device : -1; }
 void ct_graph_free(ct_graph *g) {
     if (!g)
         return;
+    if (g->state != GRAPH_CAPTURING && ct__cuda_capture_device() >= 0) {
+        // cudaFree and cudaStreamDestroy would invalidate this thread's capture: the graph stays.
+        ct__set_error(CT_ERR_STATE, "ct_graph_free: not allowed while this thread captures another CUDA graph; free "
+                      "this one after ct_graph_capture_end");
+        return;
+    }
     if (g->state == GRAPH_CAPTURING) {
         if (!pthread_equal(g->owner, pthread_self())) {
             // CUDA ends a thread-local capture only on its own thread: the graph stays.
@@ -241,6 +271,7 @@ void ct_graph_free(ct_graph *g) {
         ct_device_guard guard(g->device);
         graph_release(g);
     }
+    pthread_mutex_destroy(&g->replay_lock);
     free(g);
 }
 

@@ -37,6 +37,10 @@ typedef struct device_streams {
 static device_streams devices[MAX_DEVICES];
 static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread ct_stream *current[MAX_DEVICES];
+// The device this thread is capturing a CUDA graph on, or -1. CUDA's thread-local capture
+// mode covers the whole thread: while it captures, the thread must not synchronize or work
+// on any other device either.
+static __thread int capture_device = -1;
 
 static bool check_device(const char *op, int device) {
     int count = ct__cuda_device_count();
@@ -125,17 +129,23 @@ ct_capture *ct__cuda_capture_of(int device) {
     return current[device]->capture;
 }
 
+int ct__cuda_capture_device(void) { return capture_device; }
+
 ct_status ct__cuda_refuse_in_capture(const char *op, int device) {
-    if (!ct__cuda_capture_of(device))
+    (void)device;
+    if (capture_device < 0)
         return CT_OK;
     return ct__set_error(CT_ERR_STATE, "%s: not allowed while this thread captures a CUDA graph on cuda:%d (it would "
                          "wait for work that has not run, or freeze host data into the graph); end the capture first",
-                         op, device);
+                         op, capture_device);
 }
 
 // Install `stream` as current (the graph's, or back to the one before) even during the
 // capture it belongs to.
-void ct__stream_set_current_for_capture(int device, ct_stream *stream) { current[device] = stream; }
+void ct__stream_set_current_for_capture(int device, ct_stream *stream) {
+    current[device] = stream;
+    capture_device = stream && stream->capture ? device : -1;
+}
 
 ct_stream *ct_stream_from_pool(int device) {
     device_streams *d = streams_for("ct_stream_from_pool", device);
@@ -175,6 +185,9 @@ ct_status ct_stream_synchronize(ct_stream *stream) {
 ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event) {
     if (!stream || !event)
         return ct__set_error(CT_ERR_NULL, "ct_stream_wait_event: %s is NULL", stream ? "event" : "stream");
+    // Waiting on work outside the capture would invalidate it (captures take one stream).
+    if (ct__cuda_refuse_in_capture("ct_stream_wait_event", stream->device) != CT_OK)
+        return ct_last_error();
     if (!event->recorded)
         return CT_OK;  // like CUDA: waiting on a never-recorded event is a no-op
     ct_device_guard guard(stream->device); // the event may be another device's: CUDA allows that
@@ -186,6 +199,8 @@ ct_status ct_stream_wait_stream(ct_stream *stream, ct_stream *other) {
         return ct__set_error(CT_ERR_NULL, "ct_stream_wait_stream: stream is NULL");
     if (stream == other)
         return CT_OK;
+    if (ct__cuda_refuse_in_capture("ct_stream_wait_stream", stream->device) != CT_OK)
+        return ct_last_error();
     ct_event *e = ct_event_create(false);
     if (!e)
         return ct_last_error();
@@ -307,6 +322,10 @@ ct_status ct_cuda_set_device(int device) {
 // means that device's default stream): make an operand's device current before launching,
 // so an op on cuda:1 runs there whatever device the thread had. Like cudaSetDevice, it stays.
 ct_status ct__cuda_make_current(int device) {
+    if (capture_device >= 0 && device != capture_device)
+        return ct__set_error(CT_ERR_STATE, "an op on cuda:%d: not allowed while this thread captures a CUDA graph on "
+                             "cuda:%d (the capturing thread works on that device only until the capture ends)",
+                             device, capture_device);
     int cur = -1;
     if (!CT_CUDA_CHECK(cudaGetDevice(&cur)))
         return ct_last_error();

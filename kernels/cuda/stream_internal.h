@@ -28,8 +28,11 @@ extern "C" {
 #endif
 // The capture the calling thread has underway on `device`, or NULL.
 ct_capture *ct__cuda_capture_of(int device);
-// CT_ERR_STATE naming `op` when the calling thread is capturing a CUDA graph on `device`
-// (what `op` does cannot be captured); CT_OK otherwise.
+// The device the calling thread is capturing a CUDA graph on, or -1.
+int ct__cuda_capture_device(void);
+// CT_ERR_STATE naming `op` when the calling thread is capturing a CUDA graph (on any device:
+// CUDA's thread-local capture mode covers the whole thread; `device` is the one `op` is
+// for), as what `op` does cannot be captured; CT_OK otherwise.
 ct_status ct__cuda_refuse_in_capture(const char *op, int device);
 // The Philox stream of a random kernel launched on `stream`: unchanged outside a capture; in
 // one, `*base` becomes the graph's {seed, offset} buffer (the kernel adds base[1] to *offset and
