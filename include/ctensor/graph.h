@@ -52,9 +52,11 @@
  *     cumulative_average (it reads its count), clipping by norm, metrics.
  *   - Convolutions whose algorithm was not timed before the capture use cuDNN's heuristic
  *     choice in the graph (timing would run kernels during the capture).
- *   - While any capture is underway on a device, its caching allocator gives no memory back
- *     (ct_cuda_empty_cache does nothing there) and an allocation that needs the cache flushed
- *     fails with CT_ERR_MEMORY.
+ *   - While any capture is underway on a device, its caching allocator and the pinned host
+ *     allocator, for every thread, give no memory back (ct_cuda_empty_cache does nothing
+ *     there) and recycle no block freed after use on another stream, and an allocation that
+ *     needs the cache flushed fails with CT_ERR_MEMORY. End (or free) every capture: one left
+ *     open keeps this so.
  *   - A replay runs on the calling thread's current stream of the graph's device, after the
  *     work queued there before; replays of one graph are ordered after one another, even on
  *     different streams or threads. Errors only the GPU sees (a bad index) are reported at the
@@ -73,7 +75,7 @@ extern "C" {
 typedef struct ct_graph ct_graph;
 
 /* Start capturing the calling thread's work on cuda:`device`. NULL on error (no such device,
- * a capture already underway on this thread and device, out of memory). */
+ * a capture already underway on this thread, on any device; out of memory). */
 ct_graph *ct_graph_capture_begin(int device);
 /* End the capture (on the thread that began it) and prepare the graph for replay. If an op
  * during the capture failed or CUDA invalidated the capture, the error is returned here, the

@@ -312,6 +312,10 @@ ct_status ct_cuda_reset_peak_stats(int device) {
 }
 
 ct_status ct_cuda_set_memory_limit(int device, size_t bytes) {
+    int capturing = ct__cuda_capture_device();
+    if (capturing >= 0 && capturing != device) // that allocator is not in capture mode: it would cudaFree
+        return ct__set_error(CT_ERR_STATE, "ct_cuda_set_memory_limit: not allowed on cuda:%d while this thread "
+                             "captures a CUDA graph on cuda:%d", device, capturing);
     ct_allocator *a = allocator_for("ct_cuda_set_memory_limit", device);
     if (!a)
         return ct_last_error();
@@ -320,9 +324,13 @@ ct_status ct_cuda_set_memory_limit(int device, size_t bytes) {
 }
 
 void ct_cuda_empty_cache(void) {
+    // On a thread that captures a CUDA graph, only the capture device's allocator (and the
+    // pinned one) are in capture mode and safe to call: the others would query events and
+    // cudaFree, which would invalidate the capture.
+    int capturing = ct__cuda_capture_device();
     for (int device = 0; device < MAX_DEVICES; device++) {
         ct_allocator *a = __atomic_load_n(&device_allocators[device], __ATOMIC_ACQUIRE);
-        if (a)
+        if (a && (capturing < 0 || device == capturing))
             ct_allocator_empty_cache(a);
     }
     pthread_once(&pinned_once, pinned_init);

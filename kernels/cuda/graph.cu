@@ -11,6 +11,7 @@
 // handle creation) run in relaxed mode (ct_capture_relaxed).
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/stream_internal.h"
+#include "ctensor/error.h"
 #include "ctensor/graph.h"
 #include "ctensor/stream.h"
 #include "runtime/allocator.h"
@@ -166,7 +167,9 @@ ct_status ct_graph_capture_end(ct_graph *g) {
     ct_device_guard guard(g->device);
     ct_status allocator_status = CT_OK;
     cudaError_t err = stop_capture(g, &g->graph, &allocator_status);
-    (void)allocator_status; // held blocks whose events failed stay held for good: not the graph's error
+    // Held blocks whose events failed stay held for good: not the graph's error, and not left
+    // as the thread's last error when the graph is ready.
+    bool allocator_failed = allocator_status != CT_OK;
     g->state = GRAPH_FAILED;
     if (errors)
         return ct__set_error(CT_ERR_STATE,
@@ -189,6 +192,8 @@ ct_status ct_graph_capture_end(ct_graph *g) {
         !CT_CUDA_CHECK(cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming)))
         return ct_last_error();
     g->state = GRAPH_READY;
+    if (allocator_failed)
+        ct_clear_error();
     return CT_OK;
 }
 

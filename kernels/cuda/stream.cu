@@ -115,6 +115,9 @@ ct_status ct_stream_set_current(ct_stream *stream) {
         return ct__set_error(CT_ERR_STATE, "ct_stream_set_current: this thread is capturing a CUDA graph on cuda:%d; "
                              "its ops must stay on the graph's stream until ct_graph_capture_end",
                              stream->device);
+    if (stream->capture && stream != now)
+        return ct__set_error(CT_ERR_STATE, "ct_stream_set_current: the stream is a CUDA graph's, being captured by "
+                             "another thread");
     current[stream->device] = stream;
     return CT_OK;
 }
@@ -185,11 +188,11 @@ ct_status ct_stream_synchronize(ct_stream *stream) {
 ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event) {
     if (!stream || !event)
         return ct__set_error(CT_ERR_NULL, "ct_stream_wait_event: %s is NULL", stream ? "event" : "stream");
+    if (!event->recorded)
+        return CT_OK;  // like CUDA: waiting on a never-recorded event is a no-op
     // Waiting on work outside the capture would invalidate it (captures take one stream).
     if (ct__cuda_refuse_in_capture("ct_stream_wait_event", stream->device) != CT_OK)
         return ct_last_error();
-    if (!event->recorded)
-        return CT_OK;  // like CUDA: waiting on a never-recorded event is a no-op
     ct_device_guard guard(stream->device); // the event may be another device's: CUDA allows that
     return guard.ok && CT_CUDA_CHECK(cudaStreamWaitEvent(stream->handle, event->event, 0)) ? CT_OK : ct_last_error();
 }
