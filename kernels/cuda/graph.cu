@@ -35,7 +35,7 @@ struct ct_graph {
     enum graph_state state;
     pthread_t owner;      // the thread that captures
     ct_stream stream;     // the graph's own stream, where the capture happens
-    ct_capture capture;   // what the launchers see while capturing; capture.pool is this graph
+    ct_capture capture;   // what the launchers see while capturing (capture.pool: the graph's pool id)
     ct_stream *previous;  // the owner's current stream before the capture
     bool allocator_capturing, pool_retained;
     cudaGraph_t graph;
@@ -65,8 +65,8 @@ static bool usable_device(const char *op, int device) {
     return false;
 }
 
-// Give back what the graph holds on the device (with the device current). The pool last: its
-// segments are released (cudaFree waits for replays still running).
+// Give back what the graph holds on the device (with the device current). The pool last: from
+// then on its free segments may be given back (by cudaFree, which waits for running replays).
 static void graph_release(ct_graph *g) {
     if (g->exec)
         CT_CUDA_CHECK(cudaGraphExecDestroy(g->exec));
