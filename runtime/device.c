@@ -17,25 +17,32 @@ int ct_cuda_device_count(void) {
 
 bool ct_cuda_is_available(void) { return ct_cuda_device_count() > 0; }
 
-ct_status ct_device_parse(const char *text, ct_device *out) {
-    if (!text || !out)
-        return ct__set_error(CT_ERR_NULL, "ct_device_parse: argument is NULL");
+/* cpu, cuda or cuda:N into *out; false (nothing recorded) otherwise. */
+static bool parse_device(const char *text, ct_device *out) {
     if (strcmp(text, "cpu") == 0) {
         *out = CT_CPU;
-        return CT_OK;
+        return true;
     }
     if (strcmp(text, "cuda") == 0) {
         *out = CT_CUDA(0);
-        return CT_OK;
+        return true;
     }
     if (strncmp(text, "cuda:", 5) == 0 && text[5] >= '0' && text[5] <= '9') {
         char *end;
         long index = strtol(text + 5, &end, 10);
         if (*end == '\0' && index < 1024) {
             *out = CT_CUDA((int)index);
-            return CT_OK;
+            return true;
         }
     }
+    return false;
+}
+
+ct_status ct_device_parse(const char *text, ct_device *out) {
+    if (!text || !out)
+        return ct__set_error(CT_ERR_NULL, "ct_device_parse: argument is NULL");
+    if (parse_device(text, out))
+        return CT_OK;
     return ct__set_error(CT_ERR_VALUE, "ct_device_parse: unknown device \"%s\" (expected cpu, cuda or cuda:N)",
                          text);
 }
@@ -58,10 +65,11 @@ ct_device ct_device_default(void) {
     ct_device dev = CT_CPU;
     bool asked_cuda = false;
     if (env && *env) {
-        if (ct_device_parse(env, &dev) != CT_OK) {
+        /* Not through ct_device_parse: a bad CT_DEVICE is a notice, not an error, and the
+         * caller's pending error (or a CUDA graph capture's error count) stays as it was. */
+        if (!parse_device(env, &dev)) {
             if (!atomic_exchange(&noticed, 1))
                 fprintf(stderr, "ctensor: CT_DEVICE=%s is not a device; using the CPU\n", env);
-            ct_clear_error();
             return CT_CPU;
         }
         if (dev.type == CT_DEVICE_CPU)

@@ -278,6 +278,11 @@ Test(devices, parse_and_default) {
     t_assert_error(CT_ERR_VALUE, "gpu", NULL);
     setenv("CT_DEVICE", "cpu", 1);
     cr_assert_eq(ct_device_default().type, CT_DEVICE_CPU);
+    /* A bad CT_DEVICE means the CPU, with a notice; the caller's pending error is kept. */
+    setenv("CT_DEVICE", "gpu", 1);
+    cr_assert_eq(ct_device_parse("tpu", &d), CT_ERR_VALUE); /* an error left pending */
+    cr_assert_eq(ct_device_default().type, CT_DEVICE_CPU);
+    t_assert_error(CT_ERR_VALUE, "ct_device_parse", "tpu", NULL);
     if (!ct_cuda_is_available()) {
         setenv("CT_DEVICE", "cuda", 1);
         cr_assert_eq(ct_device_default().type, CT_DEVICE_CPU, "falls back to the CPU without a GPU");
