@@ -206,3 +206,12 @@ void t_assert_parity(const ct_tensor *gpu, const ct_tensor *cpu, double tol, con
 void t_assert_parity_normwise(const ct_tensor *gpu, const ct_tensor *cpu, double tol, const char *what) {
     assert_parity(gpu, cpu, tol, what, true);
 }
+
+void t_assert_graph_null_arguments(void) {
+    cr_assert_eq(ct_graph_capture_end(NULL), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_graph_capture_end", NULL);
+    cr_assert_eq(ct_graph_replay(NULL), CT_ERR_NULL);
+    t_assert_error(CT_ERR_NULL, "ct_graph_replay", NULL);
+    cr_assert_eq(ct_graph_device(NULL), -1);
+    ct_graph_free(NULL);
+}

@@ -23,6 +23,10 @@ void t_assert_close(const ct_tensor *t, const double *ref, double atol, double r
  * fragments; then clear it. */
 void t_assert_error(ct_status status, const char *fragment, ...);
 
+/* ct_graph_* given a NULL graph report CT_ERR_NULL naming the call (or ignore it), with or
+ * without a GPU. */
+void t_assert_graph_null_arguments(void);
+
 /* Gradient check by central differences in F64. `fn` builds one output from inputs (F64,
  * contiguous CPU leaves with requires_grad set by the caller). Compares the analytic
  * gradient of sum(out * w), w random, with the numeric one. */

@@ -334,12 +334,7 @@ static void *end_elsewhere(void *graph) {
 
 Test(cuda_graph, bad_arguments) {
     T_REQUIRE_GPU();
-    cr_assert_eq(ct_graph_capture_end(NULL), CT_ERR_NULL);
-    t_assert_error(CT_ERR_NULL, "ct_graph_capture_end", NULL);
-    cr_assert_eq(ct_graph_replay(NULL), CT_ERR_NULL);
-    t_assert_error(CT_ERR_NULL, "ct_graph_replay", NULL);
-    cr_assert_eq(ct_graph_device(NULL), -1);
-    ct_graph_free(NULL);
+    t_assert_graph_null_arguments();
     cr_assert_null(ct_graph_capture_begin(99));
     t_assert_error(CT_ERR_DEVICE, "ct_graph_capture_begin", "cuda:99", NULL);
     cr_assert_null(ct_graph_capture_begin(-1));

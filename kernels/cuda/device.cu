@@ -229,7 +229,7 @@ static bool is_page_locked(const void *p) {
 
 static ct_status host_to_device(int device, void *dst, const void *src, size_t nbytes, void *pinned_block) {
     // Captured, the copy would read the host buffer at every replay, long after it was reused.
-    if (ct__cuda_refuse_in_capture("a copy from host memory to a CUDA tensor", device) != CT_OK)
+    if (ct__cuda_refuse_in_capture("a copy from host memory to a CUDA tensor") != CT_OK)
         return ct_last_error();
     ct_stream *stream = stream_on(device);
     if (!stream)
@@ -267,7 +267,7 @@ static ct_status host_to_device(int device, void *dst, const void *src, size_t n
 }
 
 static ct_status device_to_host(int device, void *dst, const void *src, size_t nbytes) {
-    if (ct__cuda_refuse_in_capture("a copy from a CUDA tensor to host memory (ct_to_host, ct_item)", device) != CT_OK)
+    if (ct__cuda_refuse_in_capture("a copy from a CUDA tensor to host memory (ct_to_host, ct_item)") != CT_OK)
         return ct_last_error();
     ct_stream *stream = stream_on(device);
     if (!stream)
@@ -292,8 +292,7 @@ static bool stream_waits(ct_stream *stream, ct_stream *from) {
 }
 
 static ct_status device_to_device(int dst_device, void *dst, int src_device, const void *src, size_t nbytes) {
-    if (src_device != dst_device && (ct__cuda_refuse_in_capture("a copy between devices", src_device) != CT_OK ||
-                                     ct__cuda_refuse_in_capture("a copy between devices", dst_device) != CT_OK))
+    if (src_device != dst_device && ct__cuda_refuse_in_capture("a copy between devices") != CT_OK)
         return ct_last_error();
     ct_stream *src_stream = stream_on(src_device);
     ct_stream *dst_stream = src_stream ? stream_on(dst_device) : NULL;

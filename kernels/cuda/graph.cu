@@ -205,7 +205,7 @@ ct_status ct_graph_replay(ct_graph *g) {
         return ct__set_error(CT_ERR_STATE, "%s: the graph %s", op,
                              g->state == GRAPH_CAPTURING ? "is still being captured (call ct_graph_capture_end first)"
                                                          : "failed to capture and cannot be replayed");
-    if (ct__cuda_refuse_in_capture(op, g->device) != CT_OK)
+    if (ct__cuda_refuse_in_capture(op) != CT_OK)
         return ct_last_error();
     ct_device_guard guard(g->device);
     ct_stream *stream = guard.ok ? ct_stream_current(g->device) : NULL;

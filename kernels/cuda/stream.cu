@@ -134,8 +134,7 @@ ct_capture *ct__cuda_capture_of(int device) {
 
 int ct__cuda_capture_device(void) { return capture_device; }
 
-ct_status ct__cuda_refuse_in_capture(const char *op, int device) {
-    (void)device;
+ct_status ct__cuda_refuse_in_capture(const char *op) {
     if (capture_device < 0)
         return CT_OK;
     return ct__set_error(CT_ERR_STATE, "%s: not allowed while this thread captures a CUDA graph on cuda:%d (it would "
@@ -175,7 +174,7 @@ int ct_stream_device(const ct_stream *stream) { return stream ? stream->device :
 ct_status ct_stream_synchronize(ct_stream *stream) {
     if (!stream)
         return ct__set_error(CT_ERR_NULL, "ct_stream_synchronize: stream is NULL");
-    if (ct__cuda_refuse_in_capture("ct_stream_synchronize", stream->device) != CT_OK)
+    if (ct__cuda_refuse_in_capture("ct_stream_synchronize") != CT_OK)
         return ct_last_error();
     {
         ct_device_guard guard(stream->device);
@@ -191,7 +190,7 @@ ct_status ct_stream_wait_event(ct_stream *stream, ct_event *event) {
     if (!event->recorded)
         return CT_OK;  // like CUDA: waiting on a never-recorded event is a no-op
     // Waiting on work outside the capture would invalidate it (captures take one stream).
-    if (ct__cuda_refuse_in_capture("ct_stream_wait_event", stream->device) != CT_OK)
+    if (ct__cuda_refuse_in_capture("ct_stream_wait_event") != CT_OK)
         return ct_last_error();
     ct_device_guard guard(stream->device); // the event may be another device's: CUDA allows that
     return guard.ok && CT_CUDA_CHECK(cudaStreamWaitEvent(stream->handle, event->event, 0)) ? CT_OK : ct_last_error();
@@ -202,7 +201,7 @@ ct_status ct_stream_wait_stream(ct_stream *stream, ct_stream *other) {
         return ct__set_error(CT_ERR_NULL, "ct_stream_wait_stream: stream is NULL");
     if (stream == other)
         return CT_OK;
-    if (ct__cuda_refuse_in_capture("ct_stream_wait_stream", stream->device) != CT_OK)
+    if (ct__cuda_refuse_in_capture("ct_stream_wait_stream") != CT_OK)
         return ct_last_error();
     ct_event *e = ct_event_create(false);
     if (!e)
@@ -265,7 +264,7 @@ ct_status ct_event_synchronize(ct_event *event) {
         return ct__set_error(CT_ERR_NULL, "ct_event_synchronize: event is NULL");
     if (!event->recorded)
         return CT_OK; // like CUDA: nothing recorded, nothing to wait for
-    if (ct__cuda_refuse_in_capture("ct_event_synchronize", event->device) != CT_OK)
+    if (ct__cuda_refuse_in_capture("ct_event_synchronize") != CT_OK)
         return ct_last_error();
     if (!CT_CUDA_CHECK(cudaEventSynchronize(event->event)))
         return ct_last_error();
@@ -279,7 +278,7 @@ bool ct_event_query(ct_event *event) {
     }
     if (!event->recorded)
         return true; // like CUDA: a never-recorded event has completed
-    if (ct__cuda_refuse_in_capture("ct_event_query", event->device) != CT_OK)
+    if (ct__cuda_refuse_in_capture("ct_event_query") != CT_OK)
         return false;
     cudaError_t err = cudaEventQuery(event->event);
     if (err == cudaErrorNotReady) {
@@ -305,7 +304,7 @@ double ct_event_elapsed_ms(ct_event *start, ct_event *end) {
 ct_status ct_device_synchronize(int device) {
     if (!check_device("ct_device_synchronize", device))
         return ct_last_error();
-    if (ct__cuda_refuse_in_capture("ct_device_synchronize", device) != CT_OK)
+    if (ct__cuda_refuse_in_capture("ct_device_synchronize") != CT_OK)
         return ct_last_error();
     int old = 0;
     if (!CT_CUDA_CHECK(cudaGetDevice(&old)) || !CT_CUDA_CHECK(cudaSetDevice(device)))

@@ -31,9 +31,9 @@ ct_capture *ct__cuda_capture_of(int device);
 // The device the calling thread is capturing a CUDA graph on, or -1.
 int ct__cuda_capture_device(void);
 // CT_ERR_STATE naming `op` when the calling thread is capturing a CUDA graph (on any device:
-// CUDA's thread-local capture mode covers the whole thread; `device` is the one `op` is
-// for), as what `op` does cannot be captured; CT_OK otherwise.
-ct_status ct__cuda_refuse_in_capture(const char *op, int device);
+// CUDA's thread-local capture mode covers the whole thread), as what `op` does cannot be
+// captured; CT_OK otherwise.
+ct_status ct__cuda_refuse_in_capture(const char *op);
 // The Philox stream of a random kernel launched on `stream`: unchanged outside a capture; in
 // one, `*base` becomes the graph's {seed, offset} buffer (the kernel adds base[1] to *offset and
 // uses base[0] as the seed) and *offset becomes relative to the capture's start. An error when
