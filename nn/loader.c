@@ -120,6 +120,18 @@ void ct_loader_free(ct_loader *l) {
     free(l);
 }
 
+/* The loader's own reference to a data set tensor, released by ct_tensor_free in
+ * ct_loader_free: an extra reference to a contiguous one (the caller's scope keeps its own),
+ * else a contiguous copy that belongs to no scope. */
+static ct_tensor *hold(ct_tensor *t) {
+    if (ct__is_contiguous(t))
+        return ct_tensor_retain(t);
+    ct_tensor *copy = ct_contiguous(t);
+    if (copy)
+        ct__scope_detach(copy);
+    return copy;
+}
+
 ct_loader *ct_loader_create(ct_tensor *images, ct_tensor *labels, const ct_loader_opts *opts) {
     const char *op = "ct_loader_create";
     if (!ct__check(op, "images", images) || !ct__check(op, "labels", labels))
@@ -154,12 +166,8 @@ ct_loader *ct_loader_create(ct_tensor *images, ct_tensor *labels, const ct_loade
     l->H = images->shape[images->ndim - 2];
     l->W = images->shape[images->ndim - 1];
     l->num_batches = o.drop_last ? l->N / o.batch_size : (l->N + o.batch_size - 1) / o.batch_size;
-    l->images = ct__is_contiguous(images) ? ct_tensor_retain(images) : ct_keep(ct_contiguous(images));
-    l->labels = ct__is_contiguous(labels) ? ct_tensor_retain(labels) : ct_keep(ct_contiguous(labels));
-    if (l->images && l->images->scope)
-        ct__scope_detach(l->images);
-    if (l->labels && l->labels->scope)
-        ct__scope_detach(l->labels);
+    l->images = hold(images);
+    l->labels = hold(labels);
     l->order = malloc(sizeof(int64_t) * (size_t)(l->N ? l->N : 1));
     l->nslots = o.prefetch > 0 ? o.prefetch : 1;
     l->slots = calloc((size_t)l->nslots, sizeof *l->slots);

@@ -236,14 +236,14 @@ static bool list_push(node_list *l, ct_node *n) {
 /* Add g into *slot (which owns one non-scope reference). */
 static ct_status accumulate(ct_tensor **slot, ct_tensor *g) {
     if (!*slot) {
-        *slot = ct_tensor_retain(g);
+        *slot = ct__tensor_ref(g);
         return CT_OK;
     }
     ct_tensor *sum = ct_add(*slot, g);
     if (!sum)
         return ct_last_error();
     ct__tensor_release(*slot);
-    *slot = ct_tensor_retain(sum);
+    *slot = ct__tensor_ref(sum);
     return CT_OK;
 }
 
@@ -257,7 +257,7 @@ static ct_status accumulate_leaf(ct_tensor *leaf, ct_tensor *g) {
     ct_status st = ct_copy_(own, g);
     if (st != CT_OK)
         return st;
-    leaf->grad = ct_tensor_retain(own);
+    leaf->grad = ct__tensor_ref(own);
     return CT_OK;
 }
 
@@ -391,7 +391,7 @@ ct_status ct_backward_ex(ct_tensor *output, const ct_tensor *grad_output, bool r
             goto done;
         }
     }
-    root->grad_buf[output->output_nr] = ct_tensor_retain(root_grad);
+    root->grad_buf[output->output_nr] = ct__tensor_ref(root_grad);
     list_push(&ready, root);
     while (ready.count > 0 && st == CT_OK) {
         ct_node *n = ready.items[--ready.count];

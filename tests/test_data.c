@@ -222,6 +222,38 @@ Test(loader, batches_shuffle_and_prefetch) {
     });
 }
 
+Test(loader, data_in_a_scope_is_released_with_it) {
+    int64_t before = ct_live_tensors();
+    ct_loader_opts o = CT_LOADER_OPTS_DEFAULT;
+    o.batch_size = 4;
+    o.mean = 0.5;
+    o.std = 0.25;
+    /* Freed inside the scope: the loader's references are its own, the scope keeps its. */
+    ct_scope_begin();
+    ct_tensor *x, *y;
+    tiny_set(&x, &y);
+    ct_loader *l = ct_loader_create(x, y, &o);
+    cr_assert_not_null(l, "%s", ct_last_error_message());
+    ct_loader_free(l);
+    cr_assert_eq(ct_tensor_size(x, 0), 10, "the data set is still the caller's");
+    ct_scope_end();
+    cr_assert_eq(ct_live_tensors(), before, "leaked %lld tensors", (long long)(ct_live_tensors() - before));
+
+    /* A loader outlives the scope its data set was made in. */
+    ct_scope_begin();
+    tiny_set(&x, &y);
+    l = ct_loader_create(x, y, &o);
+    cr_assert_not_null(l, "%s", ct_last_error_message());
+    ct_scope_end();
+    int32_t labels[10];
+    int n;
+    int64_t batches;
+    epoch_labels(l, 0, labels, &n, &batches);
+    cr_assert_eq(n, 10);
+    ct_loader_free(l);
+    cr_assert_eq(ct_live_tensors(), before, "leaked %lld tensors", (long long)(ct_live_tensors() - before));
+}
+
 Test(loader, bad_arguments) {
     ct_clear_error();
     T_NO_LEAK({

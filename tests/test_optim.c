@@ -281,6 +281,24 @@ Test(optim, skips_params_without_grad_and_zero_grad_drops_grads) {
     cr_assert_eq(ct_live_tensors(), live);
 }
 
+Test(optim, parameters_left_to_their_scope_are_released_with_it) {
+    /* The optimizer's reference to each parameter is its own: freeing the optimizer must not
+     * take the parameter out of the caller's scope (that leaked the parameter and its grad). */
+    T_NO_LEAK({
+        ct_tensor *w = ct_full((int64_t[]){8}, 1, 1.0, CT_F32, CT_CPU);
+        ct_requires_grad(w, true);
+        cr_assert_eq(ct_backward(ct_sum(ct_mul_scalar(w, 2.0), NULL, 0, false)), CT_OK, "%s", ct_last_error_message());
+        ct_sgd_opts o = CT_SGD_OPTS_DEFAULT;
+        o.momentum = 0.9;
+        ct_optim *opt = ct_optim_sgd_from_tensors(&w, (const char *[]){"w"}, 1, &o);
+        cr_assert_not_null(opt, "%s", ct_last_error_message());
+        cr_assert_eq(ct_optim_step(opt), CT_OK, "%s", ct_last_error_message());
+        ct_optim_free(opt);
+        cr_assert_float_eq(ct_item(ct_sum(w, NULL, 0, false)), 8.0 * (1.0 - 0.01 * 2.0), 1e-6,
+                           "the parameter is still the caller's after ct_optim_free");
+    });
+}
+
 Test(optim, step_bumps_versions) {
     /* A tensor saved for backward and then updated by the optimizer makes backward fail. */
     ct_tensor *params[2];

@@ -268,6 +268,40 @@ Test(tensor, retain_and_names) {
     cr_assert_eq(ct_live_tensors(), before);
 }
 
+Test(tensor, a_retained_reference_freed_in_a_scope_leaves_the_scope_its_own) {
+    int64_t before = ct_live_tensors();
+    ct_scope_begin();
+    ct_tensor *a = ct_ones((int64_t[]){3}, 1, CT_F32, CT_CPU);
+    cr_assert_eq(ct_tensor_retain(a), a);
+    ct_tensor_free(a); /* releases the retained reference only */
+    cr_assert_eq(ct_live_tensors(), before + 1);
+    cr_assert_eq(ct_item(ct_sum(a, NULL, 0, false)), 3.0, "the scope's reference still holds the tensor: %s",
+                 ct_last_error_message());
+    ct_scope_end();
+    cr_assert_eq(ct_live_tensors(), before, "the scope released its reference");
+
+    /* Freed twice: the retained reference, then the scope's (taken out of the scope). */
+    ct_scope_begin();
+    ct_tensor *b = ct_ones((int64_t[]){3}, 1, CT_F32, CT_CPU);
+    ct_tensor_retain(b);
+    ct_tensor_free(b);
+    ct_tensor_free(b);
+    cr_assert_eq(ct_live_tensors(), before);
+    cr_assert_eq(ct_scope_end(), CT_OK);
+    cr_assert_eq(ct_live_tensors(), before);
+
+    /* A reference retained in a scope outlives it and is the caller's to free. */
+    ct_scope_begin();
+    ct_tensor *c = ct_tensor_retain(ct_ones((int64_t[]){3}, 1, CT_F32, CT_CPU));
+    ct_scope_end();
+    cr_assert_eq(ct_live_tensors(), before + 1);
+    ct_scope_begin();
+    cr_assert_eq(ct_item(ct_sum(c, NULL, 0, false)), 3.0, "%s", ct_last_error_message());
+    ct_scope_end();
+    ct_tensor_free(c);
+    cr_assert_eq(ct_live_tensors(), before);
+}
+
 Test(devices, parse_and_default) {
     ct_device d;
     cr_assert_eq(ct_device_parse("cuda:3", &d), CT_OK);
