@@ -96,6 +96,174 @@ Test(cuda_core, philox_streams_are_identical) {
     });
 }
 
+/* The other distributions from the same (seed, offset), after an earlier draw has moved the
+ * offset and at an odd size (normal draws words in pairs): uniform on [low, high) and
+ * bernoulli bit for bit in every dtype they take (low + (high - low) * u is exact in double
+ * here, so the GPU's fused multiply-add changes nothing); normal within one unit in the last
+ * place of the dtype, as randn above (log/cos/sin may differ in their last double bit, which
+ * moves a value across a rounding boundary now and then). Both devices advance the offset
+ * alike. Outputs land on poisoned blocks. */
+Test(cuda_core, random_distributions_match_the_cpu) {
+    T_REQUIRE_GPU();
+    const ct_dtype float_dts[] = {CT_F32, CT_F16, CT_BF16};
+    const double ulp[] = {2.4e-7, 0x1p-10, 0x1p-7}; /* relative spacing of F32, F16, BF16 */
+    const int64_t n = 1027;
+    T_NO_LEAK({
+        for (int k = 0; k < 3; k++) {
+            ct_dtype dt = float_dts[k];
+            ct_tensor *cpu[3], *gpu[3];
+            uint64_t after_cpu, after_gpu;
+            ct_manual_seed(7 + k);
+            ct_random_set_offset(12345);
+            cpu[0] = ct_uniform(&n, 1, -2.0, 3.0, dt, CT_CPU);
+            cpu[1] = ct_normal(&n, 1, 0.5, 2.0, dt, CT_CPU);
+            cpu[2] = ct_randn(&n, 1, dt, CT_CPU);
+            after_cpu = ct_random_offset();
+            ct_manual_seed(7 + k);
+            ct_random_set_offset(12345);
+            for (int i = 0; i < 3; i++) {
+                t_poison_gpu_cache(n, dt);
+                gpu[i] = i == 0   ? ct_uniform(&n, 1, -2.0, 3.0, dt, T_GPU)
+                         : i == 1 ? ct_normal(&n, 1, 0.5, 2.0, dt, T_GPU)
+                                  : ct_randn(&n, 1, dt, T_GPU);
+                cr_assert_not_null(gpu[i], "%s", ct_last_error_message());
+            }
+            after_gpu = ct_random_offset();
+            cr_assert_eq(after_gpu, after_cpu, "%s: offset %llu after the GPU draws, %llu after the CPU's",
+                         ct_dtype_name(dt), (unsigned long long)after_gpu, (unsigned long long)after_cpu);
+            double *u = t_values(cpu[0]), *nv = t_values(cpu[1]), *z = t_values(cpu[2]);
+            t_assert_close(gpu[0], u, 0, 0);
+            t_assert_close(gpu[1], nv, 1e-7, ulp[k]);
+            t_assert_close(gpu[2], z, 1e-7, ulp[k]);
+            free(u);
+            free(nv);
+            free(z);
+        }
+        for (unsigned k = 0; k < sizeof all_dtypes / sizeof all_dtypes[0]; k++) {
+            ct_manual_seed(17);
+            ct_random_set_offset(999);
+            ct_tensor *c = ct_bernoulli((int64_t[]){7, 151}, 2, 0.7, all_dtypes[k], CT_CPU);
+            ct_manual_seed(17);
+            ct_random_set_offset(999);
+            t_poison_gpu_cache(7 * 151, all_dtypes[k]);
+            ct_tensor *g = ct_bernoulli((int64_t[]){7, 151}, 2, 0.7, all_dtypes[k], T_GPU);
+            cr_assert_not_null(g, "%s", ct_last_error_message());
+            double *b = t_values(c);
+            t_assert_close(g, b, 0, 0);
+            free(b);
+        }
+    });
+}
+
+/* ct_randperm sorts Philox keys on the host and has no CUDA kernel: on a GPU it is refused
+ * with a clear error (make it on the CPU and move it), and nothing is drawn. */
+Test(cuda_core, randperm_on_a_gpu_is_refused) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_manual_seed(3);
+        cr_assert_null(ct_randperm(10, T_GPU));
+        t_assert_error(CT_ERR_UNSUPPORTED, "ct_randperm", "cuda:0", "CPU only", NULL);
+        cr_assert_eq(ct_random_offset(), 0, "the refused call moved the offset");
+        ct_tensor *moved = ct_to_device(ct_randperm(10, CT_CPU), T_GPU);
+        cr_assert_not_null(moved, "%s", ct_last_error_message());
+    });
+}
+
+/* ---- gradients of casts, copies and views --------------------------------------------- */
+
+/* A leaf of `dtype` with the same values on both devices (requiring grad). */
+static void grad_leaves(const int64_t *shape, int ndim, ct_dtype dtype, ct_tensor **cpu, ct_tensor **gpu) {
+    *cpu = ct_requires_grad(t_rand_dtype(shape, ndim, dtype, -2, 2), true);
+    *gpu = ct_requires_grad(t_to_gpu(*cpu), true);
+    cr_assert(*cpu && *gpu, "%s", ct_last_error_message());
+}
+
+/* Backward from y (CPU) and yg (GPU) with one random output gradient; the outputs and the
+ * leaves' gradients must match within tol (the GPU output poisoned before it was made by
+ * the caller; the gradient's blocks here). */
+static void backward_parity(ct_tensor *y, ct_tensor *yg, ct_tensor *x, ct_tensor *xg, double tol, const char *what) {
+    t_assert_parity(yg, y, tol, what);
+    ct_tensor *w = t_rand_dtype(ct_tensor_shape(y), ct_tensor_ndim(y), ct_tensor_dtype(y), -1, 1);
+    cr_assert_eq(ct_backward_ex(y, w, false), CT_OK, "%s: %s", what, ct_last_error_message());
+    t_poison_gpu_cache(ct_tensor_numel(x), ct_tensor_dtype(x));
+    cr_assert_eq(ct_backward_ex(yg, t_to_gpu(w), false), CT_OK, "%s: %s", what, ct_last_error_message());
+    t_assert_parity(ct_grad(xg), ct_grad(x), tol, what);
+}
+
+/* ct_cast between the floating dtypes (of a transposed view) is differentiable: its gradient
+ * is the output's, cast back. Casts are exact on both devices (see above), so the values and
+ * gradients must be equal. */
+Test(cuda_core, cast_gradients_match_the_cpu) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(8);
+    const ct_dtype dts[] = {CT_F32, CT_F16, CT_BF16};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            T_NO_LEAK({
+                ct_tensor *x, *xg;
+                grad_leaves((int64_t[]){33, 17}, 2, dts[i], &x, &xg);
+                ct_tensor *y = ct_cast(ct_transpose(x, 0, 1), dts[j]);
+                cr_assert_not_null(y, "%s", ct_last_error_message());
+                t_poison_gpu_cache(33 * 17, dts[j]);
+                ct_tensor *yg = ct_cast(ct_transpose(xg, 0, 1), dts[j]);
+                char what[64];
+                snprintf(what, sizeof what, "cast %s -> %s", ct_dtype_name(dts[i]), ct_dtype_name(dts[j]));
+                backward_parity(y, yg, x, xg, 0, what);
+            });
+}
+
+/* The gradients of the views and copies on the GPU: slice and select scatter into zeros,
+ * expand sums over the broadcast dims, permute/reshape/squeeze/flatten only move, clone and
+ * contiguous pass the gradient through; a leaf used twice adds both parts. F32 within 1e-5
+ * (1e-4 where expand sums), F16/BF16 within 1e-2. */
+Test(cuda_core, view_and_copy_gradients_match_the_cpu) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(9);
+    const ct_dtype dts[] = {CT_F32, CT_F16, CT_BF16};
+    for (int k = 0; k < 3; k++)
+        T_NO_LEAK({
+            ct_dtype dt = dts[k];
+            double tol = dt == CT_F32 ? 1e-5 : 1e-2, sum_tol = dt == CT_F32 ? 1e-4 : 1e-2;
+            ct_tensor *x, *xg, *y, *yg;
+            ct_tensor *in[2];
+
+            grad_leaves((int64_t[]){9, 1025}, 2, dt, &x, &xg);
+            in[0] = x;
+            in[1] = xg;
+            ct_tensor *out[2];
+            for (int d = 0; d < 2; d++) { /* a stepped slice of a transpose, made contiguous */
+                if (d == 1)
+                    t_poison_gpu_cache(342 * 9, dt);
+                out[d] = ct_contiguous(ct_slice(ct_transpose(in[d], 0, 1), 0, 1, 1025, 3));
+            }
+            backward_parity(out[0], out[1], x, xg, tol, "contiguous(slice(transpose))");
+
+            grad_leaves((int64_t[]){5, 7, 3}, 3, dt, &x, &xg);
+            y = ct_clone(ct_select(x, 1, 4));
+            t_poison_gpu_cache(15, dt);
+            yg = ct_clone(ct_select(xg, 1, 4));
+            backward_parity(y, yg, x, xg, tol, "clone(select)");
+
+            grad_leaves((int64_t[]){1, 1, 33}, 3, dt, &x, &xg);
+            y = ct_expand(ct_squeeze(x, 0), (int64_t[]){6, 5, 33}, 3);
+            yg = ct_expand(ct_squeeze(xg, 0), (int64_t[]){6, 5, 33}, 3);
+            backward_parity(y, yg, x, xg, sum_tol, "expand(squeeze)");
+
+            grad_leaves((int64_t[]){4, 6, 5}, 3, dt, &x, &xg);
+            in[0] = x;
+            in[1] = xg;
+            for (int d = 0; d < 2; d++) { /* two views of one leaf, added: their gradients add up */
+                ct_tensor *v = in[d];
+                ct_tensor *a = ct_flatten(ct_permute(v, (int[]){2, 0, 1}, 3), 1, 2); /* (5, 24) */
+                ct_tensor *b = ct_reshape(ct_unsqueeze(ct_slice(v, 2, 0, 5, 1), 0), (int64_t[]){5, 24}, 2);
+                if (d == 1)
+                    t_poison_gpu_cache(5 * 24, dt);
+                out[d] = ct_add(a, b);
+            }
+            backward_parity(out[0], out[1], x, xg, tol, "permute + reshape of one leaf");
+        });
+}
+
 /* ---- asynchronous host-to-device copies ------------------------------------------------- */
 
 /* Keep the current stream of cuda:0 busy for a while (some tens of milliseconds of

@@ -378,7 +378,7 @@ Test(cuda_reduce, softmax_backward_matches_the_cpu) {
 
 /* ---- gradients of the reductions -------------------------------------------------------- */
 
-enum grad_op { G_SUM, G_MEAN, G_VAR, G_STD, G_LSE, G_MAX, G_MIN, G_MAX_ALL, NUM_GRAD_OPS };
+enum grad_op { G_SUM, G_MEAN, G_VAR, G_STD, G_LSE, G_MAX, G_MIN, G_MAX_ALL, G_MIN_ALL, NUM_GRAD_OPS };
 
 /* The input's gradient of op on x's device, for a random output gradient of the same seed. */
 static ct_tensor *reduction_grad(enum grad_op op, ct_tensor *x, const red_case *c, uint64_t seed) {
@@ -390,6 +390,7 @@ static ct_tensor *reduction_grad(enum grad_op op, ct_tensor *x, const red_case *
     case G_MAX: y = ct_max(leaf, dim, false, NULL); break;
     case G_MIN: y = ct_min(leaf, dim, true, NULL); break;
     case G_MAX_ALL: y = ct_max_all(leaf); break;
+    case G_MIN_ALL: y = ct_min_all(leaf); break;
     default: y = reduce((enum red_op)op, leaf, c->dims, c->ndims, op % 2);
     }
     cr_assert_not_null(y, "%s", ct_last_error_message());
