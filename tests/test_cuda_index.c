@@ -337,6 +337,18 @@ static ct_tensor *g_scatter_add(ct_tensor **x, ct_tensor *index) {
 static ct_tensor *g_cat(ct_tensor **x, ct_tensor *index) {
     return ct_cat((ct_tensor *[]){x[0], ct_transpose(x[1], 0, 1)}, 2, 0);
 }
+static ct_tensor *g_stack(ct_tensor **x, ct_tensor *index) {
+    return ct_stack((ct_tensor *[]){x[0], ct_transpose(x[1], 0, 1)}, 2, 1);
+}
+/* Pieces of split and chunk (views) joined again, the middle ones left out (their gradient
+ * is zero): x (5, 9) -> rows 4, 0, 1 (3, 9) -> columns 6..8 and 0..2 (3, 6). */
+static ct_tensor *g_split_chunk(ct_tensor **x, ct_tensor *index) {
+    ct_tensor *rows[4], *columns[4];
+    cr_assert_eq(ct_split(x[0], 2, 0, rows, 4), 3, "%s", ct_last_error_message());
+    ct_tensor *kept = ct_cat((ct_tensor *[]){rows[2], rows[0]}, 2, 0);
+    cr_assert_eq(ct_chunk(kept, 3, 1, columns, 4), 3, "%s", ct_last_error_message());
+    return ct_cat((ct_tensor *[]){columns[2], columns[0]}, 2, 1);
+}
 
 /* leaves of shapes (shapes[i], ndims[i]) of `dtype` on both devices, `fn` applied, backward
  * from one gradient, the leaves' gradients compared. */
@@ -376,6 +388,10 @@ static void backward_cases(bool integer_grad) {
         check_backward(g_scatter_add, 2, (const int64_t[][3]){{4, 3}, {6, 4}}, (int[]){2, 2},
                        rand_index((int64_t[]){5, 3}, 2, 4), dt, integer_grad, "scatter_add");
         check_backward(g_cat, 2, (const int64_t[][3]){{2, 3}, {3, 4}}, (int[]){2, 2}, NULL, dt, integer_grad, "cat");
+        check_backward(g_stack, 2, (const int64_t[][3]){{3, 4}, {4, 3}}, (int[]){2, 2}, NULL, dt, integer_grad,
+                       "stack");
+        check_backward(g_split_chunk, 1, (const int64_t[][3]){{5, 9}}, (int[]){2}, NULL, dt, integer_grad,
+                       "split and chunk");
         ct_scope_end();
     }
 }
