@@ -429,6 +429,105 @@ Test(cuda_nn, pointwise_losses) {
             }
 }
 
+/* ---- non-contiguous inputs ------------------------------------------------------------------------ */
+
+typedef struct view_ctx {
+    int which; /* 0 layer norm over 1 dim, 1 over 2 dims, 2 batch norm, 3 cross-entropy, 4.. pointwise losses */
+    bool training;
+    ct_tensor *rm, *rv, *targets, *weight;
+    ct_reduction r;
+} view_ctx;
+
+/* The ops on transposed and stepped views of their leaves: in[0] (and in[1] for the
+ * pointwise losses) as stored, transposed or sliced here. */
+static ct_tensor *f_views(ct_tensor **in, void *ctx) {
+    view_ctx *c = ctx;
+    switch (c->which) {
+    case 0: /* (33, 4, 6) -> (6, 4, 33) */
+    case 1: return ct_layer_norm(ct_transpose(in[0], 0, 2), c->which + 1, in[1], in[2], 1e-5);
+    case 2: /* (8, 3, 9, 7) -> (8, 3, 7, 9) */
+        return ct_batch_norm(ct_transpose(in[0], 2, 3), c->rm, c->rv, in[1], in[2], c->training, 0.1, 1e-5);
+    case 3: { /* (40, 6) -> (6, 40) */
+        ct_cross_entropy_opts o = CT_CROSS_ENTROPY_OPTS_DEFAULT;
+        o.weight = c->weight;
+        o.reduction = c->r;
+        o.label_smoothing = 0.1;
+        return ct_cross_entropy(ct_transpose(in[0], 0, 1), c->targets, &o);
+    }
+    default: { /* input (33, 50) -> (50, 33); target (50, 66) -> every other column (50, 33) */
+        ct_tensor *x = ct_transpose(in[0], 0, 1), *y = ct_slice(in[1], 1, 0, 66, 2);
+        switch (c->which) {
+        case 4: return ct_bce_with_logits(x, y, NULL, NULL, c->r);
+        case 5: return ct_mse_loss(x, y, c->r);
+        case 6: return ct_huber_loss(x, y, c->r, 0.6);
+        default: return ct_kl_div(x, y, c->r, true);
+        }
+    }
+    }
+}
+
+/* Norms and losses read their inputs through any strides (on CUDA through a contiguous copy
+ * made outside the graph): transposed and stepped views, forward and gradients against the
+ * CPU with the tolerances above. */
+Test(cuda_nn, norms_and_losses_of_views) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(7);
+    for (int k = 0; k < 3; k++) {
+        ct_dtype dt = float_dtypes[k];
+        for (int which = 0; which < 2; which++)
+            T_NO_LEAK({
+                const int64_t *ps = which == 0 ? (int64_t[]){33} : (int64_t[]){4, 33};
+                ct_tensor *in[3] = {
+                    ct_requires_grad(ct_cast(t_rand((int64_t[]){33, 4, 6}, 3, CT_F32, -2, 3), dt), true),
+                    ct_requires_grad(t_rand(ps, which + 1, CT_F32, 0.5, 2), true),
+                    ct_requires_grad(t_rand(ps, which + 1, CT_F32, -1, 1), true)};
+                view_ctx c = {.which = which};
+                parity(f_views, in, 3, &c, &c, tol_of(dt), rtol_of(dt));
+            });
+        for (int training = 0; training < 2; training++)
+            T_NO_LEAK({
+                int64_t C = 3;
+                ct_tensor *in[3] = {
+                    ct_requires_grad(ct_cast(t_rand((int64_t[]){8, 3, 9, 7}, 4, CT_F32, -2, 3), dt), true),
+                    ct_requires_grad(t_rand(&C, 1, CT_F32, 0.5, 2), true),
+                    ct_requires_grad(t_rand(&C, 1, CT_F32, -1, 1), true)};
+                view_ctx c = {.which = 2,
+                              .training = training,
+                              .rm = t_rand(&C, 1, CT_F32, -0.5, 0.5),
+                              .rv = t_rand(&C, 1, CT_F32, 0.5, 2)};
+                view_ctx g = c;
+                g.rm = to_gpu(c.rm);
+                g.rv = to_gpu(c.rv);
+                parity(f_views, in, 3, &c, &g, tol_of(dt), rtol_of(dt));
+                assert_same(g.rm, c.rm, 1e-5, 1e-4, "running_mean");
+                assert_same(g.rv, c.rv, 1e-5, 1e-4, "running_var");
+            });
+        for (int r = CT_REDUCTION_MEAN; r <= CT_REDUCTION_NONE; r++)
+            T_NO_LEAK({
+                ct_tensor *targets = ct_from_host((int32_t[]){3, 0, 39, 17, 3, 22}, (int64_t[]){6}, 1, CT_I32, CT_CPU);
+                view_ctx c = {.which = 3,
+                              .targets = targets,
+                              .weight = t_rand((int64_t[]){40}, 1, CT_F32, 0.2, 2),
+                              .r = (ct_reduction)r};
+                view_ctx g = c;
+                g.targets = ct_to_device(targets, GPU);
+                g.weight = ct_to_device(c.weight, GPU);
+                ct_tensor *in[1] = {ct_requires_grad(ct_cast(t_rand((int64_t[]){40, 6}, 2, CT_F32, -4, 4), dt), true)};
+                parity(f_views, in, 1, &c, &g, tol_of(dt), rtol_of(dt));
+            });
+        for (int which = 4; which < 8; which++)
+            for (int r = CT_REDUCTION_MEAN; r <= CT_REDUCTION_NONE; r++)
+                T_NO_LEAK({
+                    double lo = which == 4 ? 0 : -2, hi = which == 4 ? 1 : 2;
+                    ct_tensor *in[2] = {
+                        ct_requires_grad(ct_cast(t_rand((int64_t[]){33, 50}, 2, CT_F32, -2, 2), dt), true),
+                        ct_requires_grad(ct_cast(t_rand((int64_t[]){50, 66}, 2, CT_F32, lo, hi), dt), true)};
+                    view_ctx c = {.which = which, .r = (ct_reduction)r};
+                    parity(f_views, in, 2, &c, &c, tol_of(dt), rtol_of(dt));
+                });
+    }
+}
+
 /* The loader delivers its batches onto the GPU straight from its pinned buffers, asynchronously,
  * and refills them in the background: every batch must arrive as filled, with the GPU kept
  * busy so that the copies lag behind the host (small batches, once read by the driver after
