@@ -159,6 +159,7 @@ Test(cuda_conv, conv_transpose2d_matches_cpu) {
                 ct_tensor *gy = t_rand_dtype(ct_tensor_shape(yc), 4, dt, -1, 1);
                 cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
                 ct_tensor *yg = ct_conv_transpose2d(xg, wg, bg, &cases[i].o);
+                t_poison_gpu_cache(ct_tensor_numel(xc), dt);
                 cr_assert_eq(ct_backward_ex(yg, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
                 t_assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "conv_transpose2d grad x");
                 t_assert_parity(ct_grad(wg), ct_grad(wc), float_tols[d], "conv_transpose2d grad w");
@@ -232,10 +233,63 @@ Test(cuda_conv, global_avg_pool_matches_cpu) {
             t_assert_parity(yg, yc, float_tols[d], "global_avg_pool2d");
             ct_tensor *gy = t_rand_dtype((int64_t[]){4, 5, 1, 1}, 4, float_dtypes[d], -1, 1);
             cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
+            t_poison_gpu_cache(ct_tensor_numel(xc), float_dtypes[d]);
             cr_assert_eq(ct_backward_ex(yg, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
             t_assert_parity(ct_grad(xg), ct_grad(xc), float_tols[d], "global_avg_pool2d grad");
         });
     }
+}
+
+/* Convolution and pooling of a transposed view (H and W swapped in memory), forward and
+ * gradients, in every dtype: the gradient of x goes back through the view. */
+Test(cuda_conv, views_and_their_gradients) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(7);
+    for (int d = 0; d < 3; d++)
+        T_NO_LEAK({
+            ct_dtype dt = float_dtypes[d];
+            ct_conv2d_opts o = OPTS(1, 2, 1, 0, 1, 1, 1);
+            ct_tensor *base = ct_requires_grad(t_rand_dtype((int64_t[]){2, 3, 11, 9}, 4, dt, -1, 1), true);
+            ct_tensor *w = ct_requires_grad(t_rand_dtype((int64_t[]){4, 3, 3, 3}, 4, dt, -1, 1), true);
+            ct_tensor *gbase = ct_requires_grad(t_to_gpu(base), true), *gw = ct_requires_grad(t_to_gpu(w), true);
+            ct_tensor *yc = ct_conv2d(ct_transpose(base, 2, 3), w, NULL, &o);
+            cr_assert_not_null(yc, "%s", ct_last_error_message());
+            t_poison_gpu_cache(ct_tensor_numel(yc), dt);
+            ct_tensor *yg = ct_conv2d(ct_transpose(gbase, 2, 3), gw, NULL, &o);
+            t_assert_parity_normwise(yg, yc, float_tols[d], "conv2d of a view");
+            ct_tensor *gy = t_rand_dtype(ct_tensor_shape(yc), 4, dt, -1, 1);
+            cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
+            t_poison_gpu_cache(ct_tensor_numel(base), dt);
+            cr_assert_eq(ct_backward_ex(yg, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
+            t_assert_parity_normwise(ct_grad(gbase), ct_grad(base), float_tols[d], "conv2d of a view: grad x");
+            t_assert_parity_normwise(ct_grad(gw), ct_grad(w), float_tols[d], "conv2d of a view: grad w");
+
+            /* Pooling: distinct values, so the maxima and their indices are unique. */
+            ct_tensor *perm = ct_cast(ct_randperm(2 * 3 * 11 * 9, CT_CPU), dt);
+            ct_tensor *pbase = ct_requires_grad(
+                ct_contiguous(ct_reshape(ct_add_scalar(perm, -100), (int64_t[]){2, 3, 11, 9}, 4)), true);
+            ct_tensor *gpbase = ct_requires_grad(t_to_gpu(pbase), true);
+            const ct_pool2d_opts *po = &pool_cases[2]; /* 3x3, stride 2, padding 1 */
+            ct_tensor *ic, *ig;
+            ct_tensor *mc = ct_max_pool2d(ct_transpose(pbase, 2, 3), po, &ic);
+            cr_assert_not_null(mc, "%s", ct_last_error_message());
+            t_poison_gpu_cache(ct_tensor_numel(mc), dt);
+            ct_tensor *mg = ct_max_pool2d(ct_transpose(gpbase, 2, 3), po, &ig);
+            t_assert_parity(mg, mc, 0, "max_pool2d of a view");
+            t_assert_parity(ig, ic, 0, "max_pool2d of a view: indices");
+            ct_tensor *ac = ct_avg_pool2d(ct_transpose(pbase, 2, 3), po);
+            cr_assert_not_null(ac, "%s", ct_last_error_message());
+            t_poison_gpu_cache(ct_tensor_numel(ac), dt);
+            ct_tensor *ag = ct_avg_pool2d(ct_transpose(gpbase, 2, 3), po);
+            t_assert_parity(ag, ac, float_tols[d], "avg_pool2d of a view");
+            /* one backward through both pools */
+            ct_tensor *both = ct_add(mc, ac), *gboth = ct_add(mg, ag);
+            ct_tensor *gp = t_rand_dtype(ct_tensor_shape(both), 4, dt, -1, 1);
+            cr_assert_eq(ct_backward_ex(both, gp, false), CT_OK, "%s", ct_last_error_message());
+            t_poison_gpu_cache(ct_tensor_numel(pbase), dt);
+            cr_assert_eq(ct_backward_ex(gboth, t_to_gpu(gp), false), CT_OK, "%s", ct_last_error_message());
+            t_assert_parity(ct_grad(gpbase), ct_grad(pbase), float_tols[d], "pooling of a view: grad x");
+        });
 }
 
 Test(cuda_conv, bad_inputs) {
