@@ -634,6 +634,77 @@ Test(cuda_elementwise, in_place_ops_write_exactly_their_view) {
     });
 }
 
+/* ct_copy_ into a stepped view of a poisoned buffer, from every dtype to every dtype: a
+ * broadcast row, a transposed source, and a CPU source (copied across devices). Conversions
+ * are exact on both devices, so the whole buffer must equal the CPU's: the view converted,
+ * everything else untouched (NaN, or 77 in the integer dtypes). */
+Test(cuda_elementwise, copy_casts_and_broadcasts_into_views_like_the_cpu) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(61);
+    const ct_dtype dtypes[] = {CT_F32, CT_F16, CT_BF16, CT_I32, CT_U8};
+    T_NO_LEAK({
+        for (int d = 0; d < 5; d++)
+            for (int s = 0; s < 5; s++)
+                for (int how = 0; how < 3; how++) {
+                    ct_scope_begin();
+                    ct_dtype dst = dtypes[d], src_dtype = dtypes[s];
+                    double fill = ct_dtype_is_float(dst) ? NAN : 77;
+                    ct_tensor *base = ct_full((int64_t[]){6, 41}, 2, fill, dst, CT_CPU);
+                    ct_tensor *base_gpu = ct_full((int64_t[]){6, 41}, 2, fill, dst, CT_CUDA(0));
+                    cr_assert_not_null(base_gpu, "%s", ct_last_error_message());
+                    ct_tensor *view = ct_slice(base, 1, 1, 41, 2), *view_gpu = ct_slice(base_gpu, 1, 1, 41, 2);
+                    /* (1, 20) broadcast, (20, 6) transposed, or (6, 20) left on the CPU */
+                    const int64_t shapes[3][2] = {{1, 20}, {20, 6}, {6, 20}};
+                    ct_tensor *src = ct_cast(t_rand(shapes[how], 2, CT_F32, -300, 300), src_dtype);
+                    ct_tensor *src_gpu = how == 2 ? src : ct_to_device(src, CT_CUDA(0));
+                    if (how == 1) {
+                        src = ct_transpose(src, 0, 1);
+                        src_gpu = ct_transpose(src_gpu, 0, 1);
+                    }
+                    cr_assert_eq(ct_copy_(view, src), CT_OK, "%s", ct_last_error_message());
+                    cr_assert_eq(ct_copy_(view_gpu, src_gpu), CT_OK, "%s", ct_last_error_message());
+                    char what[96];
+                    const char *source[3] = {"broadcast", "transposed", "CPU"};
+                    snprintf(what, sizeof what, "copy_ %s -> %s view (%s source)", ct_dtype_name(src_dtype),
+                             ct_dtype_name(dst), source[how]);
+                    assert_parity(what, base, base_gpu, 0);
+                    ct_scope_end();
+                }
+    });
+}
+
+/* The in-place ops on I32 and U8 views (truncation toward zero, saturation), exactly like the
+ * CPU; the rest of the buffer keeps its 77s. */
+Test(cuda_elementwise, integer_in_place_ops_match_the_cpu_exactly) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(62);
+    const ct_dtype dtypes[] = {CT_I32, CT_U8};
+    T_NO_LEAK({
+        for (int k = 0; k < 2; k++)
+            for (int op = ADD_; op <= MUL_SCALAR_; op++)
+                for (int b_rows = 1; b_rows <= 6; b_rows += 5) {
+                    ct_scope_begin();
+                    ct_dtype dtype = dtypes[k];
+                    double lo = dtype == CT_U8 ? 0 : -1000, hi = dtype == CT_U8 ? 200 : 1000;
+                    ct_tensor *base = ct_full((int64_t[]){6, 64}, 2, 77, dtype, CT_CPU);
+                    ct_tensor *base_gpu = ct_full((int64_t[]){6, 64}, 2, 77, dtype, CT_CUDA(0));
+                    ct_tensor *view = ct_slice(base, 1, 0, 64, 2), *view_gpu = ct_slice(base_gpu, 1, 0, 64, 2);
+                    ct_tensor *start = ct_cast(t_rand((int64_t[]){6, 32}, 2, CT_F32, lo, hi), dtype);
+                    cr_assert_eq(ct_copy_(view, start), CT_OK, "%s", ct_last_error_message());
+                    cr_assert_eq(ct_copy_(view_gpu, start), CT_OK, "%s", ct_last_error_message());
+                    ct_tensor *b = ct_cast(t_rand((int64_t[]){b_rows, 32}, 2, CT_F32, lo, hi), dtype);
+                    cr_assert_eq(run_inplace((inplace_op)op, view, b), CT_OK, "%s", ct_last_error_message());
+                    cr_assert_eq(run_inplace((inplace_op)op, view_gpu, ct_to_device(b, CT_CUDA(0))), CT_OK, "%s",
+                                 ct_last_error_message());
+                    char what[96];
+                    snprintf(what, sizeof what, "in-place op %d on a %s view, b of %d rows", op, ct_dtype_name(dtype),
+                             b_rows);
+                    assert_parity(what, base, base_gpu, 0);
+                    ct_scope_end();
+                }
+    });
+}
+
 /* ---- the vector path's edges ------------------------------------------------------------ */
 
 /* "add of 17 from offset 1" into what[96]. */
