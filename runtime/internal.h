@@ -173,8 +173,6 @@ ct_status ct__cuda_make_current(int device);
  * always false without CUDA. */
 bool ct__cuda_capturing(int device);
 
-/* Until a CUDA kernel exists for an op: CT_ERR_UNSUPPORTED naming the op and device. */
-bool ct__require_cpu(const char *op, const ct_tensor *t);
 
 /* Scopes: register a new tensor (called by ct__new / ct__view_of). */
 void ct__scope_register(ct_tensor *t);

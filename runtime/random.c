@@ -150,6 +150,23 @@ static int cmp_key_index(const void *x, const void *y) {
     return a->index < b->index ? -1 : (a->index > b->index);
 }
 
+/* ct_randperm on a GPU (kernels/cuda/random.cu): the same words sorted there, stably. */
+static ct_status randperm_cuda(ct_tensor *t, int64_t n) {
+    ct_stream *stream = ct__stream_for(t);
+    size_t bytes = 0;
+    if (!stream || CT_ON_CUDA(ct_cuda_randperm_workspace(n, &bytes)) != CT_OK)
+        return ct_last_error();
+    int64_t nbytes = (int64_t)bytes;
+    ct_tensor *ws = bytes ? ct__new(CT_U8, t->device, 1, &nbytes) : NULL;
+    if (bytes && !ws)
+        return ct_last_error();
+    uint64_t seed, offset = ct__philox_reserve((uint64_t)n, &seed);
+    ct_status st =
+        CT_ON_CUDA(ct_cuda_randperm(ct__data(t), n, seed, offset, ws ? ct__data(ws) : NULL, bytes, stream));
+    ct_tensor_free(ws);
+    return st;
+}
+
 ct_tensor *ct_randperm(int64_t n, ct_device device) {
     if (n < 0 || n > INT32_MAX) {
         ct__set_error(CT_ERR_VALUE, "ct_randperm: n must be in [0, 2^31), got %lld", (long long)n);
@@ -158,9 +175,12 @@ ct_tensor *ct_randperm(int64_t n, ct_device device) {
     ct_tensor *t = ct_empty(&n, 1, CT_I32, device);
     if (!t)
         return NULL;
-    if (!ct__require_cpu("ct_randperm", t)) {
-        ct_tensor_free(t);
-        return NULL;
+    if (device.type == CT_DEVICE_CUDA) {
+        if (randperm_cuda(t, n) != CT_OK) {
+            ct_tensor_free(t);
+            return NULL;
+        }
+        return t;
     }
     key_index *items = malloc((size_t)(n ? n : 1) * sizeof *items);
     if (!items) {

@@ -655,13 +655,6 @@ ct_tensor *ct__alias(const ct_tensor *src) {
     return t;
 }
 
-bool ct__require_cpu(const char *op, const ct_tensor *t) {
-    if (t->device.type == CT_DEVICE_CPU)
-        return true;
-    ct__set_error(CT_ERR_UNSUPPORTED, "%s: not implemented on %s yet (CPU only)", op, ct_device_name(t->device));
-    return false;
-}
-
 ct_stream *ct__stream_for(const ct_tensor *t) {
 #ifdef CT_HAVE_CUDA
     if (t->device.type == CT_DEVICE_CUDA && ct__cuda_make_current(t->device.index) != CT_OK)

@@ -155,17 +155,39 @@ Test(cuda_core, random_distributions_match_the_cpu) {
     });
 }
 
-/* ct_randperm sorts Philox keys on the host and has no CUDA kernel: on a GPU it is refused
- * with a clear error (make it on the CPU and move it), and nothing is drawn. */
-Test(cuda_core, randperm_on_a_gpu_is_refused) {
+/* ct_randperm on a GPU sorts the same Philox words as the CPU, stably (CUB's radix sort):
+ * the same permutation bit for bit, from sizes under one block to several sort passes, and
+ * the offset moves alike. The output lands on a poisoned block. */
+Test(cuda_core, randperm_matches_the_cpu) {
     T_REQUIRE_GPU();
+    const int64_t sizes[] = {0, 1, 2, 7, 1000, 65537, (1 << 20) + 3};
     T_NO_LEAK({
-        ct_manual_seed(3);
-        cr_assert_null(ct_randperm(10, T_GPU));
-        t_assert_error(CT_ERR_UNSUPPORTED, "ct_randperm", "cuda:0", "CPU only", NULL);
-        cr_assert_eq(ct_random_offset(), 0, "the refused call moved the offset");
-        ct_tensor *moved = ct_to_device(ct_randperm(10, CT_CPU), T_GPU);
-        cr_assert_not_null(moved, "%s", ct_last_error_message());
+        for (unsigned k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            int64_t n = sizes[k];
+            ct_manual_seed(3 + k);
+            ct_random_set_offset(77);
+            ct_tensor *c = ct_randperm(n, CT_CPU);
+            uint64_t after_cpu = ct_random_offset();
+            ct_manual_seed(3 + k);
+            ct_random_set_offset(77);
+            t_poison_gpu_cache(n, CT_I32);
+            ct_tensor *g = ct_randperm(n, T_GPU);
+            cr_assert_not_null(g, "n = %lld: %s", (long long)n, ct_last_error_message());
+            cr_assert_eq(ct_random_offset(), after_cpu, "n = %lld: the offsets differ", (long long)n);
+            cr_assert_eq(ct_tensor_numel(g), n);
+            size_t bytes = (size_t)(n ? n : 1) * sizeof(int32_t);
+            int32_t *want = malloc(bytes), *got = malloc(bytes);
+            cr_assert(want && got);
+            cr_assert_eq(ct_to_host(c, want, bytes), CT_OK, "%s", ct_last_error_message());
+            cr_assert_eq(ct_to_host(g, got, bytes), CT_OK, "%s", ct_last_error_message());
+            for (int64_t i = 0; i < n; i++)
+                cr_assert_eq(got[i], want[i], "n = %lld: element %lld is %d on the GPU, %d on the CPU", (long long)n,
+                             (long long)i, got[i], want[i]);
+            free(want);
+            free(got);
+        }
+        cr_assert_null(ct_randperm(-1, T_GPU));
+        t_assert_error(CT_ERR_VALUE, "ct_randperm", NULL);
     });
 }
 

@@ -45,7 +45,8 @@ ct_tensor *ct_randn(const int64_t *shape, int ndim, ct_dtype dtype, ct_device de
 ct_tensor *ct_normal(const int64_t *shape, int ndim, double mean, double std, ct_dtype dtype, ct_device device);
 /* 1 with probability p, else 0, in `dtype`. */
 ct_tensor *ct_bernoulli(const int64_t *shape, int ndim, double p, ct_dtype dtype, ct_device device);
-/* A random permutation of 0..n-1 as I32. */
+/* A random permutation of 0..n-1 as I32 (n < 2^31): Philox words sorted with their indices,
+ * the same permutation on the CPU and on a GPU for the same seed and offset. */
 ct_tensor *ct_randperm(int64_t n, ct_device device);
 
 #ifdef __cplusplus

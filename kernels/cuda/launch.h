@@ -27,6 +27,12 @@ ct_status ct_cuda_fill(int ndim, const int64_t *shape, void *dst, ct_dtype dtype
  * (seed, offset). kind: 0 uniform(p0, p1), 1 normal(mean p0, std p1), 2 bernoulli(p0). */
 ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t n, uint64_t seed, uint64_t offset, double p0,
                          double p1, ct_stream *stream);
+/* random.cu: ct_randperm's permutation of 0..n-1 (n < 2^31), the CPU's bit for bit: Philox
+ * words seed/offset 0..n-1 sorted stably with their indices. `workspace` is device memory of
+ * ct_cuda_randperm_workspace(n) bytes, free for reuse by work queued after the call. */
+ct_status ct_cuda_randperm_workspace(int64_t n, size_t *bytes);
+ct_status ct_cuda_randperm(int32_t *out, int64_t n, uint64_t seed, uint64_t offset, void *workspace,
+                           size_t workspace_bytes, ct_stream *stream);
 
 /* matmul.cu: c = a @ b for every batch index on cuBLASLt (F32, F16, BF16; f32 accumulation;
  * TF32 for F32 only when allow_tf32). Operands as in kernels/cpu/gemm.h, with layouts for

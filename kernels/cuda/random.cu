@@ -5,6 +5,8 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launch.h"
 
+#include <cub/device/device_radix_sort.cuh>
+
 template <typename T>
 __global__ void random_kernel(int kind, T *out, int64_t n, uint64_t seed, uint64_t offset, const uint64_t *base,
                               double p0, double p1, bool f64) {
@@ -43,4 +45,69 @@ extern "C" ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t
         random_kernel<T><<<ct_grid_for(n, threads), threads, 0, s>>>(kind, (T *)out, n, seed, offset, base, p0, p1,
                                                                       dtype == CT_F64));
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
+}
+
+// ---- randperm --------------------------------------------------------------------------
+// The CPU (runtime/random.c) sorts (Philox word i, i) pairs by key, then index. CUB's radix
+// sort is stable, so sorting the words with the indices in ascending order as values gives
+// the same permutation, bit for bit. Workspace: keys in, keys out, indices in, each rounded
+// to 256 bytes, then CUB's temporary storage.
+
+__global__ void randperm_keys_kernel(uint32_t *keys, int32_t *index, int64_t n, uint64_t seed, uint64_t offset,
+                                     const uint64_t *base) {
+    ct_philox_rebase(base, &seed, &offset);
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
+        keys[i] = ct_philox_word(seed, offset, (uint64_t)i);
+        index[i] = (int32_t)i;
+    }
+}
+
+static size_t randperm_part(int64_t n) { return ((size_t)n * 4 + 255) & ~(size_t)255; }
+
+static ct_status randperm_sort_bytes(int64_t n, size_t *bytes) {
+    *bytes = 0;
+    return CT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, *bytes, (const uint32_t *)nullptr,
+                                                         (uint32_t *)nullptr, (const int32_t *)nullptr,
+                                                         (int32_t *)nullptr, n))
+               ? CT_OK
+               : ct_last_error();
+}
+
+extern "C" ct_status ct_cuda_randperm_workspace(int64_t n, size_t *bytes) {
+    *bytes = 0;
+    if (n <= 0)
+        return CT_OK;
+    size_t sort = 0;
+    if (randperm_sort_bytes(n, &sort) != CT_OK)
+        return ct_last_error();
+    *bytes = 3 * randperm_part(n) + sort;
+    return CT_OK;
+}
+
+extern "C" ct_status ct_cuda_randperm(int32_t *out, int64_t n, uint64_t seed, uint64_t offset, void *workspace,
+                                      size_t workspace_bytes, ct_stream *stream) {
+    if (n <= 0)
+        return CT_OK;
+    CT_LAUNCH_STREAM(s, stream);
+    size_t sort = 0;
+    if (randperm_sort_bytes(n, &sort) != CT_OK)
+        return ct_last_error();
+    const size_t part = randperm_part(n);
+    if (!workspace || workspace_bytes < 3 * part + sort)
+        return ct__set_error(CT_ERR_INTERNAL, "ct_cuda_randperm: workspace of %zu bytes, %zu needed", workspace_bytes,
+                             3 * part + sort);
+    char *w = (char *)workspace;
+    uint32_t *keys_in = (uint32_t *)w, *keys_out = (uint32_t *)(w + part);
+    int32_t *index = (int32_t *)(w + 2 * part);
+    const uint64_t *base = NULL;
+    if (ct__cuda_philox_for(stream, seed, &offset, &base) != CT_OK)
+        return ct_last_error();
+    const int threads = 256;
+    randperm_keys_kernel<<<ct_grid_for(n, threads), threads, 0, s>>>(keys_in, index, n, seed, offset, base);
+    if (!CT_CUDA_CHECK_LAUNCH())
+        return ct_last_error();
+    return CT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(w + 3 * part, sort, keys_in, keys_out, index, out, n, 0, 32,
+                                                         s))
+               ? CT_OK
+               : ct_last_error();
 }
