@@ -19,22 +19,40 @@ static const ct_dtype float_dtypes[] = {CT_F32, CT_F16, CT_BF16};
 
 static double tol_for(ct_dtype dt) { return dt == CT_F32 ? 1e-4 : 1e-2; }
 
-/* The same values on the CPU and the GPU, laid out alike: contiguous, a view one element
- * into a wider tensor (rows and data off 16-byte boundaries), or a permuted step-2 slice. */
-static void make_pair(const int64_t *shape, int ndim, ct_dtype dt, enum layout layout, enum values values,
-                      ct_tensor **cpu, ct_tensor **gpu) {
-    int64_t bshape[CT_MAX_DIMS];
-    int perm[CT_MAX_DIMS];
-    if (ndim == 0)
-        layout = CONTIGUOUS;
-    for (int d = 0; d < ndim; d++) {
+/* The shape of the tensor that `layout` views as `shape`: one element wider for MISALIGNED,
+ * dims reversed and the (new) first one doubled for STRIDED. */
+static void base_shape(const int64_t *shape, int ndim, enum layout layout, int64_t *bshape) {
+    for (int d = 0; d < ndim; d++)
         bshape[d] = layout == STRIDED ? shape[ndim - 1 - d] : shape[d];
-        perm[d] = ndim - 1 - d;
-    }
     if (layout == MISALIGNED)
         bshape[ndim - 1] += 1;
     if (layout == STRIDED)
         bshape[0] *= 2;
+}
+
+/* The view of `base` (of base_shape) that has the shape asked for: a view one element into
+ * the wider tensor (rows and data off 16-byte boundaries), or a permuted step-2 slice. */
+static ct_tensor *layout_view(ct_tensor *base, int ndim, enum layout layout) {
+    int perm[CT_MAX_DIMS];
+    for (int d = 0; d < ndim; d++)
+        perm[d] = ndim - 1 - d;
+    ct_tensor *v = base;
+    if (layout == MISALIGNED)
+        v = ct_slice(v, ndim - 1, 1, ct_tensor_shape(base)[ndim - 1], 1);
+    if (layout == STRIDED)
+        v = ct_permute(ct_slice(v, 0, 0, ct_tensor_shape(base)[0], 2), perm, ndim);
+    cr_assert_not_null(v, "%s", ct_last_error_message());
+    return v;
+}
+
+/* The same values on the CPU and the GPU, laid out alike: contiguous, or one of the views
+ * of layout_view. */
+static void make_pair(const int64_t *shape, int ndim, ct_dtype dt, enum layout layout, enum values values,
+                      ct_tensor **cpu, ct_tensor **gpu) {
+    int64_t bshape[CT_MAX_DIMS];
+    if (ndim == 0)
+        layout = CONTIGUOUS;
+    base_shape(shape, ndim, layout, bshape);
     ct_dtype gen = dt == CT_I32 ? CT_F32 : dt;
     ct_tensor *base = t_rand(bshape, ndim, gen, values == RANDOM ? -2 : -3, 3);
     if (values != RANDOM || dt == CT_I32)
@@ -43,16 +61,8 @@ static void make_pair(const int64_t *shape, int ndim, ct_dtype dt, enum layout l
         cr_assert_eq(ct_fill_(ct_slice(base, ndim - 1, 1, bshape[ndim - 1], 5), NAN), CT_OK);
     ct_tensor *gbase = ct_to_device(base, GPU);
     cr_assert_not_null(gbase, "%s", ct_last_error_message());
-    ct_tensor *views[2] = {base, gbase};
-    for (int k = 0; k < 2; k++) {
-        if (layout == MISALIGNED)
-            views[k] = ct_slice(views[k], ndim - 1, 1, bshape[ndim - 1], 1);
-        if (layout == STRIDED)
-            views[k] = ct_permute(ct_slice(views[k], 0, 0, bshape[0], 2), perm, ndim);
-        cr_assert_not_null(views[k], "%s", ct_last_error_message());
-    }
-    *cpu = views[0];
-    *gpu = views[1];
+    *cpu = layout_view(base, ndim, layout);
+    *gpu = layout_view(gbase, ndim, layout);
 }
 
 /* Leave a freed block of `numel` elements of `dt` holding POISON in the GPU allocator's
@@ -380,44 +390,59 @@ Test(cuda_reduce, softmax_backward_matches_the_cpu) {
 
 enum grad_op { G_SUM, G_MEAN, G_VAR, G_STD, G_LSE, G_MAX, G_MIN, G_MAX_ALL, G_MIN_ALL, NUM_GRAD_OPS };
 
-/* The input's gradient of op on x's device, for a random output gradient of the same seed. */
-static ct_tensor *reduction_grad(enum grad_op op, ct_tensor *x, const red_case *c, uint64_t seed) {
-    ct_tensor *leaf = ct_requires_grad(ct_clone(x), true);
+/* The gradient of op, on `device`, with respect to a leaf holding base's values, the op
+ * reading the leaf through layout_view (so the gradient lands in a slice or permutation of
+ * the leaf's, and is zero where the view does not reach), for a random output gradient of
+ * the same seed. On the GPU the allocator's cache is poisoned with NaN blocks of the leaf's
+ * size between the forward and the backward, so that a gradient element that no kernel
+ * writes fails. */
+static ct_tensor *reduction_grad(enum grad_op op, ct_tensor *base, enum layout layout, ct_device device,
+                                 const red_case *c, uint64_t seed) {
+    ct_tensor *leaf = ct_requires_grad(ct_to_device(ct_clone(base), device), true);
     cr_assert_not_null(leaf, "%s", ct_last_error_message());
+    ct_tensor *x = layout_view(leaf, c->ndim, layout);
     int dim = c->ndims ? c->dims[0] : 0;
     ct_tensor *y;
     switch (op) {
-    case G_MAX: y = ct_max(leaf, dim, false, NULL); break;
-    case G_MIN: y = ct_min(leaf, dim, true, NULL); break;
-    case G_MAX_ALL: y = ct_max_all(leaf); break;
-    case G_MIN_ALL: y = ct_min_all(leaf); break;
-    default: y = reduce((enum red_op)op, leaf, c->dims, c->ndims, op % 2);
+    case G_MAX: y = ct_max(x, dim, false, NULL); break;
+    case G_MIN: y = ct_min(x, dim, true, NULL); break;
+    case G_MAX_ALL: y = ct_max_all(x); break;
+    case G_MIN_ALL: y = ct_min_all(x); break;
+    default: y = reduce((enum red_op)op, x, c->dims, c->ndims, op % 2);
     }
     cr_assert_not_null(y, "%s", ct_last_error_message());
     ct_manual_seed(seed);
-    ct_tensor *gout = ct_to_device(t_rand(ct_tensor_shape(y), ct_tensor_ndim(y), ct_tensor_dtype(y), -1, 1),
-                                   ct_tensor_device(y));
+    ct_tensor *gout = ct_to_device(t_rand(ct_tensor_shape(y), ct_tensor_ndim(y), ct_tensor_dtype(y), -1, 1), device);
+    cr_assert_not_null(gout, "%s", ct_last_error_message());
+    if (device.type == CT_DEVICE_CUDA)
+        t_poison_gpu_cache(ct_tensor_numel(leaf), ct_tensor_dtype(leaf));
     cr_assert_eq(ct_backward_ex(y, gout, false), CT_OK, "%s", ct_last_error_message());
     return ct_grad(leaf);
 }
 
+/* Every reduction's gradient, of contiguous inputs, of views one element in and of permuted
+ * step-2 slices. */
 Test(cuda_reduce, reduction_gradients_match_the_cpu) {
     T_REQUIRE_GPU();
     ct_manual_seed(16);
     for (unsigned ci = 1; ci < sizeof red_cases / sizeof red_cases[0]; ci++) {
         const red_case *c = &red_cases[ci];
         for (unsigned di = 0; di < 3; di++)
-            T_NO_LEAK({
-                ct_dtype dt = float_dtypes[di];
-                ct_tensor *cpu, *gpu;
-                make_pair(c->shape, c->ndim, dt, CONTIGUOUS, RANDOM, &cpu, &gpu);
-                for (int op = 0; op < NUM_GRAD_OPS; op++) {
-                    char what[96];
-                    snprintf(what, sizeof what, "gradient %d case %u %s", op, ci, ct_dtype_name(dt));
-                    expect_match(reduction_grad(op, gpu, c, 100 + ci), reduction_grad(op, cpu, c, 100 + ci),
-                                 tol_for(dt), what);
-                }
-            });
+            for (int layout = 0; layout < NUM_LAYOUTS; layout++)
+                T_NO_LEAK({
+                    ct_dtype dt = float_dtypes[di];
+                    int64_t bshape[CT_MAX_DIMS];
+                    base_shape(c->shape, c->ndim, layout, bshape);
+                    ct_tensor *base = t_rand(bshape, c->ndim, dt, -2, 3);
+                    for (int op = 0; op < NUM_GRAD_OPS; op++) {
+                        char what[96];
+                        snprintf(what, sizeof what, "gradient %d case %u %s layout %d", op, ci, ct_dtype_name(dt),
+                                 layout);
+                        uint64_t seed = 100 + ci;
+                        expect_match(reduction_grad(op, base, layout, GPU, c, seed),
+                                     reduction_grad(op, base, layout, CT_CPU, c, seed), tol_for(dt), what);
+                    }
+                });
     }
 }
 
