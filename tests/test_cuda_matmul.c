@@ -2,9 +2,10 @@
  * reference), F32 within 1e-4 (1e-2 with TF32), F16 / BF16 within 1e-2, the error of each
  * element taken relative to max(1, |cpu|). Shapes with broadcast batch dims; transposed,
  * sliced (unaligned), stepped, expanded and permuted operands; odd and empty sizes; K = 0;
- * gradients. Every output is a new tensor, so the allocator's cache is poisoned with NaN
- * blocks of the output's size before each product: an element the GPU never wrote reads
- * as NaN and fails. Every test reports itself skipped where no GPU is usable. */
+ * gradients of ct_matmul and ct_bmm. Every output is a new tensor, so the allocator's cache
+ * is poisoned with NaN blocks of the output's size before each product (of the operands'
+ * sizes before each backward): an element the GPU never wrote reads as NaN and fails. Every
+ * test reports itself skipped where no GPU is usable. */
 #include "tests/common.h"
 
 #include <string.h>
@@ -178,10 +179,13 @@ Test(cuda_matmul, tf32_switch) {
 
 /* ---- gradients ---------------------------------------------------------------------------- */
 
-/* a = fa(leaf of shape as), b = fb(leaf of shape bs): grads of both leaves after backward
- * from the same output gradient, GPU against CPU. */
-static void check_backward(const int64_t *as, int an, view_fn fa, const int64_t *bs, int bn, view_fn fb,
-                           const char *what) {
+typedef ct_tensor *(*product_fn)(const ct_tensor *a, const ct_tensor *b);
+
+/* a = fa(leaf of shape as), b = fb(leaf of shape bs): grads of both leaves after
+ * backward through `product` from the same output gradient, GPU against CPU. The GPU's
+ * backward starts from a cache poisoned with NaN blocks of both leaves' sizes. */
+static void check_backward_of(product_fn product, const int64_t *as, int an, view_fn fa, const int64_t *bs, int bn,
+                              view_fn fb, const char *what) {
     for (int i = 0; i < 3; i++) {
         T_NO_LEAK({
             ct_tensor *a = t_rand_dtype(as, an, float_dtypes[i], -1, 1), *b = t_rand_dtype(bs, bn, float_dtypes[i], -1, 1);
@@ -189,15 +193,23 @@ static void check_backward(const int64_t *as, int an, view_fn fa, const int64_t 
             ct_tensor *leaves[4] = {a, b, ga, gb};
             for (int k = 0; k < 4; k++)
                 cr_assert_not_null(ct_requires_grad(leaves[k], true), "%s", ct_last_error_message());
-            ct_tensor *out = ct_matmul(fa(a), fb(b)), *out_gpu = ct_matmul(fa(ga), fb(gb));
+            ct_tensor *out = product(fa(a), fb(b)), *out_gpu = product(fa(ga), fb(gb));
             cr_assert(out && out_gpu, "%s: %s", what, ct_last_error_message());
             ct_tensor *g = t_rand_dtype(ct_tensor_shape(out), ct_tensor_ndim(out), float_dtypes[i], -1, 1);
             cr_assert_eq(ct_backward_ex(out, g, false), CT_OK, "%s: %s", what, ct_last_error_message());
-            cr_assert_eq(ct_backward_ex(out_gpu, t_to_gpu(g), false), CT_OK, "%s: %s", what, ct_last_error_message());
+            ct_tensor *g_gpu = t_to_gpu(g);
+            t_poison_gpu_cache(ct_tensor_numel(a), float_dtypes[i]);
+            t_poison_gpu_cache(ct_tensor_numel(b), float_dtypes[i]);
+            cr_assert_eq(ct_backward_ex(out_gpu, g_gpu, false), CT_OK, "%s: %s", what, ct_last_error_message());
             t_assert_parity(ct_grad(ga), ct_grad(a), float_tols[i], what);
             t_assert_parity(ct_grad(gb), ct_grad(b), float_tols[i], what);
         });
     }
+}
+
+static void check_backward(const int64_t *as, int an, view_fn fa, const int64_t *bs, int bn, view_fn fb,
+                           const char *what) {
+    check_backward_of(ct_matmul, as, an, fa, bs, bn, fb, what);
 }
 
 Test(cuda_matmul, gradients) {
@@ -209,10 +221,18 @@ Test(cuda_matmul, gradients) {
     check_backward((int64_t[]){4}, 1, identity, (int64_t[]){4}, 1, identity, "dot");
     check_backward((int64_t[]){2, 3, 4}, 3, identity, (int64_t[]){4, 5}, 2, identity, "shared b");
     check_backward((int64_t[]){4, 7}, 2, transposed, (int64_t[]){5, 4}, 2, transposed, "transposed");
-    check_backward((int64_t[]){2, 6, 4}, 3, identity, (int64_t[]){2, 4, 33}, 3, identity, "bmm");
+    check_backward((int64_t[]){2, 6, 4}, 3, identity, (int64_t[]){2, 4, 33}, 3, identity, "3-D matmul");
     /* Broadcast batch dims: the gradient is summed over them. */
     check_backward((int64_t[]){2, 1, 3, 4}, 4, identity, (int64_t[]){5, 4, 6}, 3, identity, "broadcast");
     check_backward((int64_t[]){3, 4}, 2, identity, (int64_t[]){2, 4, 5}, 3, identity, "shared a");
+    /* ct_bmm itself: plain, a transposed b, interleaved batches, a stepped b, odd sizes. */
+    check_backward_of(ct_bmm, (int64_t[]){4, 5, 6}, 3, identity, (int64_t[]){4, 6, 3}, 3, identity, "bmm");
+    check_backward_of(ct_bmm, (int64_t[]){3, 7, 9}, 3, identity, (int64_t[]){3, 5, 9}, 3, transposed,
+                      "bmm b transposed");
+    check_backward_of(ct_bmm, (int64_t[]){6, 3, 9}, 3, batch_permuted, (int64_t[]){9, 3, 4}, 3, batch_permuted,
+                      "bmm permuted");
+    check_backward_of(ct_bmm, (int64_t[]){2, 1, 13}, 3, identity, (int64_t[]){2, 13, 22}, 3, column_step,
+                      "bmm b column step");
 }
 
 /* ---- errors ------------------------------------------------------------------------------- */
