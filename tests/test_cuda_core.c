@@ -1,5 +1,5 @@
-/* CUDA parity for the runtime core: transfers, copy/cast/fill, Philox. Each test reports
- * itself skipped where no GPU is usable. */
+/* CUDA parity for the runtime core: transfers, copy/cast/fill, creation, Philox. Each test
+ * reports itself skipped where no GPU is usable. */
 #include "tests/common.h"
 
 #include <string.h>
@@ -68,6 +68,108 @@ Test(cuda_core, fill_poisons_every_element) {
                 cr_assert_eq(v[k], (k % 1000) % 3 == 1 ? 2.0 : 7.0);
             free(v);
         }
+    });
+}
+
+/* ---- creation ---------------------------------------------------------------------------- */
+
+/* Leave blocks of `numel` elements of `dtype` in the GPU allocator's cache that no creation
+ * below writes (NaN, 77 for the integer dtypes), so that a new tensor starts from them. */
+static void poison_any(int64_t numel, ct_dtype dtype) {
+    if (ct_dtype_is_float(dtype)) {
+        t_poison_gpu_cache(numel, dtype);
+        return;
+    }
+    ct_tensor *blocks[4];
+    for (int i = 0; i < 4; i++) {
+        blocks[i] = ct_full((int64_t[]){numel > 0 ? numel : 1}, 1, 77, dtype, T_GPU);
+        cr_assert_not_null(blocks[i], "%s", ct_last_error_message());
+    }
+    for (int i = 0; i < 4; i++)
+        ct_tensor_free(blocks[i]);
+}
+
+/* gpu holds cpu's bytes exactly, on the GPU, with its dtype and shape. */
+static void assert_same_bytes(const ct_tensor *gpu, const ct_tensor *cpu, const char *what) {
+    cr_assert_not_null(cpu, "%s (CPU): %s", what, ct_last_error_message());
+    cr_assert_not_null(gpu, "%s: %s", what, ct_last_error_message());
+    cr_assert(ct_device_equal(ct_tensor_device(gpu), T_GPU), "%s: the result is on %s", what,
+              ct_device_name(ct_tensor_device(gpu)));
+    cr_assert_eq(ct_tensor_dtype(gpu), ct_tensor_dtype(cpu), "%s: dtype %s", what, ct_dtype_name(ct_tensor_dtype(gpu)));
+    t_assert_shape(gpu, ct_tensor_shape(cpu), ct_tensor_ndim(cpu));
+    size_t bytes = (size_t)ct_tensor_numel(cpu) * ct_dtype_size(ct_tensor_dtype(cpu));
+    char *hc = malloc(bytes + 1), *hg = malloc(bytes + 1);
+    cr_assert(hc && hg);
+    cr_assert_eq(ct_to_host(cpu, hc, bytes), CT_OK, "%s", ct_last_error_message());
+    cr_assert_eq(ct_to_host(gpu, hg, bytes), CT_OK, "%s", ct_last_error_message());
+    for (size_t i = 0; i < bytes; i++)
+        cr_assert_eq(hg[i], hc[i], "%s (%s %s): byte %zu differs", what, ct_dtype_name(ct_tensor_dtype(cpu)),
+                     ct_shape_str(cpu), i);
+    free(hc);
+    free(hg);
+}
+
+/* ct_zeros, ct_ones, ct_full, ct_scalar, the _like functions and ct_arange make on the GPU
+ * the bytes they make on the CPU, in every dtype: odd, empty and 0-D shapes; values that
+ * round, overflow the half types, saturate the integers, and NaN, infinity and -0 (the
+ * value is rounded once on the host by the CPU's rules). Every result starts from a
+ * poisoned block. F64 is refused on the GPU with a clear error. */
+Test(cuda_core, creation_matches_the_cpu) {
+    T_REQUIRE_GPU();
+    static const int64_t shapes[][2] = {{3, 1001}, {0, 5}, {1, 1}};
+    static const double values[] = {0.1, -2.5, 1e-5, 65519.0, 1e20, 300.0, -3e9, NAN, -INFINITY, -0.0};
+    static const struct {
+        double start, end, step;
+    } ranges[] = {{0, 1027, 1}, {-3, 2.5, 0.25}, {10, -1, -0.7}, {5, 5, 1}, {0.5, 3000.5, 1}, {7, 1, 1}, {0, 1, 0.1}};
+    for (unsigned k = 0; k < sizeof all_dtypes / sizeof all_dtypes[0]; k++)
+        T_NO_LEAK({
+            ct_dtype dt = all_dtypes[k];
+            char what[96];
+            for (unsigned s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+                const int64_t *shape = shapes[s], n = shape[0] * shape[1];
+                poison_any(n, dt);
+                assert_same_bytes(ct_zeros(shape, 2, dt, T_GPU), ct_zeros(shape, 2, dt, CT_CPU), "ct_zeros");
+                poison_any(n, dt);
+                assert_same_bytes(ct_ones(shape, 2, dt, T_GPU), ct_ones(shape, 2, dt, CT_CPU), "ct_ones");
+                for (unsigned v = 0; v < sizeof values / sizeof values[0]; v++) {
+                    snprintf(what, sizeof what, "ct_full(%g)", values[v]);
+                    poison_any(n, dt);
+                    assert_same_bytes(ct_full(shape, 2, values[v], dt, T_GPU), ct_full(shape, 2, values[v], dt, CT_CPU),
+                                      what);
+                }
+                /* The _like functions take the GPU tensor's shape, dtype and device. */
+                ct_tensor *like = ct_full(shape, 2, 3.0, dt, T_GPU), *like_cpu = ct_full(shape, 2, 3.0, dt, CT_CPU);
+                poison_any(n, dt);
+                assert_same_bytes(ct_zeros_like(like), ct_zeros_like(like_cpu), "ct_zeros_like");
+                poison_any(n, dt);
+                assert_same_bytes(ct_ones_like(like), ct_ones_like(like_cpu), "ct_ones_like");
+                ct_tensor *empty = ct_empty_like(ct_transpose(like, 0, 1));
+                cr_assert_not_null(empty, "%s", ct_last_error_message());
+                cr_assert(ct_device_equal(ct_tensor_device(empty), T_GPU), "ct_empty_like left the GPU");
+                cr_assert_eq(ct_tensor_dtype(empty), dt);
+                t_assert_shape(empty, (int64_t[]){shape[1], shape[0]}, 2);
+            }
+            for (unsigned v = 0; v < sizeof values / sizeof values[0]; v++) {
+                poison_any(1, dt);
+                assert_same_bytes(ct_scalar(values[v], dt, T_GPU), ct_scalar(values[v], dt, CT_CPU), "ct_scalar");
+            }
+            for (unsigned r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+                snprintf(what, sizeof what, "ct_arange(%g, %g, %g)", ranges[r].start, ranges[r].end, ranges[r].step);
+                ct_tensor *c = ct_arange(ranges[r].start, ranges[r].end, ranges[r].step, dt, CT_CPU);
+                cr_assert_not_null(c, "%s: %s", what, ct_last_error_message());
+                poison_any(ct_tensor_numel(c), dt);
+                assert_same_bytes(ct_arange(ranges[r].start, ranges[r].end, ranges[r].step, dt, T_GPU), c, what);
+            }
+        });
+    T_NO_LEAK({
+        cr_assert_null(ct_zeros((int64_t[]){2, 3}, 2, CT_F64, T_GPU));
+        t_assert_error(CT_ERR_DTYPE, "ct_zeros", "f64 tensors are CPU only", NULL);
+        cr_assert_null(ct_full((int64_t[]){2}, 1, 1.5, CT_F64, T_GPU));
+        t_assert_error(CT_ERR_DTYPE, "ct_full", "f64", NULL);
+        cr_assert_null(ct_arange(0, 10, 1, CT_F64, T_GPU));
+        t_assert_error(CT_ERR_DTYPE, "ct_arange", "f64", NULL);
+        cr_assert_null(ct_arange(0, 10, 0, CT_F32, T_GPU));
+        t_assert_error(CT_ERR_VALUE, "ct_arange", NULL);
     });
 }
 
