@@ -1,8 +1,9 @@
 /* CUDA parity for the nn ops: batch norm (and the BatchNorm2d module), layer norm, dropout,
  * embedding, pad and the losses, forward and gradients against the CPU (F32 within 1e-5
  * absolute / 1e-4 relative, F16 and BF16 within 1e-2), the dropout mask and padding bit for
- * bit. Every test reports itself skipped where no GPU is usable. The caching allocator is
- * poisoned with NaN before each op, so that an element a kernel forgets to write shows up. */
+ * bit; the loader's batches on the GPU and the metrics of GPU tensors. Every test reports
+ * itself skipped where no GPU is usable. The caching allocator is poisoned with NaN before
+ * each op, so that an element a kernel forgets to write shows up. */
 #include "tests/common.h"
 
 #include <string.h>
@@ -588,4 +589,62 @@ Test(cuda_nn, loader_batches_arrive_intact_on_the_gpu) {
             ct_loader_free(l);
         }
     });
+}
+
+/* ---- metrics ------------------------------------------------------------------------------- */
+
+/* The metrics read CUDA logits and labels through the host: accuracy, top-k accuracy and
+ * the confusion matrix of GPU tensors (contiguous and transposed logits, stepped labels;
+ * ties, which the half types make common, and NaN rows) equal the CPU's exactly, and bad
+ * inputs get the CPU's errors. */
+Test(cuda_nn, metrics_of_gpu_tensors_match_the_cpu) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(41);
+    const int64_t N = 1037, C = 7;
+    for (int k = 0; k < 3; k++)
+        for (int transposed = 0; transposed < 2; transposed++)
+            T_NO_LEAK({
+                ct_dtype dt = float_dtypes[k];
+                ct_tensor *base = t_rand_dtype(transposed ? (int64_t[]){C, N} : (int64_t[]){N, C}, 2, dt, -3, 3);
+                ct_tensor *logits = transposed ? ct_transpose(base, 0, 1) : base;
+                /* Every third row in whole numbers (ties), and a NaN in two rows. */
+                ct_tensor *tied = ct_slice(logits, 0, 0, N, 3);
+                cr_assert_eq(ct_copy_(tied, ct_cast(ct_cast(tied, CT_I32), dt)), CT_OK, "%s", ct_last_error_message());
+                cr_assert_eq(ct_fill_(ct_slice(ct_slice(logits, 0, 5, 7, 1), 1, 2, 3, 1), NAN), CT_OK);
+                ct_tensor *label_base = ct_cast(t_rand((int64_t[]){2 * N}, 1, CT_F32, 0, (double)C), CT_I32);
+                ct_tensor *labels = ct_slice(label_base, 0, 1, 2 * N, 2);
+                ct_tensor *logits_gpu = transposed ? ct_transpose(to_gpu(base), 0, 1) : to_gpu(base);
+                ct_tensor *labels_gpu = ct_slice(to_gpu(label_base), 0, 1, 2 * N, 2);
+                cr_assert(logits_gpu && labels_gpu, "%s", ct_last_error_message());
+
+                cr_assert_eq(ct_correct_count(logits_gpu, labels_gpu), ct_correct_count(logits, labels),
+                             "%s: correct count", ct_dtype_name(dt));
+                for (int topk = 1; topk <= C; topk++)
+                    cr_assert_eq(ct_topk_accuracy(logits_gpu, labels_gpu, topk), ct_topk_accuracy(logits, labels, topk),
+                                 "%s: top-%d accuracy", ct_dtype_name(dt), topk);
+                ct_confusion *cm_cpu = ct_confusion_create((int)C), *cm_gpu = ct_confusion_create((int)C);
+                for (int batch = 0; batch < 2; batch++) { /* counts add up over batches */
+                    cr_assert_eq(ct_confusion_update(cm_cpu, logits, labels), CT_OK, "%s", ct_last_error_message());
+                    cr_assert_eq(ct_confusion_update(cm_gpu, logits_gpu, labels_gpu), CT_OK, "%s",
+                                 ct_last_error_message());
+                }
+                for (int t = 0; t < C; t++)
+                    for (int p = 0; p < C; p++)
+                        cr_assert_eq(ct_confusion_count(cm_gpu, t, p), ct_confusion_count(cm_cpu, t, p),
+                                     "%s: count[%d][%d]", ct_dtype_name(dt), t, p);
+                cr_assert_eq(ct_confusion_accuracy(cm_gpu), ct_confusion_accuracy(cm_cpu));
+                cr_assert_eq(ct_confusion_macro_f1(cm_gpu), ct_confusion_macro_f1(cm_cpu));
+
+                ct_tensor *bad_labels = ct_full((int64_t[]){N}, 1, (double)C, CT_I32, GPU);
+                cr_assert_eq(ct_confusion_update(cm_gpu, logits_gpu, bad_labels), CT_ERR_DIM);
+                t_assert_error(CT_ERR_DIM, "ct_confusion_update", "out of range", NULL);
+                cr_assert_eq(ct_confusion_update(cm_gpu, ct_cast(logits_gpu, CT_I32), labels_gpu), CT_ERR_DTYPE);
+                t_assert_error(CT_ERR_DTYPE, "ct_confusion_update", "floating", NULL);
+                cr_assert_eq(ct_correct_count(logits_gpu, ct_cast(labels_gpu, CT_F32)), -1);
+                t_assert_error(CT_ERR_DTYPE, "ct_correct_count", "I32 labels", NULL);
+                cr_assert(isnan(ct_topk_accuracy(logits_gpu, labels_gpu, (int)C + 1)));
+                t_assert_error(CT_ERR_VALUE, "ct_topk_accuracy", NULL);
+                ct_confusion_free(cm_cpu);
+                ct_confusion_free(cm_gpu);
+            });
 }
