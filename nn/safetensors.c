@@ -251,12 +251,12 @@ static ct_tensor *decode(const entry *e, const unsigned char *bytes, const char 
     if (strcmp(e->file_dtype, "I64") == 0 || strcmp(e->file_dtype, "I16") == 0 || strcmp(e->file_dtype, "I8") == 0) {
         int32_t *out = ct__data(t);
         for (int64_t i = 0; i < n; i++) {
-            int64_t v = 0;
+            uint64_t bits = 0; /* unsigned: a shift into the sign bit of an int64_t is undefined */
             const unsigned char *p = bytes + i * (int64_t)e->file_elsize;
             for (size_t k = 0; k < e->file_elsize; k++)
-                v |= (int64_t)p[k] << (8 * k);
-            int shift = 64 - 8 * (int)e->file_elsize; /* sign-extend */
-            v = (int64_t)((uint64_t)v << shift) >> shift;
+                bits |= (uint64_t)p[k] << (8 * k);
+            uint64_t sign = (uint64_t)1 << (8 * e->file_elsize - 1); /* two's complement, any width */
+            int64_t v = (bits & sign) ? -(int64_t)(~bits & (sign - 1)) - 1 : (int64_t)bits;
             if (v < INT32_MIN || v > INT32_MAX) {
                 ct__set_error(CT_ERR_IO, "ct_safetensors_load: %s: %s holds %lld, outside the range of i32", path,
                               e->name, (long long)v);

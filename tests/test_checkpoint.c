@@ -249,3 +249,32 @@ Test(checkpoint, loads_a_file_written_by_pytorch) {
         ct_safetensors_free(f);
     });
 }
+
+/* Found by fuzzing (tests/fuzz): a negative I64/I16/I8 value was assembled by shifting
+ * bytes into the sign bit of an int64_t, which is undefined (UBSan reported it). */
+Test(safetensors, negative_narrow_integers_sign_extend, .init = make_dir, .fini = remove_dir) {
+    T_NO_LEAK({
+        const char *h = "{\"a\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]},"
+                        "\"b\":{\"dtype\":\"I16\",\"shape\":[1],\"data_offsets\":[16,18]},"
+                        "\"c\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[18,19]}}";
+        static const unsigned char data[19] = {0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* -2 */
+                                               0x00, 0x00, 0x00, 0x80, 0xff, 0xff, 0xff, 0xff, /* INT32_MIN */
+                                               0xfd, 0xff, 0xfc};                              /* -3, -4 */
+        unsigned char buf[512];
+        size_t hl = strlen(h);
+        for (int i = 0; i < 8; i++)
+            buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+        memcpy(buf + 8, h, hl);
+        memcpy(buf + 8 + hl, data, sizeof data);
+        spit(file("neg"), buf, 8 + hl + sizeof data);
+        ct_safetensors *f = ct_safetensors_load(file("neg"));
+        cr_assert_not_null(f, "%s", ct_last_error_message());
+        t_assert_close(ct_safetensors_get(f, "a"), (double[]){-2, -2147483648.0}, 0, 0);
+        t_assert_close(ct_safetensors_get(f, "b"), (double[]){-3}, 0, 0);
+        t_assert_close(ct_safetensors_get(f, "c"), (double[]){-4}, 0, 0);
+        ct_safetensors_free(f);
+        buf[8 + hl + 8 + 7] = 0x7f; /* INT64_MAX - 2^31 + 1 is outside i32 */
+        spit(file("neg"), buf, 8 + hl + sizeof data);
+        expect_corrupt("neg", "outside the range of i32");
+    });
+}
