@@ -375,6 +375,7 @@ ct_safetensors *ct_safetensors_load(const char *path) {
         }
         e->ndim = shape->count;
         uint64_t numel = 1;
+        bool overflow = false;
         for (int d = 0; d < shape->count; d++) {
             const ct_json *s = shape->items[d];
             if (s->type != CT_JSON_NUMBER || !s->is_integer || s->integer < 0 || s->integer > (1ll << 40)) {
@@ -382,7 +383,14 @@ ct_safetensors *ct_safetensors_load(const char *path) {
                 goto fail;
             }
             e->shape[d] = s->integer;
-            numel *= (uint64_t)s->integer;
+            overflow |= __builtin_mul_overflow(numel, (uint64_t)s->integer, &numel);
+        }
+        /* A wrapped count could match the offsets by chance; as in ct_empty, a zero dim does
+         * not excuse an overflow before it. */
+        if (overflow || numel > INT64_MAX / 8) {
+            ct__set_error(CT_ERR_IO, "%s: %s: \"%s\" has shape %s: more elements than fit in 64 bits", op, path,
+                          name, ct__shape_fmt(e->ndim, e->shape));
+            goto fail;
         }
         for (int k = 0; k < 2; k++)
             if (offs->items[k]->type != CT_JSON_NUMBER || !offs->items[k]->is_integer || offs->items[k]->integer < 0) {

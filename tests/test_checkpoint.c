@@ -278,3 +278,15 @@ Test(safetensors, negative_narrow_integers_sign_extend, .init = make_dir, .fini 
         expect_corrupt("neg", "outside the range of i32");
     });
 }
+
+/* A shape whose element count wraps around 2^64 (here to 0, matching empty offsets) is
+ * refused by the loader itself, naming the file and the tensor. */
+Test(safetensors, element_count_overflow_is_refused, .init = make_dir, .fini = remove_dir) {
+    T_NO_LEAK({
+        forge("wrap", "{\"a\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", 0, -1);
+        expect_corrupt("wrap", "more elements than fit in 64 bits");
+        forge("wrap0", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1099511627776,1099511627776,0],\"data_offsets\":[0,0]}}", 0,
+              -1);
+        expect_corrupt("wrap0", "\"a\" has shape [1099511627776, 1099511627776, 0]");
+    });
+}
