@@ -332,6 +332,10 @@ ct_safetensors *ct_safetensors_load(const char *path) {
                 ct__set_error(CT_ERR_IO, "%s: %s: __metadata__ is not an object", op, path);
                 goto fail;
             }
+            if (out->meta_keys) { /* a second one would overrun the arrays sized for it */
+                ct__set_error(CT_ERR_IO, "%s: %s: __metadata__ appears twice", op, path);
+                goto fail;
+            }
             out->meta_keys = calloc((size_t)v->count + 1, sizeof(char *));
             out->meta_values = calloc((size_t)v->count + 1, sizeof(char *));
             if (!out->meta_keys || !out->meta_values) {
@@ -345,6 +349,10 @@ ct_safetensors *ct_safetensors_load(const char *path) {
                 }
                 out->meta_keys[out->n_meta] = strdup(v->keys[k]);
                 out->meta_values[out->n_meta++] = strdup(v->items[k]->string);
+                if (!out->meta_keys[out->n_meta - 1] || !out->meta_values[out->n_meta - 1]) {
+                    ct__set_error(CT_ERR_MEMORY, "%s: out of host memory", op);
+                    goto fail;
+                }
             }
             continue;
         }
@@ -442,6 +450,10 @@ ct_safetensors *ct_safetensors_load(const char *path) {
         ct__scope_detach(t);
         out->names[out->count] = strdup(entries[i].name);
         out->tensors[out->count++] = t;
+        if (!out->names[out->count - 1]) {
+            ct__set_error(CT_ERR_MEMORY, "%s: out of host memory", op);
+            goto fail;
+        }
     }
     goto done;
 fail:

@@ -290,3 +290,13 @@ Test(safetensors, element_count_overflow_is_refused, .init = make_dir, .fini = r
         expect_corrupt("wrap0", "\"a\" has shape [1099511627776, 1099511627776, 0]");
     });
 }
+
+/* Seen while writing tests/fuzz (ASan confirmed it through fuzz_safetensors): a second
+ * "__metadata__" object was written into the arrays sized for the first (heap overflow), and
+ * the first arrays leaked. */
+Test(safetensors, duplicate_metadata_is_refused, .init = make_dir, .fini = remove_dir) {
+    T_NO_LEAK({
+        forge("dupmeta", "{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\"},\"__metadata__\":{\"c\":\"3\"}}", 0, -1);
+        expect_corrupt("dupmeta", "__metadata__ appears twice");
+    });
+}
