@@ -86,6 +86,25 @@ static bool parse_double(const char *s, double *out) {
     return s && *s && !*end && errno == 0;
 }
 
+/* A metadata value that should hold a number and does not: an error rather than a value
+ * silently kept. */
+static ct_status not_a_number(const char *path, const char *key, const char *text) {
+    return ct__set_error(CT_ERR_IO, "ct_checkpoint_load: %s: %s = \"%.40s\" in its metadata is not a number", path,
+                         key, text);
+}
+
+/* The epoch, as ct_checkpoint_save writes it ("%lld"): converting a double such as 1e300
+ * or nan to int64_t would be undefined. */
+static bool parse_int64(const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end || errno != 0)
+        return false;
+    *out = v;
+    return true;
+}
+
 ct_status ct_checkpoint_load(const char *path, ct_module *model, ct_optim *optim, ct_lr_schedule *schedule,
                              int64_t *epoch) {
     const char *op = "ct_checkpoint_load";
@@ -120,7 +139,9 @@ ct_status ct_checkpoint_load(const char *path, ct_module *model, ct_optim *optim
             snprintf(key, sizeof key, "optim.hparam.%s", os->hparam_names[i]);
             const char *text = ct_safetensors_metadata(f, key);
             double v;
-            if (text && parse_double(text, &v))
+            if (text && !parse_double(text, &v))
+                st = not_a_number(path, key, text);
+            else if (text)
                 st = ct_optim_set_hparam(optim, os->hparam_names[i], v);
         }
         ct_optim_state_dict_free(os);
@@ -129,23 +150,29 @@ ct_status ct_checkpoint_load(const char *path, ct_module *model, ct_optim *optim
         const char *snames[CT_SCHEDULE_MAX_STATE], *loaded[CT_SCHEDULE_MAX_STATE];
         double svals[CT_SCHEDULE_MAX_STATE], lvals[CT_SCHEDULE_MAX_STATE];
         int ns = ct_schedule_state(schedule, snames, svals, CT_SCHEDULE_MAX_STATE), nl = 0;
-        for (int i = 0; i < ns; i++) {
+        for (int i = 0; i < ns && st == CT_OK; i++) {
             char key[128];
             snprintf(key, sizeof key, "schedule.%s", snames[i]);
             const char *text = ct_safetensors_metadata(f, key);
-            if (text && parse_double(text, &lvals[nl]))
+            if (text && !parse_double(text, &lvals[nl]))
+                st = not_a_number(path, key, text);
+            else if (text)
                 loaded[nl++] = snames[i];
         }
-        st = ct_schedule_load_state(schedule, loaded, lvals, nl);
+        if (st == CT_OK)
+            st = ct_schedule_load_state(schedule, loaded, lvals, nl);
     }
     if (st == CT_OK && epoch) {
         const char *text = ct_safetensors_metadata(f, "epoch");
-        double v;
-        if (!text || !parse_double(text, &v))
+        int64_t v;
+        if (!text)
             st = ct__set_error(CT_ERR_IO, "%s: %s has no epoch in its metadata (not a training checkpoint?)", op,
                                path);
+        else if (!parse_int64(text, &v))
+            st = ct__set_error(CT_ERR_IO, "%s: %s: the epoch \"%.40s\" in its metadata is not a 64-bit integer", op,
+                               path, text);
         else
-            *epoch = (int64_t)v;
+            *epoch = v;
     }
     ct_safetensors_free(f);
     return st;

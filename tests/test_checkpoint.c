@@ -291,6 +291,84 @@ Test(safetensors, element_count_overflow_is_refused, .init = make_dir, .fini = r
     });
 }
 
+/* Replace the value of metadata `key` in a safetensors file (the header grows or shrinks;
+ * the data follows it). */
+static void rewrite_metadata(const char *path, const char *key, const char *value) {
+    static unsigned char in[1 << 16], out[1 << 16];
+    size_t n = slurp(path, in, sizeof in);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++)
+        hlen |= (uint64_t)in[i] << (8 * i);
+    char header[1 << 15];
+    memcpy(header, in + 8, hlen);
+    header[hlen] = '\0';
+    char pattern[128];
+    snprintf(pattern, sizeof pattern, "\"%s\":\"", key);
+    char *at = strstr(header, pattern);
+    cr_assert_not_null(at, "%s not in %s", key, header);
+    char *start = at + strlen(pattern), *end = strchr(start, '"');
+    char rewritten[1 << 15];
+    int len = snprintf(rewritten, sizeof rewritten, "%.*s%s%s", (int)(start - header), header, value, end);
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)((uint64_t)len >> (8 * i));
+    memcpy(out + 8, rewritten, (size_t)len);
+    memcpy(out + 8 + len, in + 8 + hlen, n - 8 - hlen);
+    spit(path, out, 8 + (size_t)len + n - 8 - hlen);
+}
+
+static ct_status load_training(const char *path, int64_t *epoch) {
+    ct_module *m = net(3);
+    ct_sgd_opts o = CT_SGD_OPTS_DEFAULT;
+    o.momentum = 0.9;
+    ct_optim *opt = ct_optim_sgd(m, &o);
+    ct_lr_schedule *s = ct_schedule_step_lr(opt, 2, 0.5);
+    ct_status st = ct_checkpoint_load(path, m, opt, s, epoch);
+    ct_schedule_free(s);
+    ct_optim_free(opt);
+    ct_module_free(m);
+    return st;
+}
+
+/* Seen while writing tests/fuzz: an epoch such as "1e300" or "nan" was converted from double
+ * to int64_t (undefined); a hyper-parameter or schedule value that is not a number was
+ * skipped silently. All are errors now. */
+Test(checkpoint, training_checkpoint_metadata_must_be_numbers, .init = make_dir, .fini = remove_dir) {
+    int64_t before = ct_live_tensors();
+    ct_manual_seed(2);
+    ct_module *m = net(3);
+    ct_sgd_opts o = CT_SGD_OPTS_DEFAULT;
+    o.momentum = 0.9;
+    ct_optim *opt = ct_optim_sgd(m, &o);
+    ct_lr_schedule *s = ct_schedule_step_lr(opt, 2, 0.5);
+    cr_assert_eq(ct_schedule_step(s), CT_OK);
+    cr_assert_eq(ct_checkpoint_save(file("t.safetensors"), m, opt, s, 7), CT_OK, "%s", ct_last_error_message());
+    ct_schedule_free(s);
+    ct_optim_free(opt);
+    ct_module_free(m);
+    int64_t epoch = -1;
+    cr_assert_eq(load_training(file("t.safetensors"), &epoch), CT_OK, "%s", ct_last_error_message());
+    cr_assert_eq(epoch, 7);
+    static const char *bad_epochs[] = {"1e300", "nan", "7.5", "", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad_epochs / sizeof bad_epochs[0]; i++) {
+        ct_module *fresh = net(3);
+        cr_assert_eq(ct_checkpoint_save(file("e.safetensors"), fresh, NULL, NULL, 7), CT_OK);
+        rewrite_metadata(file("e.safetensors"), "epoch", bad_epochs[i]);
+        ct_clear_error();
+        cr_assert_eq(ct_checkpoint_load(file("e.safetensors"), fresh, NULL, NULL, &epoch), CT_ERR_IO, "epoch %s",
+                     bad_epochs[i]);
+        t_assert_error(CT_ERR_IO, "e.safetensors", "the epoch", "not a 64-bit integer", NULL);
+        ct_module_free(fresh);
+    }
+    rewrite_metadata(file("t.safetensors"), "optim.hparam.lr", "fast");
+    cr_assert_eq(load_training(file("t.safetensors"), &epoch), CT_ERR_IO);
+    t_assert_error(CT_ERR_IO, "optim.hparam.lr = \"fast\"", "not a number", NULL);
+    rewrite_metadata(file("t.safetensors"), "optim.hparam.lr", "0.01");
+    rewrite_metadata(file("t.safetensors"), "schedule.last_epoch", "one");
+    cr_assert_eq(load_training(file("t.safetensors"), &epoch), CT_ERR_IO);
+    t_assert_error(CT_ERR_IO, "schedule.last_epoch = \"one\"", "not a number", NULL);
+    cr_assert_eq(ct_live_tensors(), before);
+}
+
 /* Seen while writing tests/fuzz (ASan confirmed it through fuzz_safetensors): a second
  * "__metadata__" object was written into the arrays sized for the first (heap overflow), and
  * the first arrays leaked. */
