@@ -8,6 +8,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 /* ---- IDX ---------------------------------------------------------------------------- */
@@ -63,11 +64,32 @@ ct_tensor *ct_idx_load(const char *path) {
         ct__set_error(CT_ERR_IO, "ct_idx_load: %s is truncated in its header", path);
         goto done;
     }
-    int64_t n = 1;
+    /* The product of the dims, zeros counted as 1, bounds the element count and the strides. */
+    int64_t extent = 1;
+    bool empty = false;
     for (int d = 0; d < ndim; d++) {
         shape[d] = ((int64_t)dims[4 * d] << 24) | (dims[4 * d + 1] << 16) | (dims[4 * d + 2] << 8) | dims[4 * d + 3];
-        if (shape[d] > (1ll << 31) || (n *= shape[d]) > (1ll << 36)) {
+        empty |= shape[d] == 0;
+        if (shape[d] > (1ll << 31) || __builtin_mul_overflow(extent, shape[d] ? shape[d] : 1, &extent) ||
+            extent > (1ll << 36)) {
             ct__set_error(CT_ERR_IO, "ct_idx_load: %s: implausible dims %s", path, ct__shape_fmt(d + 1, shape));
+            goto done;
+        }
+    }
+    int64_t n = empty ? 0 : extent;
+    /* Refuse a header that promises more than the file can hold before allocating for it:
+     * exactly its size when plain, at most deflate's 1032:1 ratio when compressed. */
+    struct stat info;
+    uint64_t data_bytes = (uint64_t)n * file_elsize, header_bytes = 4 + 4 * (uint64_t)ndim;
+    if (stat(path, &info) == 0 && S_ISREG(info.st_mode)) {
+        uint64_t file_bytes = (uint64_t)info.st_size;
+        bool plain = gzdirect(f);
+        if (plain ? file_bytes < header_bytes + data_bytes : data_bytes / 1032 > file_bytes) {
+            ct__set_error(CT_ERR_IO,
+                          "ct_idx_load: %s is truncated: its header promises %s (%llu bytes of data) but the file "
+                          "has %llu bytes%s",
+                          path, ct__shape_fmt(ndim, shape), (unsigned long long)data_bytes,
+                          (unsigned long long)file_bytes, plain ? "" : " compressed");
             goto done;
         }
     }

@@ -352,3 +352,45 @@ Test(metrics, accuracy_topk_and_confusion) {
         ct_confusion_free(cm);
     });
 }
+
+/* An IDX header: magic for `type`, then big-endian dims (as unsigned 32-bit). */
+static size_t idx_header(unsigned char *buf, int type, const uint32_t *dims, int ndim) {
+    buf[0] = buf[1] = 0;
+    buf[2] = (unsigned char)type;
+    buf[3] = (unsigned char)ndim;
+    for (int d = 0; d < ndim; d++)
+        for (int k = 0; k < 4; k++)
+            buf[4 + 4 * d + k] = (unsigned char)(dims[d] >> (8 * (3 - k)));
+    return 4 + 4 * (size_t)ndim;
+}
+
+/* Seen while writing tests/fuzz: a header promising 2^36 f64 elements (512 GiB) made the
+ * loader allocate for them before reading; now it is refused from the file's size, plain or
+ * compressed. And dims whose product overflows int64 were multiplied (undefined). */
+Test(idx, header_claims_are_checked_before_allocating, .init = make_dir, .fini = remove_dir) {
+    unsigned char buf[64] = {0};
+    size_t n = idx_header(buf, 0x0E, (uint32_t[]){262144, 262144}, 2);
+    T_NO_LEAK({
+        write_file("huge.idx", buf, n + 16, false);
+        ct_clear_error();
+        cr_assert_null(ct_idx_load(path_of("huge.idx")));
+        t_assert_error(CT_ERR_IO, "truncated", "[262144, 262144]", "549755813888 bytes of data", "has 28 bytes", NULL);
+        write_file("huge.idx.gz", buf, n + 16, true);
+        cr_assert_null(ct_idx_load(path_of("huge.idx.gz")));
+        t_assert_error(CT_ERR_IO, "truncated", "549755813888 bytes of data", "compressed", NULL);
+        n = idx_header(buf, 0x08, (uint32_t[]){1048576, 65536, 2147483648u}, 3);
+        write_file("overflow.idx", buf, n, false);
+        cr_assert_null(ct_idx_load(path_of("overflow.idx")));
+        t_assert_error(CT_ERR_IO, "implausible dims", "[1048576, 65536, 2147483648]", NULL);
+        /* found by fuzz_idx: no elements, but dims whose strides overflow (UBSan in
+         * ct__contiguous_strides) */
+        n = idx_header(buf, 0x0E, (uint32_t[]){0, 16777216, 134152192, 3}, 4);
+        write_file("empty.idx", buf, n, false);
+        cr_assert_null(ct_idx_load(path_of("empty.idx")));
+        t_assert_error(CT_ERR_IO, "implausible dims", "[0, 16777216, 134152192]", NULL);
+        n = idx_header(buf, 0x08, (uint32_t[]){0, 28, 28}, 3);
+        write_file("zero.idx", buf, n, false);
+        ct_tensor *t = ct_idx_load(path_of("zero.idx"));
+        t_assert_shape(t, (int64_t[]){0, 28, 28}, 3);
+    });
+}
