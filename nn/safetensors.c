@@ -382,8 +382,11 @@ ct_safetensors *ct_safetensors_load(const char *path) {
             goto fail;
         }
         e->ndim = shape->count;
-        uint64_t numel = 1;
-        bool overflow = false;
+        /* The product of the sizes, zeros counted as 1, bounds both the element count and the
+         * strides: a wrapped count could match the offsets by chance, and a zero size does not
+         * make the strides of the others fit. */
+        uint64_t extent = 1;
+        bool overflow = false, empty = false;
         for (int d = 0; d < shape->count; d++) {
             const ct_json *s = shape->items[d];
             if (s->type != CT_JSON_NUMBER || !s->is_integer || s->integer < 0 || s->integer > (1ll << 40)) {
@@ -391,15 +394,15 @@ ct_safetensors *ct_safetensors_load(const char *path) {
                 goto fail;
             }
             e->shape[d] = s->integer;
-            overflow |= __builtin_mul_overflow(numel, (uint64_t)s->integer, &numel);
+            empty |= s->integer == 0;
+            overflow |= __builtin_mul_overflow(extent, (uint64_t)(s->integer ? s->integer : 1), &extent);
         }
-        /* A wrapped count could match the offsets by chance; as in ct_empty, a zero dim does
-         * not excuse an overflow before it. */
-        if (overflow || numel > INT64_MAX / 8) {
+        if (overflow || extent > INT64_MAX / 8) {
             ct__set_error(CT_ERR_IO, "%s: %s: \"%s\" has shape %s: more elements than fit in 64 bits", op, path,
                           name, ct__shape_fmt(e->ndim, e->shape));
             goto fail;
         }
+        uint64_t numel = empty ? 0 : extent;
         for (int k = 0; k < 2; k++)
             if (offs->items[k]->type != CT_JSON_NUMBER || !offs->items[k]->is_integer || offs->items[k]->integer < 0) {
                 ct__set_error(CT_ERR_IO, "%s: %s: \"%s\" has invalid data_offsets", op, path, name);

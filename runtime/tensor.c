@@ -151,7 +151,9 @@ static bool check_geometry(const char *op, int ndim, const int64_t *shape, ct_dt
         ct__null_arg(op, "shape");
         return false;
     }
-    int64_t numel = 1;
+    /* The strides skip zero sizes (ct__contiguous_strides), so the product of the other sizes
+     * must fit as well: [0, 2^32, 2^32] has no elements but strides that overflow. */
+    int64_t numel = 1, extent = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0) {
             ct__set_error(CT_ERR_SHAPE, "%s: negative size in shape %s", op, ct__shape_fmt(ndim, shape));
@@ -159,6 +161,11 @@ static bool check_geometry(const char *op, int ndim, const int64_t *shape, ct_dt
         }
         if (__builtin_mul_overflow(numel, shape[d], &numel)) {
             ct__set_error(CT_ERR_SHAPE, "%s: shape %s has more elements than fit in 64 bits", op,
+                          ct__shape_fmt(ndim, shape));
+            return false;
+        }
+        if (__builtin_mul_overflow(extent, shape[d] > 0 ? shape[d] : 1, &extent)) {
+            ct__set_error(CT_ERR_SHAPE, "%s: shape %s has strides that do not fit in 64 bits", op,
                           ct__shape_fmt(ndim, shape));
             return false;
         }

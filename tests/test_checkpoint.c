@@ -378,3 +378,18 @@ Test(safetensors, duplicate_metadata_is_refused, .init = make_dir, .fini = remov
         expect_corrupt("dupmeta", "__metadata__ appears twice");
     });
 }
+
+/* Found by fuzz_idx, the same in safetensors: [0, 2^40, 2^40] has no elements, but the
+ * strides of the other sizes overflow. */
+Test(safetensors, zero_size_shape_with_huge_dims_is_refused, .init = make_dir, .fini = remove_dir) {
+    T_NO_LEAK({
+        forge("zero", "{\"a\":{\"dtype\":\"U8\",\"shape\":[0,1099511627776,1099511627776],\"data_offsets\":[0,0]}}", 0,
+              -1);
+        expect_corrupt("zero", "\"a\" has shape [0, 1099511627776, 1099511627776]: more elements than fit");
+        forge("empty", "{\"a\":{\"dtype\":\"F32\",\"shape\":[0,1048576,1048576],\"data_offsets\":[0,0]}}", 0, -1);
+        ct_safetensors *f = ct_safetensors_load(file("empty"));
+        cr_assert_not_null(f, "%s", ct_last_error_message());
+        t_assert_shape(ct_safetensors_get(f, "a"), (int64_t[]){0, 1048576, 1048576}, 3);
+        ct_safetensors_free(f);
+    });
+}

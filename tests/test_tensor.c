@@ -70,6 +70,18 @@ Test(tensor, creation_errors) {
     });
 }
 
+/* Found by fuzz_idx: a shape with a zero size and other sizes whose product overflows has no
+ * elements, so the element count passed; its strides overflowed (UBSan). */
+Test(tensor, zero_size_shape_with_overflowing_strides) {
+    ct_clear_error();
+    cr_assert_null(ct_empty((int64_t[]){0, 4294967296, 4294967296}, 3, CT_F32, CT_CPU));
+    t_assert_error(CT_ERR_SHAPE, "ct_empty", "[0, 4294967296, 4294967296]", "strides", NULL);
+    T_NO_LEAK({
+        ct_tensor *t = ct_zeros((int64_t[]){0, 1 << 20, 1 << 20}, 3, CT_F32, CT_CPU);
+        t_assert_shape(t, (int64_t[]){0, 1 << 20, 1 << 20}, 3);
+    });
+}
+
 Test(tensor, half_conversion_exhaustive_round_trip) {
     /* Every f16 bit pattern survives f16 -> f32 -> f16 (NaNs stay NaN). */
     for (uint32_t h = 0; h < 65536; h++) {
