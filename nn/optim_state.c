@@ -2,6 +2,7 @@
  * mismatch reported at once. */
 #include "nn/optim_internal.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -120,7 +121,8 @@ static void check_entry(report *r, const ct_optim_param *e, int slot, const char
             return;
         }
         double step = ct_item(t);
-        if (!(step >= 0.0) || step != (double)(int64_t)step)
+        /* range first: converting 1e300 or inf to int64_t would be undefined */
+        if (!(step >= 0.0 && step <= 9007199254740992.0) || step != floor(step))
             note(r, "%s is %g, expected a count >= 0", name, step);
         return;
     }

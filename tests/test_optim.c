@@ -509,6 +509,26 @@ Test(optim, load_reports_every_mismatch) {
     cr_assert_eq(ct_live_tensors(), live);
 }
 
+/* Found by fuzz_checkpoint: a step of 7.8e247 was converted to int64_t to check that it is
+ * whole (undefined); steps beyond 2^53, infinite or NaN are mismatches like 1.5. */
+Test(optim, load_refuses_huge_steps) {
+    int64_t live = ct_live_tensors();
+    ct_tensor *p[2];
+    make_params(CT_F32, p);
+    ct_optim *opt = adam(p);
+    static const double bad[] = {7.831e247, INFINITY, NAN, 18014398509481984.0};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ct_tensor *step = ct_scalar(bad[i], CT_F64, CT_CPU);
+        cr_assert_eq(ct_optim_load_state(opt, (const char *[]){"a.step"}, &step, 1), CT_ERR_VALUE);
+        t_assert_error(CT_ERR_VALUE, "a.step is", "expected a count", NULL);
+        ct_tensor_free(step);
+    }
+    ct_optim_free(opt);
+    ct_tensor_free(p[0]);
+    ct_tensor_free(p[1]);
+    cr_assert_eq(ct_live_tensors(), live);
+}
+
 Test(optim, bad_arguments) {
     int64_t live = ct_live_tensors();
     ct_tensor *p[2];
