@@ -91,14 +91,17 @@ static bool infer_shape(const char *op, const ct_tensor *t, const int64_t *shape
         return false;
     }
     int infer = -1;
-    int64_t known = 1;
+    /* extent: the product of the nonzero sizes, which the strides of an empty result reach
+     * ([0, 2^32, 2^32] has no elements but strides that overflow). */
+    int64_t known = 1, extent = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] == -1 && infer < 0) {
             infer = d;
         } else if (shape[d] < 0) {
             ct__set_error(CT_ERR_SHAPE, "%s: invalid target shape %s", op, ct__shape_fmt(ndim, shape));
             return false;
-        } else if (__builtin_mul_overflow(known, shape[d], &known)) {
+        } else if (__builtin_mul_overflow(known, shape[d], &known) ||
+                   __builtin_mul_overflow(extent, shape[d] > 0 ? shape[d] : 1, &extent)) {
             ct__set_error(CT_ERR_SHAPE, "%s: target shape %s has too many elements", op, ct__shape_fmt(ndim, shape));
             return false;
         }

@@ -79,6 +79,13 @@ Test(tensor, zero_size_shape_with_overflowing_strides) {
     T_NO_LEAK({
         ct_tensor *t = ct_zeros((int64_t[]){0, 1 << 20, 1 << 20}, 3, CT_F32, CT_CPU);
         t_assert_shape(t, (int64_t[]){0, 1 << 20, 1 << 20}, 3);
+        /* Reshaping an empty tensor to such a shape is refused the same way. */
+        ct_clear_error();
+        cr_assert_null(ct_reshape(t, (int64_t[]){0, 4294967296, 4294967296}, 3));
+        t_assert_error(CT_ERR_SHAPE, "ct_reshape", "[0, 4294967296, 4294967296]", NULL);
+        cr_assert_null(ct_view(t, (int64_t[]){4294967296, 0, 4294967296}, 3));
+        t_assert_error(CT_ERR_SHAPE, "ct_view", NULL);
+        t_assert_shape(ct_reshape(t, (int64_t[]){1 << 20, 0, 1 << 20}, 3), (int64_t[]){1 << 20, 0, 1 << 20}, 3);
     });
 }
 
