@@ -113,19 +113,21 @@ void ct_loader_free(ct_loader *l) {
     }
     free(l->slots);
     free(l->order);
-    ct_tensor_free(l->images);
-    ct_tensor_free(l->labels);
+    if (l->images)
+        ct__tensor_release(l->images);
+    if (l->labels)
+        ct__tensor_release(l->labels);
     pthread_mutex_destroy(&l->lock);
     pthread_cond_destroy(&l->changed);
     free(l);
 }
 
-/* The loader's own reference to a data set tensor, released by ct_tensor_free in
- * ct_loader_free: an extra reference to a contiguous one (the caller's scope keeps its own),
- * else a contiguous copy that belongs to no scope. */
+/* The loader's own reference to a data set tensor, released by ct__tensor_release in
+ * ct_loader_free: a library reference to a contiguous one (the caller's scope keeps its
+ * own), else a contiguous copy that belongs to no scope. */
 static ct_tensor *hold(ct_tensor *t) {
     if (ct__is_contiguous(t))
-        return ct_tensor_retain(t);
+        return ct__tensor_ref(t);
     ct_tensor *copy = ct_contiguous(t);
     if (copy)
         ct__scope_detach(copy);

@@ -164,7 +164,8 @@ void ct_optim_free(ct_optim *opt) {
         for (int k = 0; k < CT_OPTIM_MAX_SLOTS; k++)
             ct_tensor_free(e->state[k]);
         ct_tensor_free(e->step);
-        ct_tensor_free(e->param);
+        if (e->param)
+            ct__tensor_release(e->param);
         free(e->name);
     }
     free(opt->params);
@@ -228,7 +229,7 @@ static ct_optim *optim_new(const char *op, const ct_optim_hyper *hyper, ct_tenso
     opt->hyper = *hyper;
     for (int i = 0; i < n; i++) {
         ct_optim_param *e = &opt->params[opt->n++];
-        e->param = ct_tensor_retain(params[i]);
+        e->param = ct__tensor_ref(params[i]); /* the optimizer's own: the caller's scope keeps its */
         opt->param_list[i] = params[i];
         char fallback[24];
         snprintf(fallback, sizeof fallback, "%d", i);

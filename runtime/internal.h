@@ -73,7 +73,6 @@ struct ct_scope;
 struct ct_tensor {
     uint32_t magic;
     atomic_int refcount;
-    atomic_int retains; /* references taken by ct_tensor_retain and not yet freed (in refcount) */
     ct_dtype dtype;
     ct_device device;
     int ndim;
@@ -101,11 +100,10 @@ ct_tensor *ct__view_of(const ct_tensor *base, int ndim, const int64_t *shape, co
  * autograd information (used for saved tensors, detach and grads). */
 ct_tensor *ct__alias(const ct_tensor *t);
 void ct__tensor_release(ct_tensor *t);
-/* Take a reference for the library itself (an optimizer's, a gradient slot's); released with
- * ct__tensor_release. Unlike ct_tensor_retain, it is not one ct_tensor_free releases. */
+/* A reference the library itself holds (a gradient slot's, an optimizer's, a loader's),
+ * released with ct__tensor_release, never with ct_tensor_free: ct_tensor_free takes a tensor
+ * out of its scope, which would orphan the scope's reference. */
 ct_tensor *ct__tensor_ref(ct_tensor *t);
-/* Give back one ct_tensor_retain reference's count, if any is outstanding (ct_tensor_free). */
-bool ct__tensor_drop_retain(ct_tensor *t);
 void ct__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 int64_t ct__numel(int ndim, const int64_t *shape);
 /* Data pointer of the first element (storage + offset). */

@@ -113,10 +113,6 @@ void ct_tensor_free(ct_tensor *t) {
         ct__set_error(CT_ERR_STATE, "ct_tensor_free: the tensor was already freed");
         return;
     }
-    /* A reference from ct_tensor_retain is released first: the scope keeps its own, which
-     * ct_scope_end releases. Only the last reference the caller holds takes the tensor out of
-     * its scope (otherwise freeing a retained reference would orphan the scope's). */
-    if (!ct__tensor_drop_retain(t))
-        scope_remove(t);
+    scope_remove(t);
     ct__tensor_release(t);
 }

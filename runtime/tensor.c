@@ -33,7 +33,6 @@ static ct_tensor *handle_alloc(void) {
     memset(t, 0, sizeof *t);
     t->magic = CT_TENSOR_MAGIC;
     atomic_init(&t->refcount, 1);
-    atomic_init(&t->retains, 0);
     atomic_fetch_add(&live_tensors, 1);
     return t;
 }
@@ -79,16 +78,7 @@ ct_tensor *ct_tensor_retain(ct_tensor *t) {
     if (!ct__check("ct_tensor_retain", "t", t))
         return NULL;
     atomic_fetch_add(&t->refcount, 1);
-    atomic_fetch_add(&t->retains, 1);
     return t;
-}
-
-bool ct__tensor_drop_retain(ct_tensor *t) {
-    int n = atomic_load(&t->retains);
-    while (n > 0)
-        if (atomic_compare_exchange_weak(&t->retains, &n, n - 1))
-            return true;
-    return false;
 }
 
 /* ---- geometry ------------------------------------------------------------------- */

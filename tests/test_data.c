@@ -252,6 +252,20 @@ Test(loader, data_in_a_scope_is_released_with_it) {
     cr_assert_eq(n, 10);
     ct_loader_free(l);
     cr_assert_eq(ct_live_tensors(), before, "leaked %lld tensors", (long long)(ct_live_tensors() - before));
+
+    /* The caller frees its data set right after making the loader (prefetching batches). */
+    ct_scope_begin();
+    tiny_set(&x, &y);
+    o.prefetch = 2;
+    l = ct_loader_create(x, y, &o);
+    cr_assert_not_null(l, "%s", ct_last_error_message());
+    ct_tensor_free(x);
+    ct_tensor_free(y);
+    ct_scope_end();
+    epoch_labels(l, 0, labels, &n, &batches);
+    cr_assert_eq(n, 10);
+    ct_loader_free(l);
+    cr_assert_eq(ct_live_tensors(), before, "leaked %lld tensors", (long long)(ct_live_tensors() - before));
 }
 
 Test(loader, bad_arguments) {

@@ -297,6 +297,24 @@ Test(optim, parameters_left_to_their_scope_are_released_with_it) {
         cr_assert_float_eq(ct_item(ct_sum(w, NULL, 0, false)), 8.0 * (1.0 - 0.01 * 2.0), 1e-6,
                            "the parameter is still the caller's after ct_optim_free");
     });
+    /* The other way round: the caller frees its parameter, and its scope ends, while the
+     * optimizer holds it; the optimizer's reference keeps it alive until ct_optim_free. */
+    int64_t before = ct_live_tensors();
+    ct_scope_begin();
+    ct_tensor *w = ct_requires_grad(ct_full((int64_t[]){4}, 1, 1.0, CT_F32, CT_CPU), true);
+    ct_optim *opt = ct_optim_sgd_from_tensors(&w, NULL, 1, NULL);
+    cr_assert_not_null(opt, "%s", ct_last_error_message());
+    ct_tensor_free(w);
+    ct_scope_end();
+    ct_scope_begin();
+    ct_tensor *p = ct_optim_params(opt)[0];
+    cr_assert_eq(ct_backward(ct_sum(ct_mul_scalar(p, 2.0), NULL, 0, false)), CT_OK, "%s", ct_last_error_message());
+    cr_assert_eq(ct_optim_step(opt), CT_OK, "%s", ct_last_error_message());
+    cr_assert_float_eq(ct_item(ct_sum(p, NULL, 0, false)), 4.0 * (1.0 - 0.01 * 2.0), 1e-6, "%s",
+                       ct_last_error_message());
+    ct_scope_end();
+    ct_optim_free(opt);
+    cr_assert_eq(ct_live_tensors(), before, "leaked %lld tensors", (long long)(ct_live_tensors() - before));
 }
 
 Test(optim, step_bumps_versions) {

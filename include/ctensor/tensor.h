@@ -89,8 +89,12 @@ void ct_tensor_print(const ct_tensor *t, const char *label, int max_items);
 
 /* Release the caller's reference (see the top of this file). NULL is ignored. */
 void ct_tensor_free(ct_tensor *t);
-/* Take an extra reference; returns `t`. Release it with ct_tensor_free(). The extra
- * reference belongs to the caller, never to a scope. */
+/* Take an extra reference; returns `t`. It belongs to the caller, never to a scope, and is
+ * released with ct_tensor_free(). As ct_tensor_free() on a tensor a scope still holds releases
+ * the scope's reference (the tensor leaves the scope), free a retained reference to a scoped
+ * tensor after that scope has ended; ct_keep() is the simpler way past a scope. The library's
+ * own holders (optimizers, loaders) keep references of their own: the caller may free or
+ * scope-end its tensors while they hold them. */
 ct_tensor *ct_tensor_retain(ct_tensor *t);
 /* Open a scope: tensors created until the matching end are registered in it. */
 void ct_scope_begin(void);
