@@ -117,26 +117,34 @@ Test(cuda_graph, random_ops_draw_new_numbers_at_each_replay) {
         cr_assert_not_null(g, "%s", ct_last_error_message());
         ct_tensor *d = ct_dropout(ones, 0.5, true);
         ct_tensor *u = ct_rand((int64_t[]){n}, 1, CT_F32, T_GPU);
-        cr_assert(d && u, "%s", ct_last_error_message());
+        ct_tensor *perm = ct_randperm(n, T_GPU); /* a CUB sort inside the graph */
+        cr_assert(d && u && perm, "%s", ct_last_error_message());
         cr_assert_eq(ct_graph_capture_end(g), CT_OK, "%s", ct_last_error_message());
 
         ct_manual_seed(77);
-        double *d1 = NULL, *u1 = NULL, *d2 = NULL, *u2 = NULL;
+        double *d1 = NULL, *u1 = NULL, *d2 = NULL, *u2 = NULL, *p1 = NULL, *p2 = NULL;
         cr_assert_eq(ct_graph_replay(g), CT_OK, "%s", ct_last_error_message());
         d1 = t_values(d);
         u1 = t_values(u);
+        p1 = t_values(perm);
         cr_assert_eq(ct_graph_replay(g), CT_OK, "%s", ct_last_error_message());
         d2 = t_values(d);
         u2 = t_values(u);
-        /* The same ops run eagerly from the same generator state give the same numbers. */
+        p2 = t_values(perm);
+        /* The same ops run eagerly from the same generator state give the same numbers (the
+         * permutations also on the CPU, which draws the same words). */
         ct_manual_seed(77);
         ct_tensor *e_d1 = ct_dropout(ones, 0.5, true), *e_u1 = ct_rand((int64_t[]){n}, 1, CT_F32, T_GPU);
+        ct_tensor *e_p1 = ct_randperm(n, CT_CPU);
         ct_tensor *e_d2 = ct_dropout(ones, 0.5, true), *e_u2 = ct_rand((int64_t[]){n}, 1, CT_F32, T_GPU);
-        cr_assert(e_d1 && e_u1 && e_d2 && e_u2, "%s", ct_last_error_message());
+        ct_tensor *e_p2 = ct_randperm(n, CT_CPU);
+        cr_assert(e_d1 && e_u1 && e_p1 && e_d2 && e_u2 && e_p2, "%s", ct_last_error_message());
         t_assert_close(e_d1, d1, 0, 0);
         t_assert_close(e_u1, u1, 0, 0);
+        t_assert_close(e_p1, p1, 0, 0);
         t_assert_close(e_d2, d2, 0, 0);
         t_assert_close(e_u2, u2, 0, 0);
+        t_assert_close(e_p2, p2, 0, 0);
         int64_t same = 0;
         for (int64_t i = 0; i < n; i++)
             same += d1[i] == d2[i];
@@ -146,6 +154,8 @@ Test(cuda_graph, random_ops_draw_new_numbers_at_each_replay) {
         free(u1);
         free(d2);
         free(u2);
+        free(p1);
+        free(p2);
         ct_graph_free(g);
     });
 }
