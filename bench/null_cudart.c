@@ -39,8 +39,9 @@ NULL_API void **__cudaRegisterFatBinary(void *fat_cubin) {
     static void *handle;
     return &handle;
 }
-NULL_API void __cudaRegisterFatBinaryEnd(void **handle) { (void)handle; }
-NULL_API void __cudaUnregisterFatBinary(void **handle) { (void)handle; }
+NULL_API void __cudaRegisterFatBinaryEnd(void **handle) {}
+NULL_API void __cudaUnregisterFatBinary(void **handle) {}
+NULL_API char __cudaInitModule(void **handle) { return 1; }
 NULL_API void __cudaRegisterFunction(void **handle, const char *host_fun, char *device_fun, const char *name,
                                      int thread_limit, uint3 *tid, uint3 *bid, dim3 *block, dim3 *grid, int *wsize) {
 }
@@ -75,6 +76,9 @@ NULL_API cudaError_t __cudaLaunchKernel_ptsz(cudaKernel_t kernel, dim3 grid, dim
 }
 NULL_API cudaError_t cudaLaunchKernel(const void *fun, dim3 grid, dim3 block, void **args, size_t shared,
                                       cudaStream_t stream) {
+    return cudaSuccess;
+}
+NULL_API cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t *config, const void *fun, void **args) {
     return cudaSuccess;
 }
 
@@ -173,6 +177,7 @@ NULL_API cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     *total_bytes = (size_t)16 << 30;
     return cudaSuccess;
 }
+/* Every pointer reads as device memory: page-locked buffers are not told apart. */
 NULL_API cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attr, const void *ptr) {
     memset(attr, 0, sizeof *attr);
     attr->type = cudaMemoryTypeDevice;
