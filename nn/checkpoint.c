@@ -32,6 +32,17 @@ static void note(char *buf, size_t cap, size_t *used, int *count, const char *fm
         *used += (size_t)n < cap - *used ? (size_t)n : cap - *used - 1;
 }
 
+/* The file's tensor named name_prefix + name, or NULL: compared in place, since a key buffer
+ * of fixed size would cut a long module path and miss the tensor saved under it. */
+static const ct_tensor *find_prefixed(const ct_safetensors *f, const char *fp, size_t fpl, const char *name) {
+    for (int k = 0; k < ct_safetensors_count(f); k++) {
+        const char *key = ct_safetensors_name(f, k);
+        if (strncmp(key, fp, fpl) == 0 && strcmp(key + fpl, name) == 0)
+            return ct_safetensors_get(f, key);
+    }
+    return NULL;
+}
+
 ct_status ct_module_load_from(ct_module *m, const ct_safetensors *f, const char *name_prefix,
                               const ct_load_opts *opts_in, ct_load_report *report) {
     const char *op = "ct_module_load";
@@ -47,13 +58,11 @@ ct_status ct_module_load_from(ct_module *m, const ct_safetensors *f, const char 
     size_t used = 0;
     int n_problems = 0, missing = 0, unexpected = 0, loaded = 0;
     problems[0] = '\0';
-    char key[1024];
     /* First pass: check everything, change nothing. */
     for (int i = 0; i < state->count; i++) {
         if (opl && strncmp(state->names[i], opts.prefix, opl) != 0)
             continue;
-        snprintf(key, sizeof key, "%s%s", fp, state->names[i]);
-        const ct_tensor *src = ct_safetensors_get(f, key);
+        const ct_tensor *src = find_prefixed(f, fp, fpl, state->names[i]);
         const ct_tensor *dst = state->tensors[i];
         if (!src) {
             missing++;
@@ -90,8 +99,7 @@ ct_status ct_module_load_from(ct_module *m, const ct_safetensors *f, const char 
         for (int i = 0; i < state->count && st == CT_OK; i++) {
             if (opl && strncmp(state->names[i], opts.prefix, opl) != 0)
                 continue;
-            snprintf(key, sizeof key, "%s%s", fp, state->names[i]);
-            const ct_tensor *src = ct_safetensors_get(f, key);
+            const ct_tensor *src = find_prefixed(f, fp, fpl, state->names[i]);
             if (!src)
                 continue;
             st = ct_copy_(state->tensors[i], src);

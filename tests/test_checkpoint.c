@@ -393,3 +393,30 @@ Test(safetensors, zero_size_shape_with_huge_dims_is_refused, .init = make_dir, .
         ct_safetensors_free(f);
     });
 }
+
+/* Found by clang-tidy (cert-err33-c, an unchecked snprintf): the loader looked each module
+ * path up through a 1024-byte key, so a module whose path is longer could be saved but not
+ * loaded back ("missing ..." and "unexpected ..." for its own file). */
+Test(checkpoint, long_module_paths_round_trip, .init = make_dir, .fini = remove_dir) {
+    int64_t before = ct_live_tensors();
+    char name[1500];
+    memset(name, 'a', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    ct_module *src[2];
+    for (int i = 0; i < 2; i++) {
+        src[i] = ct_module_create(&net_vt, NULL);
+        ct_module *child = ct_module_create(&net_vt, NULL);
+        ct_module_add_parameter(child, "weight", ct_full((int64_t[]){2}, 1, i + 1, CT_F32, CT_CPU));
+        cr_assert_eq(ct_module_add_child(src[i], name, child), CT_OK, "%s", ct_last_error_message());
+    }
+    cr_assert_eq(ct_module_save(src[0], file("long.safetensors"), NULL, NULL, 0), CT_OK, "%s", ct_last_error_message());
+    ct_load_report r;
+    cr_assert_eq(ct_module_load(src[1], file("long.safetensors"), NULL, &r), CT_OK, "%s", ct_last_error_message());
+    cr_assert(r.loaded == 1 && r.missing == 0 && r.unexpected == 0);
+    char path[1600];
+    snprintf(path, sizeof path, "%s.weight", name);
+    t_assert_close(ct_module_find(src[1], path), (double[]){1, 1}, 0, 0);
+    for (int i = 0; i < 2; i++)
+        ct_module_free(src[i]);
+    cr_assert_eq(ct_live_tensors(), before);
+}
