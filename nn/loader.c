@@ -23,6 +23,7 @@ struct ct_loader {
     ct_loader_opts o;
     int64_t N, C, H, W;
     int64_t num_batches;
+    int64_t batch_capacity; /* samples a slot holds: batch_size, or N when that is smaller */
     int64_t *order;
     int epoch;
     int64_t next_batch;      /* the batch ct_loader_next hands out next */
@@ -167,17 +168,19 @@ ct_loader *ct_loader_create(ct_tensor *images, ct_tensor *labels, const ct_loade
     l->C = images->ndim == 4 ? images->shape[1] : 1;
     l->H = images->shape[images->ndim - 2];
     l->W = images->shape[images->ndim - 1];
-    l->num_batches = o.drop_last ? l->N / o.batch_size : (l->N + o.batch_size - 1) / o.batch_size;
+    /* batch_size may exceed N (up to INT64_MAX): no sum or buffer size may scale with it. */
+    l->num_batches = l->N / o.batch_size + (!o.drop_last && l->N % o.batch_size != 0);
+    l->batch_capacity = o.batch_size < l->N ? o.batch_size : l->N > 0 ? l->N : 1;
     l->images = hold(images);
     l->labels = hold(labels);
     l->order = malloc(sizeof(int64_t) * (size_t)(l->N ? l->N : 1));
     l->nslots = o.prefetch > 0 ? o.prefetch : 1;
     l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
     bool ok = l->images && l->labels && l->order && l->slots;
-    size_t xbytes = sizeof(float) * (size_t)(o.batch_size * l->C * l->H * l->W);
+    size_t xbytes = sizeof(float) * (size_t)(l->batch_capacity * l->C * l->H * l->W);
     for (int i = 0; ok && i < l->nslots; i++) {
         l->slots[i].x = ct_pinned_alloc(xbytes);
-        l->slots[i].y = malloc(sizeof(int32_t) * (size_t)o.batch_size);
+        l->slots[i].y = malloc(sizeof(int32_t) * (size_t)l->batch_capacity);
         ok = l->slots[i].x && l->slots[i].y;
     }
     if (!ok) {
@@ -230,7 +233,7 @@ ct_status ct_loader_start_epoch(ct_loader *l, int epoch) {
  * read it), and the slot gets a fresh buffer for its next batch. NULL (and no error) if no
  * fresh buffer could be had: the caller then copies the usual way. */
 static ct_tensor *images_to_gpu(ct_loader *l, slot *s, const int64_t *xshape) {
-    size_t xbytes = sizeof(float) * (size_t)(l->o.batch_size * l->C * l->H * l->W);
+    size_t xbytes = sizeof(float) * (size_t)(l->batch_capacity * l->C * l->H * l->W);
     float *fresh = ct_pinned_alloc(xbytes);
     if (!fresh) {
         ct_clear_error();

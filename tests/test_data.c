@@ -408,3 +408,42 @@ Test(idx, header_claims_are_checked_before_allocating, .init = make_dir, .fini =
         t_assert_shape(t, (int64_t[]){0, 28, 28}, 3);
     });
 }
+
+/* Found while triaging gcc -fanalyzer's reports on ct_loader_create: a batch_size beyond the
+ * data set sized each prefetch buffer by batch_size (a product that overflowed for INT64_MAX,
+ * and a refused allocation for 2^40), and N + batch_size - 1 overflowed the batch count. It
+ * is one batch of everything, or none with drop_last, as in PyTorch. */
+Test(loader, batch_size_beyond_the_data_set) {
+    T_NO_LEAK({
+        ct_tensor *x, *y;
+        tiny_set(&x, &y);
+        const int64_t sizes[] = {11, (int64_t)1 << 40, INT64_MAX};
+        for (int drop_last = 0; drop_last < 2; drop_last++)
+            for (int i = 0; i < 3; i++) {
+                ct_loader_opts o = CT_LOADER_OPTS_DEFAULT;
+                o.batch_size = sizes[i];
+                o.shuffle = false;
+                o.drop_last = drop_last;
+                ct_loader *l = ct_loader_create(x, y, &o);
+                cr_assert_not_null(l, "batch_size %lld: %s", (long long)sizes[i], ct_last_error_message());
+                cr_assert_eq(ct_loader_num_batches(l), drop_last ? 0 : 1, "batch_size %lld", (long long)sizes[i]);
+                cr_assert_eq(ct_loader_start_epoch(l, 0), CT_OK);
+                ct_tensor *bx, *by;
+                cr_assert_eq(ct_loader_next(l, &bx, &by), CT_OK, "%s", ct_last_error_message());
+                if (!drop_last) {
+                    t_assert_shape(bx, (int64_t[]){10, 1, 2, 3}, 4);
+                    int32_t labels[10];
+                    cr_assert_eq(ct_to_host(by, labels, sizeof labels), CT_OK);
+                    for (int k = 0; k < 10; k++)
+                        cr_assert_eq(labels[k], k);
+                    ct_tensor_free(bx);
+                    ct_tensor_free(by);
+                    cr_assert_eq(ct_loader_next(l, &bx, &by), CT_OK);
+                }
+                cr_assert_null(bx, "batch_size %lld: the epoch has ended", (long long)sizes[i]);
+                ct_loader_free(l);
+            }
+        ct_tensor_free(x);
+        ct_tensor_free(y);
+    });
+}
