@@ -108,7 +108,7 @@ void ct_loader_free(ct_loader *l) {
     if (!l)
         return;
     stop_thread(l);
-    for (int i = 0; i < l->nslots; i++) {
+    for (int i = 0; l->slots && i < l->nslots; i++) { /* NULL when ct_loader_create ran out of memory */
         ct_pinned_free(l->slots[i].x);
         free(l->slots[i].y);
     }
