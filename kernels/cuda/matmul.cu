@@ -110,19 +110,21 @@ static bool describe(int64_t rows, int64_t cols, int64_t rs, int64_t cs, lt_oper
     return false;
 }
 
-typedef struct algo_key {
+// Named apart from conv.cu's algo_key and algo_entry: .cu files are C++, where two
+// different structs of one name in two files break the one-definition rule.
+typedef struct lt_algo_key {
     int device, dtype, tf32, opa, opb;
     uint32_t align_a, align_b, align_c;
     int64_t m, n, k, lda, ldb, ldc, batch, sa, sb, sc;
-} algo_key;
-typedef struct algo_entry {
+} lt_algo_key;
+typedef struct lt_algo_entry {
     bool used;
-    algo_key key;
+    lt_algo_key key;
     cublasLtMatmulAlgo_t algo;
-} algo_entry;
-static algo_entry algo_cache[ALGO_CACHE];
+} lt_algo_entry;
+static lt_algo_entry algo_cache[ALGO_CACHE];
 
-static unsigned key_hash(const algo_key *k) {
+static unsigned key_hash(const lt_algo_key *k) {
     const unsigned char *p = (const unsigned char *)k;
     unsigned h = 2166136261u;
     for (size_t i = 0; i < sizeof *k; i++)
@@ -159,10 +161,10 @@ static ct_status lt_matmul(blas_state *bs, ct_stream *stream, ct_dtype dtype, bo
     float alpha = 1.0f, beta = 0.0f;
     int32_t count = (int32_t)batch;
     size_t ws = WORKSPACE_BYTES;
-    algo_key key;
+    lt_algo_key key;
     memset(&key, 0, sizeof key);
-    key = (algo_key){stream->device, (int)dtype, tf32, (int)oa->op, (int)ob->op, align_a, align_b, align_c,
-                     m, n, k, oa->ld, ob->ld, m, batch, sa, sb, sc};
+    key = (lt_algo_key){stream->device, (int)dtype, tf32, (int)oa->op, (int)ob->op, align_a, align_b, align_c,
+                        m, n, k, oa->ld, ob->ld, m, batch, sa, sb, sc};
     unsigned slot = key_hash(&key);
     cublasLtMatmulAlgo_t algo;
     bool have_algo = false;
