@@ -43,9 +43,9 @@ static int big_dims_left;
 /* A dim size in 0..5, mostly non-zero; rarely (once per input) a big one. */
 static int64_t rd_size(reader *r) {
     static const int64_t sizes[8] = {0, 1, 1, 2, 3, 4, 5, 3};
-    static const int64_t big[8] = {16, 63, 64, 65, 256, 257, 1029, 4099};
-    int g = rd(r, 64);
-    if (g == 63 && big_dims_left > 0) {
+    static const int64_t big[8] = {16, 63, 64, 65, 256, 257, 520, 1029};
+    int g = rd(r, 128);
+    if (g == 127 && big_dims_left > 0) {
         big_dims_left--;
         return big[rd(r, 8)];
     }
@@ -194,6 +194,74 @@ static ct_tensor *spec_base(const spec *s) {
         abort();
     }
     return base;
+}
+
+/* A value as the spec's dtype holds it (the halves are exact in every floating dtype). */
+static double as_dtype(ct_dtype dtype, double v) {
+    if (dtype == CT_I32)
+        return trunc(v);
+    if (dtype == CT_U8)
+        return v < 0 ? 0 : trunc(v);
+    return v;
+}
+
+/* For each element of the spec's view, in row-major order, its position in the base
+ * (row-major), computed from the spec alone: the oracle of the view machinery itself.
+ * Returns the view's numel; *base_numel receives the base's. */
+static int64_t *spec_positions(const spec *s, int64_t *numel_out, int64_t *base_numel) {
+    int64_t bshape[CT_MAX_DIMS + 1], bstrides[CT_MAX_DIMS + 1];
+    int bn = spec_base_shape(s, bshape);
+    int64_t bnumel = 1;
+    for (int d = bn - 1; d >= 0; d--) {
+        bstrides[d] = bnumel;
+        bnumel *= bshape[d];
+    }
+    int64_t numel = 1;
+    for (int d = 0; d < s->ndim; d++)
+        numel *= s->shape[d];
+    int64_t *out = malloc(sizeof(int64_t) * (size_t)(numel ? numel : 1));
+    if (!out)
+        abort();
+    for (int64_t i = 0; i < numel; i++) {
+        int64_t coord[CT_MAX_DIMS], rest = i;
+        for (int d = s->ndim - 1; d >= 0; d--) {
+            coord[d] = rest % s->shape[d];
+            rest /= s->shape[d];
+        }
+        int64_t at = 0;
+        int b = 0;
+        for (int j = 0; j < s->ndim; j++) {
+            if (j == s->sel_pos)
+                at += s->sel_index * bstrides[b++];
+            if (!s->expanded[j])
+                at += (s->start[j] + coord[s->perm[j]] * s->step[j]) * bstrides[b];
+            b++;
+        }
+        if (s->sel_pos == s->ndim)
+            at += s->sel_index * bstrides[b];
+        out[i] = at;
+    }
+    *numel_out = numel;
+    *base_numel = bnumel;
+    return out;
+}
+
+/* The values of the spec's view in row-major order, from the spec alone. */
+static double *spec_expected(const spec *s, int64_t *numel_out) {
+    int64_t bnumel;
+    int64_t *at = spec_positions(s, numel_out, &bnumel);
+    double *base = malloc(sizeof(double) * (size_t)(bnumel ? bnumel : 1));
+    double *out = malloc(sizeof(double) * (size_t)(*numel_out ? *numel_out : 1));
+    if (!base || !out)
+        abort();
+    uint32_t x = s->seed | 1u;
+    for (int64_t i = 0; i < bnumel; i++)
+        base[i] = as_dtype(s->dtype, make_value(s, &x));
+    for (int64_t i = 0; i < *numel_out; i++)
+        out[i] = base[at[i]];
+    free(base);
+    free(at);
+    return out;
 }
 
 static ct_tensor *must(ct_tensor *t, const char *what) {
@@ -347,6 +415,9 @@ enum op_kind {
     OP_POOL,
     OP_RESHAPE,
     OP_CAST,
+    OP_DROPOUT,
+    OP_CONV_TRANSPOSE2D,
+    OP_DISTILLATION,
     OP_INPLACE,
     OP_ALIASED,
     OP_COUNT
@@ -435,9 +506,7 @@ static int run_case(const op_case *c, ct_tensor **in, ct_tensor **out) {
     case OP_STACK: out[0] = ct_stack(in, c->nops, ia[0]); break;
     case OP_SPLIT:
         n = c->which ? ct_chunk(a, ia[1], ia[0], out, MAX_OUTPUTS) : ct_split(a, ia[1], ia[0], out, MAX_OUTPUTS);
-        if (n > MAX_OUTPUTS)
-            describe_and_abort("%d pieces (the harness keeps %d)", n, MAX_OUTPUTS);
-        return n;
+        return n < MAX_OUTPUTS ? n : MAX_OUTPUTS; /* the pieces written */
     case OP_INDEX_SELECT: out[0] = ct_index_select(a, ia[0], b); break;
     case OP_GATHER: out[0] = ct_gather(a, ia[0], b); break;
     case OP_SCATTER_ADD: out[0] = ct_scatter_add(a, ia[0], b, in[2]); break;
@@ -522,6 +591,16 @@ static int run_case(const op_case *c, ct_tensor **in, ct_tensor **out) {
         }
         break;
     case OP_CAST: out[0] = ct_cast(a, (ct_dtype)ia[0]); break;
+    case OP_DROPOUT: /* the same mask for the same seed: element i of the row-major order */
+        ct_manual_seed((uint64_t)ia[0]);
+        out[0] = ct_dropout(a, fa[3], ia[1]);
+        break;
+    case OP_CONV_TRANSPOSE2D: {
+        ct_conv_transpose2d_opts o = {{ia[0], ia[1]}, {ia[2], ia[3]}, {ia[4], ia[5]}, {ia[6], ia[6]}, ia[7]};
+        out[0] = ct_conv_transpose2d(a, b, c->ndim2 ? in[2] : NULL, &o);
+        break;
+    }
+    case OP_DISTILLATION: out[0] = ct_distillation_loss(a, b, fa[0]); break;
     default: return -1;
     }
     if (!out[0])
@@ -890,6 +969,38 @@ static void setup_case(reader *r, op_case *c) {
         }
         break;
     }
+    case OP_DROPOUT:
+        n0 = rd_shape(r, 0, 4, s0);
+        add_operand(c, r, n0, s0, dt, true);
+        c->iarg[0] = rd(r, 256);
+        c->iarg[1] = rd(r, 4) != 0;
+        c->farg[3] = rd(r, 5) / 4.0;
+        break;
+    case OP_CONV_TRANSPOSE2D: {
+        int groups = 1 + rd(r, 2);
+        int64_t x[4] = {rd(r, 3), groups * (1 + rd(r, 2)), 1 + rd(r, 4), 1 + rd(r, 4)};
+        int64_t w[4] = {x[1], 1 + rd(r, 2), 1 + rd(r, 3), 1 + rd(r, 3)};
+        int64_t bias = w[1] * groups;
+        add_operand(c, r, 4, x, dt, true);
+        add_operand(c, r, 4, w, dt, true);
+        add_operand(c, r, 1, &bias, dt, true);
+        for (int k = 0; k < 2; k++) {
+            c->iarg[k] = 1 + rd(r, 2); /* stride */
+            c->iarg[2 + k] = rd(r, 2); /* padding */
+            c->iarg[4 + k] = rd(r, 2); /* output padding */
+        }
+        c->iarg[6] = 1 + rd(r, 2); /* dilation */
+        c->iarg[7] = groups;
+        c->ndim2 = rd(r, 2);
+        break;
+    }
+    case OP_DISTILLATION:
+        c->exact = false;
+        n0 = rd_shape(r, 1, 3, s0);
+        add_operand(c, r, n0, s0, dt, true);
+        add_operand(c, r, n0, s0, dt, true);
+        c->farg[0] = 0.5 + rd(r, 4);
+        break;
     case OP_CAST:
         n0 = rd_shape(r, 0, 4, s0);
         add_operand(c, r, n0, s0, dt, true);
@@ -941,13 +1052,76 @@ static void expect_same_outcome(int n1, ct_status st1, int n2, ct_status st2, co
                            ct_status_name(st2));
 }
 
+/* The operand holds the values its spec says, in its spec's shape. */
+static void expect_spec_values(const spec *s, ct_tensor *t) {
+    if (ct_tensor_ndim(t) != s->ndim || ct_tensor_dtype(t) != s->dtype)
+        describe_and_abort("an operand is %s %s", ct_dtype_name(ct_tensor_dtype(t)), ct_shape_str(t));
+    for (int d = 0; d < s->ndim; d++)
+        if (ct_tensor_shape(t)[d] != s->shape[d])
+            describe_and_abort("an operand has shape %s", ct_shape_str(t));
+    int64_t n;
+    double *want = spec_expected(s, &n), *got = to_doubles(t);
+    for (int64_t i = 0; i < n; i++)
+        if (got[i] != want[i] && !(isnan(got[i]) && isnan(want[i])))
+            describe_and_abort("operand element %lld is %.17g, its view says %.17g (strides of the view:%s)",
+                               (long long)i, got[i], want[i], ct_tensor_is_contiguous(t) ? " contiguous" : "");
+    free(want);
+    free(got);
+}
+
+/* The weights of the loss of output k: a fixed pattern. */
+static double loss_weight(int64_t i, int k) {
+    return (double)((i * 7 + k) % 5 - 2) / 2.0;
+}
+
+/* The gradient of sum(view * w) with respect to the base is w scattered (and, where the
+ * view repeats an element, summed) into the base: the oracle of the views' backward. */
+static void check_view_backward(const spec *s) {
+    if (s->dtype != CT_F32 && s->dtype != CT_F64)
+        return;
+    ct_tensor *base = must(ct_requires_grad(spec_base(s), true), "requires_grad");
+    ct_tensor *view = spec_view(s, base);
+    int64_t n, bnumel;
+    int64_t *at = spec_positions(s, &n, &bnumel);
+    double *w = malloc(sizeof(double) * (size_t)(n ? n : 1)),
+           *want = calloc((size_t)(bnumel ? bnumel : 1), sizeof(double));
+    if (!w || !want)
+        abort();
+    for (int64_t i = 0; i < n; i++) {
+        w[i] = loss_weight(i, 0);
+        want[at[i]] += w[i];
+    }
+    ct_tensor *weights = ct_cast(ct_from_host(w, s->shape, s->ndim, CT_F64, CT_CPU), s->dtype);
+    ct_tensor *loss = ct_sum(ct_mul(view, weights), NULL, 0, false);
+    if (!loss || ct_backward(loss) != CT_OK)
+        describe_and_abort("backward through a view failed: %s", ct_last_error_message());
+    ct_tensor *grad = ct_grad(base);
+    if (!grad)
+        describe_and_abort("no gradient through a view");
+    double *got = to_doubles(grad);
+    for (int64_t i = 0; i < bnumel; i++)
+        if (got[i] != want[i])
+            describe_and_abort("gradient of base element %lld through its view: %.17g, expected %.17g", (long long)i,
+                               got[i], want[i]);
+    free(got);
+    free(want);
+    free(w);
+    free(at);
+}
+
 static void check_forward(const op_case *c) {
     ct_tensor *views[MAX_OPERANDS] = {0}, *conts[MAX_OPERANDS] = {0};
     ct_tensor *out1[MAX_OUTPUTS] = {0}, *out2[MAX_OUTPUTS] = {0}, *out3[MAX_OUTPUTS] = {0};
     for (int i = 0; i < c->nops; i++) {
         views[i] = spec_view(&c->specs[i], spec_base(&c->specs[i]));
         conts[i] = must(ct_contiguous(views[i]), "contiguous");
+        expect_spec_values(&c->specs[i], views[i]);
+        expect_spec_values(&c->specs[i], conts[i]);
+        if (!ct_tensor_is_contiguous(conts[i]))
+            describe_and_abort("ct_contiguous of operand %d is not contiguous", i);
     }
+    if (c->nops > 0)
+        check_view_backward(&c->specs[0]);
     ct_status st1, st2, st3;
     int n1 = run_checked(c, views, out1, &st1, "on views");
     int n2 = run_checked(c, conts, out2, &st2, "on contiguous copies");
@@ -979,7 +1153,7 @@ static ct_tensor *weighted_loss(ct_tensor **out, int n) {
         if (!w)
             abort();
         for (int64_t i = 0; i < numel; i++)
-            w[i] = (double)((i * 7 + k) % 5 - 2) / 2.0;
+            w[i] = loss_weight(i, k);
         ct_tensor *weights = ct_from_host(w, ct_tensor_shape(out[k]), ct_tensor_ndim(out[k]), CT_F64, CT_CPU);
         free(w);
         weights = ct_cast(weights, ct_tensor_dtype(out[k]));
@@ -1208,6 +1382,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     current_op = name;
     current_specs = c.specs;
     current_nspecs = c.nops;
+    if (getenv("FUZZ_OPS_VERBOSE"))
+        fprintf(stderr, "case: %s\n", name);
     int64_t live = ct_live_tensors();
     ct_scope_begin();
     if (c.kind == OP_INPLACE) {
