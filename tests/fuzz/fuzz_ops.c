@@ -1,12 +1,17 @@
 /* libFuzzer harness: metamorphic tests of the CPU ops' handling of geometry.
  *
- * From the input it builds small operands (0 to 4 dims of sizes 0..5, every dtype) as views
- * of larger bases (a dim selected away, slices with a start and a step, a permutation,
- * size-1 dims expanded, a reshape round trip), picks an op and checks:
+ * From the input it builds small operands (0 to 4 dims of sizes 0..5, rarely one big dim,
+ * every dtype) as views of larger bases (a dim selected away, slices with a start and a
+ * step, a permutation, dims expanded from size 1, a reshape round trip), picks an op and
+ * checks:
  *   - op(views) equals op(ct_contiguous(views)): the same status, shape, dtype and values;
  *   - for broadcasting ops, op(views) equals op(operands expanded to the result shape and
  *     copied contiguous);
  *   - the gradients with respect to the bases are the same through both forms;
+ *   - each operand, its contiguous copy and the gradient of its base through the view hold
+ *     what the view's description says (an oracle of the view machinery itself);
+ *   - in-place ops on a view equal the same on a copy, and on two views of one storage
+ *     they are refused only when the views overlap;
  *   - a refusal has a message, and no tensor outlives the input.
  * Values are small multiples of 1/2, so that sums, products and means are exact whatever
  * the order of the additions: those results must match bit for bit. Ops that divide by a
