@@ -200,11 +200,11 @@ Test(cuda_core, philox_streams_are_identical) {
 
 /* The other distributions from the same (seed, offset), after an earlier draw has moved the
  * offset and at an odd size (normal draws words in pairs): uniform on [low, high) and
- * bernoulli bit for bit in every dtype they take (low + (high - low) * u is exact in double
- * here, so the GPU's fused multiply-add changes nothing); normal within one unit in the last
- * place of the dtype, as randn above (log/cos/sin may differ in their last double bit, which
- * moves a value across a rounding boundary now and then). Both devices advance the offset
- * alike. Outputs land on poisoned blocks. */
+ * bernoulli bit for bit in every dtype they take (the GPU rounds low + (high - low) * u
+ * twice, as the CPU does, not as one fused multiply-add); normal within one unit in the
+ * last place of the dtype, as randn above (log/cos/sin may differ in their last double bit,
+ * which moves a value across a rounding boundary now and then). Both devices advance the
+ * offset alike. Outputs land on poisoned blocks. */
 Test(cuda_core, random_distributions_match_the_cpu) {
     T_REQUIRE_GPU();
     const ct_dtype float_dts[] = {CT_F32, CT_F16, CT_BF16};

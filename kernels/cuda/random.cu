@@ -17,14 +17,14 @@ __global__ void random_kernel(int kind, T *out, int64_t n, uint64_t seed, uint64
             double u = f64 ? ct_philox_uniform_f64(ct_philox_word(seed, offset, 2 * (uint64_t)i),
                                                    ct_philox_word(seed, offset, 2 * (uint64_t)i + 1))
                            : (double)ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i));
-            v = p0 + (p1 - p0) * u;
+            v = __dadd_rn(p0, __dmul_rn(p1 - p0, u));  // no fused multiply-add: the CPU rounds twice
         } else if (kind == 1) {
             uint64_t pair = (uint64_t)i / 2;
             uint32_t a = ct_philox_word(seed, offset, 2 * pair), b = ct_philox_word(seed, offset, 2 * pair + 1);
             double u1 = ((double)a + 1.0) * 2.3283064365386963e-10, u2 = (double)b * 2.3283064365386963e-10;
             double r = sqrt(-2.0 * log(u1));
             double z = (i % 2 == 0) ? r * cos(2.0 * 3.14159265358979323846 * u2) : r * sin(2.0 * 3.14159265358979323846 * u2);
-            v = p0 + p1 * z;
+            v = __dadd_rn(p0, __dmul_rn(p1, z));
         } else {
             v = ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i)) < p0 ? 1.0 : 0.0;
         }
