@@ -10,7 +10,10 @@
  * from the driver's launch cost, on any machine; and running the host side of the GPU suites
  * under valgrind or the sanitizers where there is no GPU. It is not part of the library and
  * proves nothing about kernels. cuBLASLt and cuDNN stay the real libraries: they find no
- * driver and fail, so matmul, convolution and what uses them fail with their errors. */
+ * driver and fail, so matmul, convolution and what uses them fail with their errors. The one
+ * exception is cuBLASLt's handle: cublasLtCreate and cublasLtDestroy are defined here too
+ * (exported in cuBLASLt's symbol version, and found first), because every CUDA graph capture
+ * makes its stream's handle when it begins; a matmul still fails in the real library. */
 #include <cuda_runtime_api.h>
 
 #include <stdlib.h>
@@ -31,6 +34,17 @@ static void *new_handle(void) { return calloc(1, 16); }
 static void *host_block(size_t bytes) {
     size_t rounded = (bytes + 511) / 512 * 512;
     return aligned_alloc(512, rounded ? rounded : 512);
+}
+
+/* ---- cuBLASLt's handle (see the top) ------------------------------------------------------- */
+
+NULL_API int cublasLtCreate(void **handle) {
+    *handle = new_handle();
+    return *handle ? 0 : 3; /* CUBLAS_STATUS_SUCCESS, CUBLAS_STATUS_ALLOC_FAILED */
+}
+NULL_API int cublasLtDestroy(void *handle) {
+    free(handle);
+    return 0;
 }
 
 /* ---- what nvcc's generated code calls -------------------------------------------------- */

@@ -19,14 +19,27 @@ static ct_status apply_mask(const ct_tensor *in, ct_tensor *out, uint64_t seed, 
     return CT_OK;
 }
 
+/* The CUDA graph being captured on t's device by this thread (0: none, or a CPU tensor). */
+static uint64_t capture_id(const ct_tensor *t) {
+    return t->device.type == CT_DEVICE_CUDA ? ct__cuda_capture_id(t->device.index) : 0;
+}
+
 /* iargs[0] seed, iargs[1] offset (bit patterns of the uint64 values); dargs[0] keep
- * probability, dargs[1] scale. iargs[2] = 1 for the p == 1 case (gradient 0). */
+ * probability, dargs[1] scale. iargs[2] = 1 for the p == 1 case (gradient 0). iargs[3]: the
+ * CUDA graph capture the forward ran in (0: none). A mask drawn in a capture is redrawn at
+ * each replay, so its backward must run in the same capture: anywhere else it would rebuild
+ * the capture-time mask, not the one the replay used. */
 static ct_status dropout_backward(ct_node *node, ct_tensor **gout, ct_tensor **gin) {
     ct_tensor *g = gout[0];
     if (node->iargs[2]) {
         gin[0] = ct_zeros(g->shape, g->ndim, g->dtype, g->device);
         return gin[0] ? CT_OK : ct_last_error();
     }
+    if ((uint64_t)node->iargs[3] != capture_id(g))
+        return ct__set_error(CT_ERR_STATE, "ct_dropout backward: %s", node->iargs[3]
+                                 ? "the forward was captured in a CUDA graph, whose replays draw a new mask each "
+                                   "time; capture the backward in the same graph"
+                                 : "the forward ran outside the CUDA graph being captured; capture both or neither");
     ct_tensor *gc = ct_contiguous(g);
     ct_tensor *dx = gc ? ct__new(g->dtype, g->device, g->ndim, g->shape) : NULL;
     if (!dx)
@@ -91,6 +104,7 @@ ct_tensor *ct_dropout(const ct_tensor *x, double p, bool training) {
     if (node) {
         node->iargs[0] = (int64_t)seed;
         node->iargs[1] = (int64_t)offset;
+        node->iargs[3] = (int64_t)capture_id(x);
         node->dargs[0] = keep;
         node->dargs[1] = scale;
     }

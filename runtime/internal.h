@@ -170,6 +170,8 @@ ct_status ct__cuda_make_current(int device);
 /* Whether the calling thread is capturing a CUDA graph on cuda:`device` (ctensor/graph.h);
  * always false without CUDA. */
 bool ct__cuda_capturing(int device);
+/* Which CUDA graph this thread is capturing on `device`: a nonzero id, or 0 when none. */
+uint64_t ct__cuda_capture_id(int device);
 
 
 /* Scopes: register a new tensor (called by ct__new / ct__view_of). */
@@ -263,8 +265,9 @@ bool ct__reduce_dims(const char *op, const ct_tensor *a, const int *dims, int nd
 /* Reserve `words` 32-bit words of the global Philox stream; returns the starting offset
  * (in blocks) and the seed. Thread-safe. */
 uint64_t ct__philox_reserve(uint64_t words, uint64_t *seed);
-/* The generator's seed and next offset, read together. */
-void ct__philox_state(uint64_t *seed, uint64_t *offset);
+/* The generator's seed, next offset and generation (a count of ct_manual_seed and
+ * ct_random_set_offset calls), read together. */
+void ct__philox_state(uint64_t *seed, uint64_t *offset, uint64_t *generation);
 /* Word i of the stream at (seed, offset). */
 uint32_t ct__philox_word(uint64_t seed, uint64_t offset, uint64_t i);
 

@@ -10,11 +10,15 @@
 static pthread_mutex_t rng_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t rng_seed = 0x5eed5eedull;
 static uint64_t rng_offset = 0;
+/* Counts ct_manual_seed and ct_random_set_offset calls: a CUDA graph capture compares it to
+ * tell that the generator was moved under it, even back to the same seed and offset. */
+static uint64_t rng_generation = 0;
 
 void ct_manual_seed(uint64_t seed) {
     pthread_mutex_lock(&rng_lock);
     rng_seed = seed;
     rng_offset = 0;
+    rng_generation++;
     pthread_mutex_unlock(&rng_lock);
 }
 uint64_t ct_random_seed(void) {
@@ -32,6 +36,7 @@ uint64_t ct_random_offset(void) {
 void ct_random_set_offset(uint64_t offset) {
     pthread_mutex_lock(&rng_lock);
     rng_offset = offset;
+    rng_generation++;
     pthread_mutex_unlock(&rng_lock);
 }
 
@@ -44,10 +49,11 @@ uint64_t ct__philox_reserve(uint64_t words, uint64_t *seed) {
     return start;
 }
 
-void ct__philox_state(uint64_t *seed, uint64_t *offset) {
+void ct__philox_state(uint64_t *seed, uint64_t *offset, uint64_t *generation) {
     pthread_mutex_lock(&rng_lock);
     *seed = rng_seed;
     *offset = rng_offset;
+    *generation = rng_generation;
     pthread_mutex_unlock(&rng_lock);
 }
 

@@ -39,5 +39,6 @@ ct_status ct_graph_replay(ct_graph *graph) {
 int ct_graph_device(const ct_graph *graph) { return -1; }
 void ct_graph_free(ct_graph *graph) {}
 bool ct__cuda_capturing(int device) { return false; }
+uint64_t ct__cuda_capture_id(int device) { return 0; }
 
 #endif

@@ -180,6 +180,72 @@ Test(cuda_graph, reseeding_during_a_capture_with_random_ops_is_refused) {
     });
 }
 
+/* A reseed back to the very seed and offset the capture began at is still a reseed: the
+ * graph's ops would draw overlapping numbers, and replays would repeat them. */
+Test(cuda_graph, reseeding_back_to_the_same_seed_is_refused_too) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_tensor *ones = ct_full((int64_t[]){64}, 1, 1.0, CT_F32, T_GPU);
+        cr_assert_not_null(ones, "%s", ct_last_error_message());
+        for (int how = 0; how < 2; how++) {
+            ct_manual_seed(5);
+            ct_graph *g = ct_graph_capture_begin(0);
+            cr_assert_not_null(g, "%s", ct_last_error_message());
+            cr_assert_not_null(ct_dropout(ones, 0.5, true), "%s", ct_last_error_message());
+            if (how == 0)
+                ct_manual_seed(5);
+            else
+                ct_random_set_offset(0);
+            cr_assert_eq(ct_graph_capture_end(g), CT_ERR_STATE, "%s: the capture ended well",
+                         how ? "ct_random_set_offset(0)" : "ct_manual_seed(5)");
+            t_assert_error(CT_ERR_STATE, "reseeded", NULL);
+            ct_graph_free(g);
+        }
+    });
+}
+
+/* A dropout captured in a graph redraws its mask at each replay: its backward run eagerly
+ * after a replay would rebuild the capture's mask, so it is refused; captured with the
+ * forward, it matches the replay's mask. */
+Test(cuda_graph, a_captured_dropout_needs_its_backward_in_the_capture) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        const int64_t n = 1000;
+        ct_tensor *x = ct_full((int64_t[]){n}, 1, 1.0, CT_F32, T_GPU);
+        cr_assert_not_null(x, "%s", ct_last_error_message());
+        ct_requires_grad(x, true);
+        ct_graph *g = ct_graph_capture_begin(0);
+        cr_assert_not_null(g, "%s", ct_last_error_message());
+        ct_tensor *loss = ct_sum(ct_dropout(x, 0.5, true), NULL, 0, false);
+        cr_assert_not_null(loss, "%s", ct_last_error_message());
+        cr_assert_eq(ct_graph_capture_end(g), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_graph_replay(g), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_backward(loss), CT_ERR_STATE, "the eager backward of a captured dropout ran");
+        t_assert_error(CT_ERR_STATE, "ct_dropout backward", "capture the backward in the same graph", NULL);
+        ct_graph_free(g);
+
+        /* forward and backward in one capture: the gradient is the replay's mask times 2 */
+        g = ct_graph_capture_begin(0);
+        cr_assert_not_null(g, "%s", ct_last_error_message());
+        ct_tensor *y = ct_dropout(x, 0.5, true);
+        cr_assert_not_null(y, "%s", ct_last_error_message());
+        cr_assert_eq(ct_backward(ct_sum(y, NULL, 0, false)), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_graph_capture_end(g), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_graph_replay(g), CT_OK, "%s", ct_last_error_message());
+        double *fwd = t_values(y), *grad = t_values(ct_grad(x));
+        int64_t kept = 0;
+        for (int64_t i = 0; i < n; i++) {
+            cr_assert_eq(grad[i], fwd[i], "element %lld: gradient %g, forward %g (x is 1: both are the mask times 2)",
+                         (long long)i, grad[i], fwd[i]);
+            kept += fwd[i] != 0;
+        }
+        cr_assert(kept > n / 4 && kept < 3 * n / 4, "%lld of %lld kept", (long long)kept, (long long)n);
+        free(fwd);
+        free(grad);
+        ct_graph_free(g);
+    });
+}
+
 Test(cuda_graph, refused_calls_spoil_the_capture_and_say_so) {
     T_REQUIRE_GPU();
     T_NO_LEAK({
@@ -214,6 +280,10 @@ Test(cuda_graph, refused_calls_spoil_the_capture_and_say_so) {
         t_assert_error(CT_ERR_STATE, "ct_event_synchronize", NULL);
         cr_assert_eq(ct_stream_wait_event(ct_stream_current(0), ev), CT_ERR_STATE);
         t_assert_error(CT_ERR_STATE, "ct_stream_wait_event", NULL);
+        cr_assert_eq(ct_event_record(ev, ct_stream_current(0)), CT_ERR_STATE);
+        t_assert_error(CT_ERR_STATE, "ct_event_record", "capture", NULL);
+        cr_assert_eq(ct_tensor_record_stream(y, ct_stream_current(0)), CT_ERR_STATE);
+        t_assert_error(CT_ERR_STATE, "ct_tensor_record_stream", "capture", NULL);
         cr_assert_eq(ct_stream_set_current(ct_stream_default(0)), CT_ERR_STATE);
         t_assert_error(CT_ERR_STATE, "ct_stream_set_current", "capturing", NULL);
         cr_assert_null(ct_graph_capture_begin(0));
@@ -262,20 +332,28 @@ static void chain_in_place(ct_tensor *x) {
 Test(cuda_graph, replays_on_two_streams_run_one_after_the_other) {
     T_REQUIRE_GPU();
     T_NO_LEAK({
+        const int64_t n = 4099;
         ct_tensor *x = ct_full((int64_t[]){ORDER_N, ORDER_N}, 2, 1.0, CT_F32, T_GPU);
-        cr_assert_not_null(x, "%s", ct_last_error_message());
-        /* cuBLASLt's algorithm chosen eagerly (the graph's stream still makes its own handle and
-         * workspace during the capture, in relaxed capture mode). */
+        ct_tensor *acc = ct_zeros(&n, 1, CT_F32, T_GPU);
+        cr_assert(x && acc, "%s", ct_last_error_message());
+        /* cuBLASLt's algorithm chosen eagerly (the graph's stream gets its own handle and
+         * workspace when the capture begins). */
         cr_assert_not_null(ct_matmul(x, x), "%s", ct_last_error_message());
         ct_graph *g = ct_graph_capture_begin(0);
         cr_assert_not_null(g, "%s", ct_last_error_message());
         ct_scope_begin();
         chain_in_place(x);
+        /* last, after the matmuls: a replay's random numbers come from a buffer of the graph
+         * that the next replay rewrites before its launch */
+        cr_assert_eq(ct_add_(acc, ct_rand(&n, 1, CT_F32, T_GPU)), CT_OK, "%s", ct_last_error_message());
         ct_scope_end();
         cr_assert_eq(ct_graph_capture_end(g), CT_OK, "%s", ct_last_error_message());
         ct_stream *def = ct_stream_current(0), *pool = ct_stream_from_pool(0);
         /* x = 1 -> 2 on the default stream, then 2 -> 33 on a pool stream, with no host wait
-         * in between: only the graph's own ordering keeps the second from reading x = 1. */
+         * in between: only the graph's own ordering keeps the second from reading x = 1, and
+         * only ct_graph_replay's wait keeps the second's offsets from reaching the first's
+         * ct_rand (acc would hold the second's numbers twice). */
+        ct_manual_seed(21);
         cr_assert_eq(ct_graph_replay(g), CT_OK, "%s", ct_last_error_message());
         cr_assert_eq(ct_stream_set_current(pool), CT_OK);
         cr_assert_eq(ct_graph_replay(g), CT_OK, "%s", ct_last_error_message());
@@ -286,6 +364,11 @@ Test(cuda_graph, replays_on_two_streams_run_one_after_the_other) {
             cr_assert_eq(v[i], 33.0, "x[%lld] = %g after two replays (33 when the second waited for the first)",
                          (long long)i, v[i]);
         free(v);
+        ct_manual_seed(21);
+        ct_tensor *r1 = ct_rand(&n, 1, CT_F32, CT_CPU), *r2 = ct_rand(&n, 1, CT_F32, CT_CPU);
+        double *want = t_values(ct_add(r1, r2));
+        t_assert_close(acc, want, 0, 0);
+        free(want);
         ct_graph_free(g);
     });
 }

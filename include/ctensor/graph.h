@@ -39,17 +39,23 @@
  *     zero_grad(set_to_none=True) between replays).
  *   - Random ops (dropout, ct_rand, ...) draw fresh numbers at every replay: each replay takes
  *     its Philox offsets from the global generator when it is launched, so a replay gives the
- *     numbers that running the same ops eagerly at that moment would give.
+ *     numbers that running the same ops eagerly at that moment would give. Hence, refused
+ *     with CT_ERR_STATE: ct_manual_seed or ct_random_set_offset during a capture that draws
+ *     random numbers (ct_graph_capture_end fails, even for a reseed back to the same seed),
+ *     and the backward of a dropout anywhere but in the capture its forward ran in (run
+ *     eagerly after a replay, it would rebuild the capture's mask, not the replay's).
  *   - Refused with CT_ERR_STATE on the capturing thread, because they would wait for work that
  *     has not run, bake host data into the graph or break CUDA's capture: ct_item, ct_to_host
  *     and every synchronization (ct_stream_synchronize, ct_event_synchronize, ct_event_query,
- *     ct_device_synchronize, ct_stream_wait_event, ct_stream_wait_stream); copies from host
- *     memory (ct_from_host, ct_to_device from the CPU) and between devices; ops and allocations
- *     on another device; ct_optim_step (its learning rate and step count would be frozen into
- *     the graph: step after the replay); making another stream current; a nested capture, a
- *     replay, freeing another graph. Hence ops that need one of these cannot be captured: the
- *     backward of max/min over a dim (it builds its indices on the host), batch norm with
- *     cumulative_average (it reads its count), clipping by norm, metrics.
+ *     ct_device_synchronize, ct_stream_wait_event, ct_stream_wait_stream); ct_event_record and
+ *     ct_tensor_record_stream on the capture's stream (nothing outside could wait for them);
+ *     copies from host memory (ct_from_host, ct_to_device from the CPU) and between devices;
+ *     ops and allocations on another device; ct_optim_step (its learning rate and step count
+ *     would be frozen into the graph: step after the replay); making another stream current;
+ *     a nested capture, a replay, freeing another graph. Hence ops that need one of these
+ *     cannot be captured: the backward of max/min over a dim (it builds its indices on the
+ *     host), batch norm with cumulative_average (it reads its count), clipping by norm,
+ *     metrics.
  *   - Convolutions whose algorithm was not timed before the capture use cuDNN's heuristic
  *     choice in the graph (timing would run kernels during the capture).
  *   - While any capture is underway on a device, its caching allocator and the pinned host

@@ -286,6 +286,13 @@ ct_status ct__cuda_allocator_free(int device, void *ptr) {
 }
 
 ct_status ct__cuda_allocator_record_stream(int device, void *ptr, ct_stream *stream) {
+    // The graph's stream runs nothing after the capture (replays run on the caller's stream)
+    // and is destroyed with the graph: a use recorded on it would be waited for by an event
+    // recorded on a dead stream when the block is freed.
+    if (stream->capture)
+        return ct__set_error(CT_ERR_STATE, "ct_tensor_record_stream: not allowed with the stream of a CUDA graph "
+                             "capture (replays run on the stream current when ct_graph_replay is called: record "
+                             "that one, after ct_graph_capture_end)");
     ct_allocator *a = allocator_for("ct_tensor_record_stream", device);
     return a ? ct_allocator_record_stream(a, ptr, (uintptr_t)stream->handle) : ct_last_error();
 }

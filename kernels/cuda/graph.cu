@@ -23,7 +23,7 @@
 
 extern "C" int ct__cuda_device_count(void);
 extern "C" uint64_t ct__philox_reserve(uint64_t words, uint64_t *seed);
-extern "C" void ct__philox_state(uint64_t *seed, uint64_t *offset);
+extern "C" void ct__philox_state(uint64_t *seed, uint64_t *offset, uint64_t *generation);
 extern "C" ct_status ct__null_arg(const char *op, const char *name);
 extern "C" void ct__error_mark(void);
 extern "C" uint64_t ct__errors_since_mark(const char **first);
@@ -130,9 +130,10 @@ ct_graph *ct_graph_capture_begin(int device) {
     ct_stream *previous = guard.ok ? ct_stream_current(device) : NULL;
     bool ok = previous && ct__cuda_device_errors_init(device) == CT_OK &&
               CT_CUDA_CHECK(cudaStreamCreateWithFlags(&g->stream.handle, cudaStreamNonBlocking)) &&
-              CT_CUDA_CHECK(cudaMalloc((void **)&g->capture.philox, 2 * sizeof(uint64_t)));
+              CT_CUDA_CHECK(cudaMalloc((void **)&g->capture.philox, 2 * sizeof(uint64_t))) &&
+              ct__blas_prepare(&g->stream) == CT_OK;  // cuBLASLt's handle and workspace: not made in the capture
     if (ok) {
-        ct__philox_state(&g->capture.seed, &g->capture.offset);
+        ct__philox_state(&g->capture.seed, &g->capture.offset, &g->capture.generation);
         ok = ct__cuda_allocator_capture_begin(device, g->capture.pool) == CT_OK;
         g->allocator_capturing = g->pool_retained = ok;
     }
@@ -182,9 +183,11 @@ ct_status ct_graph_capture_end(ct_graph *g) {
                              "capturing thread, or an op failed during the capture; run the work once eagerly before "
                              "capturing so that libraries and algorithm choices are set up)",
                              op, g->device, cudaGetErrorString(err));
-    uint64_t seed = 0, offset = 0;
-    ct__philox_state(&seed, &offset);
-    if (g->capture.uses_random && (seed != g->capture.seed || offset < g->capture.offset))
+    uint64_t seed = 0, offset = 0, generation = 0;
+    ct__philox_state(&seed, &offset, &generation);
+    // The generation, not the seed and offset: ct_manual_seed(s) back to the capture's own
+    // seed would otherwise pass, and replays would reuse numbers.
+    if (g->capture.uses_random && generation != g->capture.generation)
         return ct__set_error(CT_ERR_STATE, "%s: the random generator was reseeded during the capture, after random "
                              "ops were captured: they would not know their offsets", op);
     g->philox_blocks = g->capture.uses_random ? offset - g->capture.offset : 0;
@@ -236,9 +239,11 @@ ct_status ct__cuda_philox_for(ct_stream *stream, uint64_t seed, uint64_t *offset
     ct_capture *c = stream ? stream->capture : NULL;
     if (!c)
         return CT_OK;
-    if (seed != c->seed || *offset < c->offset)
+    uint64_t now_seed = 0, now_offset = 0, generation = 0;
+    ct__philox_state(&now_seed, &now_offset, &generation);
+    if (generation != c->generation || seed != c->seed || *offset < c->offset)
         return ct__set_error(CT_ERR_STATE, "a random op in a CUDA graph capture: the random generator was reseeded "
-                             "(ct_manual_seed) after the capture began");
+                             "(ct_manual_seed or ct_random_set_offset) after the capture began");
     *offset -= c->offset;
     *base = c->philox;
     c->uses_random = true;
@@ -246,6 +251,11 @@ ct_status ct__cuda_philox_for(ct_stream *stream, uint64_t seed, uint64_t *offset
 }
 
 bool ct__cuda_capturing(int device) { return ct__cuda_capture_of(device) != NULL; }
+
+uint64_t ct__cuda_capture_id(int device) {
+    ct_capture *c = ct__cuda_capture_of(device);
+    return c ? (uint64_t)c->pool : 0;  // pool ids are odd: never 0
+}
 
 int ct_graph_device(const ct_graph *g) { return g ? g->device : -1; }
 

@@ -71,6 +71,8 @@ static blas_state *blas_for(ct_stream *stream) {
     return b;
 }
 
+extern "C" ct_status ct__blas_prepare(ct_stream *stream) { return blas_for(stream) ? CT_OK : ct_last_error(); }
+
 extern "C" void ct__blas_release(ct_stream *stream) {
     pthread_mutex_lock(&blas_lock);
     blas_state *b = (blas_state *)stream->blas;

@@ -244,6 +244,12 @@ ct_status ct_event_record(ct_event *event, ct_stream *stream) {
     if (event->device >= 0 && event->device != stream->device)
         return ct__set_error(CT_ERR_DEVICE, "ct_event_record: the event belongs to cuda:%d, the stream to cuda:%d",
                              event->device, stream->device);
+    // CUDA allows it, but nothing may wait for or query such an event outside the capture
+    // (cudaErrorCapturedEvent), and ct_stream_wait_event is refused inside it.
+    if (stream->capture)
+        return ct__set_error(CT_ERR_STATE, "ct_event_record: not allowed on the stream of a CUDA graph capture (the "
+                             "event could be neither waited for nor queried); record it after ct_graph_capture_end, "
+                             "on the stream the graph is replayed on");
     ct_device_guard guard(stream->device);
     if (!guard.ok)
         return ct_last_error();

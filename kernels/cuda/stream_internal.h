@@ -12,6 +12,7 @@
 typedef struct ct_capture {
     uintptr_t pool;         // the graph's private allocator pool id
     uint64_t seed, offset;  // the Philox generator's seed and offset when the capture began
+    uint64_t generation;    // and its generation (ct__philox_state): a reseed moves it
     uint64_t *philox;       // device memory: {seed, offset} of the replay being run
     bool uses_random;       // a random kernel was captured (it reads `philox`)
 } ct_capture;
@@ -45,6 +46,9 @@ ct_status ct__cuda_device_errors_init(int device);
 // Make `stream` the thread's current stream of `device`, even during a capture (graph.cu
 // installs the graph's stream, then restores the one before).
 void ct__stream_set_current_for_capture(int device, ct_stream *stream);
+// Make the stream's cuBLASLt handle and workspace now (kernels/cuda/matmul.cu; made on first
+// use otherwise): a CUDA graph's stream gets them before its capture begins.
+ct_status ct__blas_prepare(ct_stream *stream);
 // Free the stream's cuBLASLt handle and workspace (kernels/cuda/matmul.cu), for streams that
 // are destroyed: those of CUDA graphs.
 void ct__blas_release(ct_stream *stream);
