@@ -10,7 +10,9 @@
 #   examples   the main job on the GPU (its defaults: 10 epochs, >= 92%), then the transfer-learning
 #              example from its checkpoint, and the ResNet example with its defaults (15 epochs, >= 93.5%; 45 s on an H100)
 #   memcheck   every GPU suite under compute-sanitizer --tool memcheck
-#   racecheck  every GPU suite under compute-sanitizer --tool racecheck
+#   racecheck  every GPU suite under compute-sanitizer --tool racecheck (both leave out test_cuda_big)
+#   bigcheck   test_cuda_big (tensors over 2^31 elements) under memcheck, its tests one at a time;
+#              racecheck looks at shared memory, which its kernels use as on small tensors
 # Each stage writes at most two files into OUTDIR (default: $OUT when set, else
 # bench/results/raw): STAGE.log, plus the JSON Lines of the bench stage; env.txt describes the
 # machine and the commit. Exit status: 0 when every stage passed, else that of the last failure.
@@ -21,11 +23,11 @@ out=${OUT:-bench/results/raw}
 while [ $# -gt 0 ]; do
   case $1 in
     -o) out=$2; shift 2 ;;
-    build|test|bench|examples|memcheck|racecheck) stages+=("$1"); shift ;;
+    build|test|bench|examples|memcheck|racecheck|bigcheck) stages+=("$1"); shift ;;
     *) echo "gpu_run.sh: unknown stage '$1'" >&2; exit 2 ;;
   esac
 done
-[ ${#stages[@]} -gt 0 ] || { sed -n '2,16p' "$0"; exit 2; }
+[ ${#stages[@]} -gt 0 ] || { sed -n '2,18p' "$0"; exit 2; }
 mkdir -p "$out"
 build="build-gpu"
 
@@ -74,6 +76,8 @@ sanitize() { # tool: every GPU suite under compute-sanitizer, one process per te
   local tool=$1 rc=0 t name
   local tmp; tmp=$(mktemp -d)
   for t in $(gpu_suites); do
+    # test_cuda_big (tensors over 2^31 elements, up to 28 GiB per test) has a stage of its own.
+    [ "$(basename "$t")" = test_cuda_big ] && continue
     for name in $("$t" --list 2>/dev/null | awk '/: [0-9]+ tests?$/ {suite = $1; sub(":", "", suite); next} {print suite "/" $NF}'); do
       # test_cuda_reduce's 2 GiB all-reduce takes minutes under racecheck: memcheck only.
       [ "$tool" = racecheck ] && [ "$name" = cuda_reduce/all_reduce_over_two_gib ] && continue
@@ -119,6 +123,9 @@ for stage in "${stages[@]}"; do
       run_stage memcheck sanitize memcheck ;;
     racecheck)
       run_stage racecheck sanitize racecheck ;;
+    bigcheck)
+      run_stage bigcheck timeout 560 compute-sanitizer --tool memcheck --error-exitcode 99 \
+        "$build/tests/test_cuda_big" --jobs 1 --verbose ;;
   esac
 done
 exit $status
