@@ -352,6 +352,44 @@ Test(cuda_reduce, softmax_matches_the_cpu) {
     }
 }
 
+/* Rows holding +inf are NaN throughout on every kernel, as on the CPU (include/ctensor/ops.h):
+ * rows of 10 and 1025 (no 16-byte loads: the scalar rows kernels), of 12 (F32: the warp
+ * kernel; F16/BF16: scalar), views one element into a wider tensor and strided views, and
+ * dim 0 (the lanes kernel). Row 0 has +inf second, row 1 last, row 2 first and in the middle
+ * beside a -inf, row 3 only a -inf. */
+Test(cuda_reduce, plus_infinity_makes_the_row_nan_on_every_kernel) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(15);
+    static const int64_t lengths[] = {10, 12, 1025};
+    for (unsigned li = 0; li < 3; li++)
+        for (unsigned di = 0; di < 3; di++)
+            for (int layout = 0; layout < NUM_LAYOUTS; layout++)
+                T_NO_LEAK({
+                    int64_t n = lengths[li], shape[2] = {4, n}, bshape[2];
+                    const int64_t at[][2] = {{0, 1}, {1, n - 1}, {2, 0}, {2, n / 2}, {2, 3}, {3, 2}};
+                    ct_dtype dt = float_dtypes[di];
+                    base_shape(shape, 2, layout, bshape);
+                    ct_tensor *base = t_rand(bshape, 2, dt, -2, 3), *cpu = layout_view(base, 2, layout);
+                    for (int k = 0; k < 6; k++) {
+                        ct_tensor *e =
+                            ct_slice(ct_slice(cpu, 0, at[k][0], at[k][0] + 1, 1), 1, at[k][1], at[k][1] + 1, 1);
+                        cr_assert_eq(ct_fill_(e, k < 4 ? INFINITY : -INFINITY), CT_OK, "%s", ct_last_error_message());
+                    }
+                    ct_tensor *gbase = ct_to_device(base, GPU);
+                    cr_assert_not_null(gbase, "%s", ct_last_error_message());
+                    ct_tensor *gpu = layout_view(gbase, 2, layout);
+                    for (int dim = 0; dim < 2; dim++) {
+                        char what[96];
+                        snprintf(what, sizeof what, "n %lld %s layout %d dim %d", (long long)n, ct_dtype_name(dt),
+                                 layout, dim);
+                        poison(4 * n, dt);
+                        expect_match(ct_softmax(gpu, dim), ct_softmax(cpu, dim), tol_for(dt), what);
+                        poison(4 * n, dt);
+                        expect_match(ct_log_softmax(gpu, dim), ct_log_softmax(cpu, dim), tol_for(dt), what);
+                    }
+                });
+}
+
 /* The input's gradient of (log-)softmax along dim on x's device, for output gradient gout. */
 static ct_tensor *softmax_grad(ct_tensor *x, int dim, bool take_log, ct_tensor *gout) {
     ct_tensor *leaf = ct_requires_grad(ct_clone(x), true);

@@ -296,3 +296,55 @@ Test(softmax, nan_poisons_the_whole_row_even_after_minus_infinity) {
         free(l);
     });
 }
+
+/* The rows path (dim last) and the lanes path (dim 0 of a contiguous tensor) follow one rule,
+ * PyTorch's: a row holding +inf (once or twice, first, last, beside -inf), a NaN, or only
+ * -inf is NaN throughout; -inf elements of other rows give 0 (log: -inf). Rows of 10, and of
+ * 300, past the rows path's first chunk of 256. */
+Test(softmax, rows_and_lanes_agree_on_infinities_and_nan) {
+    enum { R = 10 };
+    static const bool nan_row[R] = {true, true, true, true, true, false, true, true, true, false};
+    ct_dtype dtypes[] = {CT_F32, CT_F64, CT_F16, CT_BF16};
+    const int64_t lengths[] = {10, 300};
+    for (int v = 0; v < 4; v++)
+        for (int k = 0; k < 2; k++)
+            T_NO_LEAK({
+                int64_t n = lengths[k];
+                double *x = malloc(sizeof(double) * R * (size_t)n);
+                for (int r = 0; r < R; r++)
+                    for (int64_t j = 0; j < n; j++)
+                        x[r * n + j] = r == 7 || (r == 8 && j < n - 1) ? -INFINITY : 0.1 * (double)(j % 13) - 0.5;
+                x[0 * n + 1] = INFINITY;
+                x[1 * n + 0] = INFINITY;
+                x[2 * n + n - 1] = INFINITY;
+                x[3 * n + 2] = x[3 * n + n - 2] = INFINITY;
+                x[4 * n + 0] = -INFINITY;
+                x[4 * n + 3] = INFINITY;
+                x[5 * n + 0] = x[5 * n + n - 1] = -INFINITY;
+                x[6 * n + n / 2] = NAN;
+                x[8 * n + n - 1] = INFINITY;
+                ct_tensor *rows = ct_cast(ct_from_host(x, (int64_t[]){R, n}, 2, CT_F64, CT_CPU), dtypes[v]);
+                ct_tensor *columns = ct_contiguous(ct_transpose(rows, 0, 1));
+                double tol = dtypes[v] == CT_F64 ? 1e-12 : dtypes[v] == CT_F32 ? 1e-6 : 1e-2;
+                for (int take_log = 0; take_log < 2; take_log++) {
+                    double *by_row = t_values(take_log ? ct_log_softmax(rows, 1) : ct_softmax(rows, 1));
+                    double *by_lane = t_values(take_log ? ct_log_softmax(columns, 0) : ct_softmax(columns, 0));
+                    for (int r = 0; r < R; r++)
+                        for (int64_t j = 0; j < n; j++) {
+                            double a = by_row[r * n + j], b = by_lane[j * R + r];
+                            if (nan_row[r])
+                                cr_assert(isnan(a) && isnan(b), "%s %s, n %lld, row %d, element %lld: %g / %g, not NaN",
+                                          ct_dtype_name(dtypes[v]), take_log ? "log_softmax" : "softmax", (long long)n,
+                                          r, (long long)j, a, b);
+                            else
+                                cr_assert(a == b || fabs(a - b) <= tol,
+                                          "%s %s, n %lld, row %d, element %lld: rows %g, lanes %g",
+                                          ct_dtype_name(dtypes[v]), take_log ? "log_softmax" : "softmax", (long long)n,
+                                          r, (long long)j, a, b);
+                        }
+                    free(by_row);
+                    free(by_lane);
+                }
+                free(x);
+            });
+}

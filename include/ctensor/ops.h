@@ -112,7 +112,13 @@ ct_tensor *ct_bmm(const ct_tensor *a, const ct_tensor *b);
 void ct_matmul_set_allow_tf32(bool allow);
 bool ct_matmul_allow_tf32(void);
 
-/* ---- softmax ------------------------------------------------------------------------ */
+/* ---- softmax ------------------------------------------------------------------------
+ * exp(x - max) / sum(exp(x - max)) along `dim` (log_softmax: (x - max) - log(sum)), in
+ * float (F64 in double). Non-finite inputs give what PyTorch gives, on every device and
+ * whatever the layout: a -inf element gives 0 (log_softmax: -inf) when its row holds a
+ * finite element; a row (the elements along `dim`) that holds a NaN or a +inf, or that is
+ * all -inf, is NaN throughout. ct_logsumexp differs, like PyTorch's: +inf for a row
+ * holding +inf and no NaN, -inf for an all -inf row. */
 ct_tensor *ct_softmax(const ct_tensor *a, int dim);
 ct_tensor *ct_log_softmax(const ct_tensor *a, int dim);
 

@@ -69,7 +69,7 @@ static inline void scatter_d(char *base, ct_dtype dt, int64_t s, const double *b
  *
  * Lanes (`dim` has contiguous dims after it): LANES neighbouring rows advance together,
  * each step reading LANES contiguous elements, with the same online max per lane (an
- * element of -inf adds nothing). */
+ * element of -inf adds nothing; one of +inf adds exp(inf - inf) = NaN, as on the rows). */
 #define SOFTMAX_KERNELS(T, SFX, EXP, LOG)                                                                    \
     static void softmax_row_##SFX(ct_dtype dt, bool take_log, const char *in, int64_t is, char *out,       \
                                   int64_t os, int64_t n) {                                                 \
@@ -124,7 +124,7 @@ static inline void scatter_d(char *base, ct_dtype dt, int64_t s, const double *b
             gather_##SFX(buf, in + j * is * es, dt, 1, lanes);                                              \
             for (int64_t l = 0; l < lanes; l++) {                                                           \
                 if (buf[l] > max[l]) {                                                                      \
-                    sum[l] = sum[l] * EXP(max[l] - buf[l]) + 1;                                             \
+                    sum[l] = sum[l] * EXP(max[l] - buf[l]) + (isinf(buf[l]) ? (T)NAN : 1);                  \
                     max[l] = buf[l];                                                                        \
                 } else if (buf[l] != -INFINITY) {                                                           \
                     sum[l] += EXP(buf[l] - max[l]);                                                         \

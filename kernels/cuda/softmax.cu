@@ -57,14 +57,15 @@ static bool rows_aligned(const void *base, const rows_geom &w, int64_t vec) {
 // ---- merging across threads -------------------------------------------------------------
 
 // Online softmax statistics: m the max so far, s the sum of exp(x - m). NaN elements never
-// raise m but make s NaN; -inf elements add nothing.
+// raise m but make s NaN; -inf elements add nothing; a +inf element adds exp(inf - inf), NaN,
+// as when the max is taken first (online_push_n, the warp kernel, the CPU).
 struct online {
     float m, s;
 };
 
 __device__ __forceinline__ void online_push(online &a, float x) {
     if (x > a.m) {
-        a.s = a.s * expf(a.m - x) + 1.0f;
+        a.s = a.s * expf(a.m - x) + (isinf(x) ? NAN : 1.0f);
         a.m = x;
     } else if (x != -INFINITY) {
         a.s += expf(x - a.m);
