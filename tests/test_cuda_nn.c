@@ -385,6 +385,34 @@ Test(cuda_nn, classification_losses) {
     });
 }
 
+/* A +inf logit makes the sample's loss and gradient NaN whatever the target, a -inf logit at
+ * the target makes the loss +inf, as on the CPU and in PyTorch. C = 10 (one class per lane)
+ * and 40 (the +inf on a lane's second class); with and without label smoothing. */
+Test(cuda_nn, cross_entropy_of_infinite_logits_follows_the_cpu) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(6);
+    static const int64_t classes[] = {10, 40};
+    for (int v = 0; v < 12; v++)
+        T_NO_LEAK({
+            ct_dtype dt = float_dtypes[v % 3];
+            int64_t C = classes[(v / 3) % 2];
+            ct_tensor *x = t_rand((int64_t[]){4, C}, 2, CT_F32, -4, 4);
+            const int64_t inf_at[][2] = {{0, C - 5}, {1, C - 5}, {2, 0}, {3, C - 1}};
+            for (int k = 0; k < 4; k++)
+                cr_assert_eq(ct_fill_(ct_slice(ct_slice(x, 0, inf_at[k][0], inf_at[k][0] + 1, 1), 1, inf_at[k][1],
+                                               inf_at[k][1] + 1, 1),
+                                      k < 3 ? INFINITY : -INFINITY),
+                             CT_OK, "%s", ct_last_error_message());
+            /* targets: beside the +inf, at it, beside a +inf at class 0, at the -inf */
+            ct_tensor *t =
+                ct_from_host((int32_t[]){0, (int32_t)C - 5, 1, (int32_t)C - 1}, (int64_t[]){4}, 1, CT_I32, CT_CPU);
+            ct_cross_entropy_opts o = {NULL, -100, CT_REDUCTION_NONE, v >= 6 ? 0.1 : 0.0};
+            class_ctx c = {true, t, NULL, o}, g = {true, ct_to_device(t, GPU), NULL, o};
+            ct_tensor *in[1] = {ct_requires_grad(ct_cast(x, dt), true)};
+            parity(f_class, in, 1, &c, &g, tol_of(dt), rtol_of(dt));
+        });
+}
+
 typedef struct point_ctx {
     int which;
     ct_reduction r;

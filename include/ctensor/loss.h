@@ -43,7 +43,9 @@ typedef struct ct_cross_entropy_opts {
  * lp = log_softmax(logits_i), weights w (1 without `weight`) and smoothing e:
  *   loss_i = (1 - e) * w[t] * -lp[t] + e / C * sum_c w[c] * -lp[c]
  * and 0 where t == ignore_index. MEAN divides the sum by the sum of w[t] over the samples
- * that are not ignored (NaN when there are none), as PyTorch does. The backward is fused:
+ * that are not ignored (NaN when there are none), as PyTorch does. lp follows the rules of
+ * ct_log_softmax (ops.h): a sample whose logits hold a NaN or a +inf has a NaN loss (unless
+ * ignored), as in PyTorch, on every device. The backward is fused:
  * softmax minus the (smoothed, weighted) one-hot target, from the saved log-sum-exp. */
 ct_tensor *ct_cross_entropy(const ct_tensor *logits, const ct_tensor *targets, const ct_cross_entropy_opts *opts);
 

@@ -79,12 +79,13 @@ __global__ void ce_forward_kernel(int64_t N, int64_t C, int64_t K, const T *x, c
     int lane = threadIdx.x % 32;
     FOR_EACH_SAMPLE(s, N * K) {
         int64_t base = (s / K) * C * K + s % K;
-        // online max and sum of exp(x - max); -inf adds nothing, NaN poisons the sum
+        // online max and sum of exp(x - max); -inf adds nothing, NaN poisons the sum, and so
+        // does +inf (exp(inf - inf), as on the CPU, which takes the max first)
         float m = -INFINITY, sum = 0;
         for (int64_t c = lane; c < C; c += 32) {
             float v = ct_widen(x[base + c * K]);
             if (v > m) {
-                sum = sum * expf(m - v) + 1;
+                sum = sum * expf(m - v) + (isinf(v) ? NAN : 1.0f);
                 m = v;
             } else if (v != -INFINITY) {
                 sum += expf(v - m);
