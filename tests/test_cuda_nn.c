@@ -271,6 +271,34 @@ Test(cuda_nn, embedding) {
     });
 }
 
+/* padding_idx -1 means no padding, so an index of -1 is a bad index: the backward, atomic or
+ * deterministic, reports it and adds nothing through it, rather than skip it as padding. */
+Test(cuda_nn, embedding_backward_reports_index_minus_one_without_padding) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_tensor *w = ct_requires_grad(ct_ones((int64_t[]){4, 3}, 2, CT_F32, GPU), true);
+        ct_tensor *bad = ct_from_host((int32_t[]){1, -1}, (int64_t[]){2}, 1, CT_I32, GPU);
+        for (int det = 0; det < 2; det++) {
+            ct_set_deterministic(det);
+            ct_zero_grad(w);
+            ct_tensor *e = ct_embedding(w, bad, -1);
+            cr_assert_not_null(e, "%s", ct_last_error_message());
+            /* the forward's report first, so that the next one can only come from the backward */
+            cr_assert_eq(ct_device_synchronize(0), CT_ERR_DIM);
+            t_assert_error(CT_ERR_DIM, "ct_embedding: index -1 out of range [0, 4)", NULL);
+            cr_assert_eq(ct_backward(ct_sum(e, NULL, 0, false)), CT_OK, "%s", ct_last_error_message());
+            float gv[12];
+            cr_assert_eq(ct_to_host(ct_grad(w), gv, sizeof gv), CT_ERR_DIM,
+                         "deterministic %d: the backward did not report index -1", det);
+            t_assert_error(CT_ERR_DIM, "ct_embedding: index -1", NULL);
+            cr_assert_eq(ct_to_host(ct_grad(w), gv, sizeof gv), CT_OK, "%s", ct_last_error_message());
+            for (int i = 0; i < 12; i++)
+                cr_assert_eq(gv[i], i / 3 == 1 ? 1.0f : 0.0f, "deterministic %d, grad element %d", det, i);
+            ct_set_deterministic(false);
+        }
+    });
+}
+
 typedef struct pad_case {
     int ndim, npads;
     int64_t shape[4], pads[6];

@@ -26,7 +26,9 @@ __global__ void embedding_backward_kernel(int64_t n, int64_t D, const int32_t *i
                                           float *dweight, ct_index_report report) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n * D; i += (int64_t)blockDim.x * gridDim.x) {
         int32_t row = index[i / D];
-        if (row != padding_idx && ct_index_ok(report, row, i / D))
+        if (padding_idx >= 0 && row == padding_idx) // -1 means none: an index of -1 is bad, not padding
+            continue;
+        if (ct_index_ok(report, row, i / D))
             atomicAdd(dweight + (int64_t)row * D + i % D, g[i]);
     }
 }
