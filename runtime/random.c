@@ -93,25 +93,15 @@ static ct_tensor *random_tensor(const char *op, dist_kind kind, const int64_t *s
         }
         return t;
     }
+    /* One Philox block per iteration, shared with the CUDA kernel (kernels/cpu/philox.h). */
+    const int per = ct_philox_per_block((int)kind, f64);
+    const int64_t blocks = (n + per - 1) / per;
 #pragma omp parallel for schedule(static) if (n >= 4096)
-    for (int64_t i = 0; i < n; i++) {
-        double v;
-        if (kind == DIST_UNIFORM) {
-            double u = f64 ? ct_philox_uniform_f64(ct_philox_word(seed, offset, 2 * (uint64_t)i),
-                                                   ct_philox_word(seed, offset, 2 * (uint64_t)i + 1))
-                           : ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i));
-            v = p0 + (p1 - p0) * u;
-        } else if (kind == DIST_NORMAL) {
-            uint64_t pair = (uint64_t)i / 2;
-            uint32_t a = ct_philox_word(seed, offset, 2 * pair), b = ct_philox_word(seed, offset, 2 * pair + 1);
-            double u1 = ((double)a + 1.0) * 2.3283064365386963e-10, u2 = (double)b * 2.3283064365386963e-10;
-            double r = sqrt(-2.0 * log(u1));
-            double z = (i % 2 == 0) ? r * cos(2.0 * M_PI * u2) : r * sin(2.0 * M_PI * u2);
-            v = p0 + p1 * z;
-        } else {
-            v = ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i)) < p0 ? 1.0 : 0.0;
-        }
-        ct_cpu_store(data, dtype, i, v);
+    for (int64_t b = 0; b < blocks; b++) {
+        double v[4];
+        int count = ct_philox_dist_block((int)kind, f64, seed, offset, (uint64_t)b, n, p0, p1, v);
+        for (int k = 0; k < count; k++)
+            ct_cpu_store(data, dtype, b * per + k, v[k]);
     }
     return t;
 }

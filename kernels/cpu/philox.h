@@ -3,6 +3,7 @@
 #ifndef CT_KERNELS_CPU_PHILOX_H
 #define CT_KERNELS_CPU_PHILOX_H
 
+#include <math.h>
 #include <stdint.h>
 
 #ifdef __CUDACC__
@@ -49,6 +50,53 @@ CT_PHILOX_FN uint32_t ct_philox_word(uint64_t seed, uint64_t offset, uint64_t i)
 CT_PHILOX_FN float ct_philox_uniform_f32(uint32_t w) { return (float)(w >> 8) * 5.9604644775390625e-08f; }
 CT_PHILOX_FN double ct_philox_uniform_f64(uint32_t hi, uint32_t lo) {
     return ((double)(hi >> 5) * 67108864.0 + (double)(lo >> 6)) * 1.1102230246251565e-16;
+}
+
+/* a + b * c, the product rounded before the sum, on the GPU too (where nvcc would otherwise
+ * fuse them into one FMA; C11 compilers do not contract across ISO C statements here). */
+CT_PHILOX_FN double ct_philox_add_mul(double a, double b, double c) {
+#ifdef __CUDA_ARCH__
+    return __dadd_rn(a, __dmul_rn(b, c));
+#else
+    return a + b * c;
+#endif
+}
+
+/* The distributions of random.h, one Philox block at a time, for the CPU (runtime/random.c)
+ * and the GPU (kernels/cuda/random.cu) alike. kind: 0 uniform(p0, p1), 1 normal(mean p0,
+ * std p1), 2 bernoulli(p0); f64: the F64 uniform (two words per element). Block b of the
+ * stream (seed, offset) makes elements per * b .. per * b + per - 1 of a tensor of n, where
+ * per = ct_philox_per_block: 2 for the F64 uniform, else 4 (normal takes its words in pairs:
+ * two pairs per block). The values of those below n go to v, in double before rounding to
+ * the dtype; returns how many. */
+CT_PHILOX_FN int ct_philox_per_block(int kind, int f64) { return kind == 0 && f64 ? 2 : 4; }
+
+CT_PHILOX_FN int ct_philox_dist_block(int kind, int f64, uint64_t seed, uint64_t offset, uint64_t b, int64_t n,
+                                      double p0, double p1, double v[4]) {
+    const int per = ct_philox_per_block(kind, f64);
+    const int64_t first = (int64_t)b * per;
+    const int count = n - first < per ? (int)(n - first) : per;
+    const uint64_t block = offset + b;
+    uint32_t w[4];
+    ct_philox_block((uint32_t)block, (uint32_t)(block >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), w);
+    if (kind == 1) {
+        for (int k = 0; k < count; k += 2) { /* Box-Muller on words (k, k + 1); an odd tail drops the sine */
+            double u1 = ((double)w[k] + 1.0) * 2.3283064365386963e-10, u2 = (double)w[k + 1] * 2.3283064365386963e-10;
+            double r = sqrt(-2.0 * log(u1)), angle = 2.0 * 3.14159265358979323846 * u2;
+            v[k] = ct_philox_add_mul(p0, p1, r * cos(angle));
+            if (k + 1 < count)
+                v[k + 1] = ct_philox_add_mul(p0, p1, r * sin(angle));
+        }
+        return count;
+    }
+    for (int k = 0; k < count; k++) {
+        if (kind == 0)
+            v[k] = ct_philox_add_mul(p0, p1 - p0,
+                                     f64 ? ct_philox_uniform_f64(w[2 * k], w[2 * k + 1]) : ct_philox_uniform_f32(w[k]));
+        else
+            v[k] = ct_philox_uniform_f32(w[k]) < p0 ? 1.0 : 0.0;
+    }
+    return count;
 }
 
 #endif

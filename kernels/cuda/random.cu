@@ -7,28 +7,21 @@
 
 #include <cub/device/device_radix_sort.cuh>
 
+// Thread b makes Philox block b: the elements that read its four words (ct_philox_dist_block,
+// the CPU's code too), so each block is computed once.
 template <typename T>
 __global__ void random_kernel(int kind, T *out, int64_t n, uint64_t seed, uint64_t offset, const uint64_t *base,
                               double p0, double p1, bool f64) {
     ct_philox_rebase(base, &seed, &offset);
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
-        double v;
-        if (kind == 0) {
-            double u = f64 ? ct_philox_uniform_f64(ct_philox_word(seed, offset, 2 * (uint64_t)i),
-                                                   ct_philox_word(seed, offset, 2 * (uint64_t)i + 1))
-                           : (double)ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i));
-            v = __dadd_rn(p0, __dmul_rn(p1 - p0, u));  // no fused multiply-add: the CPU rounds twice
-        } else if (kind == 1) {
-            uint64_t pair = (uint64_t)i / 2;
-            uint32_t a = ct_philox_word(seed, offset, 2 * pair), b = ct_philox_word(seed, offset, 2 * pair + 1);
-            double u1 = ((double)a + 1.0) * 2.3283064365386963e-10, u2 = (double)b * 2.3283064365386963e-10;
-            double r = sqrt(-2.0 * log(u1));
-            double z = (i % 2 == 0) ? r * cos(2.0 * 3.14159265358979323846 * u2) : r * sin(2.0 * 3.14159265358979323846 * u2);
-            v = __dadd_rn(p0, __dmul_rn(p1, z));
-        } else {
-            v = ct_philox_uniform_f32(ct_philox_word(seed, offset, (uint64_t)i)) < p0 ? 1.0 : 0.0;
-        }
-        out[i] = ct_from_double<T>(v);
+    const int per = ct_philox_per_block(kind, f64);
+    const int64_t blocks = (n + per - 1) / per;
+    for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += (int64_t)blockDim.x * gridDim.x) {
+        double v[4];
+        int count = ct_philox_dist_block(kind, f64, seed, offset, (uint64_t)b, n, p0, p1, v);
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            if (k < count)
+                out[b * per + k] = ct_from_double<T>(v[k]);
     }
 }
 
@@ -41,9 +34,11 @@ extern "C" ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t
     const uint64_t *base = NULL;
     if (ct__cuda_philox_for(stream, seed, &offset, &base) != CT_OK)
         return ct_last_error();
+    const bool f64 = dtype == CT_F64;
+    const int64_t blocks = (n + ct_philox_per_block(kind, f64) - 1) / ct_philox_per_block(kind, f64);
     CT_DISPATCH_DTYPE(dtype, T,
-        random_kernel<T><<<ct_grid_for(n, threads), threads, 0, s>>>(kind, (T *)out, n, seed, offset, base, p0, p1,
-                                                                      dtype == CT_F64));
+        random_kernel<T><<<ct_grid_for(blocks, threads), threads, 0, s>>>(kind, (T *)out, n, seed, offset, base, p0,
+                                                                           p1, f64));
     return CT_CUDA_CHECK_LAUNCH() ? CT_OK : ct_last_error();
 }
 
@@ -56,9 +51,17 @@ extern "C" ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t
 __global__ void randperm_keys_kernel(uint32_t *keys, int32_t *index, int64_t n, uint64_t seed, uint64_t offset,
                                      const uint64_t *base) {
     ct_philox_rebase(base, &seed, &offset);
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
-        keys[i] = ct_philox_word(seed, offset, (uint64_t)i);
-        index[i] = (int32_t)i;
+    const int64_t blocks = (n + 3) / 4; // thread b: keys 4b .. 4b + 3, the words of Philox block b
+    for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += (int64_t)blockDim.x * gridDim.x) {
+        const uint64_t block = offset + (uint64_t)b;
+        uint32_t w[4];
+        ct_philox_block((uint32_t)block, (uint32_t)(block >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), w);
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            if (4 * b + k < n) {
+                keys[4 * b + k] = w[k];
+                index[4 * b + k] = (int32_t)(4 * b + k);
+            }
     }
 }
 
@@ -103,7 +106,7 @@ extern "C" ct_status ct_cuda_randperm(int32_t *out, int64_t n, uint64_t seed, ui
     if (ct__cuda_philox_for(stream, seed, &offset, &base) != CT_OK)
         return ct_last_error();
     const int threads = 256;
-    randperm_keys_kernel<<<ct_grid_for(n, threads), threads, 0, s>>>(keys_in, index, n, seed, offset, base);
+    randperm_keys_kernel<<<ct_grid_for((n + 3) / 4, threads), threads, 0, s>>>(keys_in, index, n, seed, offset, base);
     if (!CT_CUDA_CHECK_LAUNCH())
         return ct_last_error();
     return CT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(w + 3 * part, sort, keys_in, keys_out, index, out, n, 0, 32,
