@@ -330,13 +330,16 @@ enum bw_kind {
     BW_VAR_ROWS,
     BW_LOGSUMEXP_ROWS,
     BW_ARGMAX_ROWS,
+    BW_RAND,    // random numbers and dropout: no target, measured against the copy all the same
+    BW_RANDN,
+    BW_DROPOUT,
     BW_COUNT
 };
 
 static const struct bw_info {
     const char *name;
     int bytes;     // bytes read + written per element of the input (the copy: per byte)
-    int target_pc; // the target in % of the copy bandwidth
+    int target_pc; // the target in % of the copy bandwidth (0: none)
 } bw_info[BW_COUNT] = {
     {"cudaMemcpyAsync D2D", 2, 0},
     {"ct_add", 12, 90},
@@ -351,6 +354,9 @@ static const struct bw_info {
     {"ct_var (rows of 1024)", 4, 85},
     {"ct_logsumexp (rows)", 4, 85},
     {"ct_argmax (rows)", 4, 85},
+    {"ct_rand f32", 4, 0},
+    {"ct_randn f32", 4, 0},
+    {"ct_dropout f32 (p 0.1)", 8, 0},
 };
 
 #define ROW 1024 // the row length of the 2-D views
@@ -377,6 +383,9 @@ static ct_tensor *bw_run(bw_kind kind, bw_ctx *c) {
     case BW_VAR_ROWS: return ct_var(c->a2, last, 1, 1, false);
     case BW_LOGSUMEXP_ROWS: return ct_logsumexp(c->a2, last, 1, false);
     case BW_ARGMAX_ROWS: return ct_argmax(c->a2, -1, false);
+    case BW_RAND: return ct_rand(&c->n, 1, CT_F32, gpu0);
+    case BW_RANDN: return ct_randn(&c->n, 1, CT_F32, gpu0);
+    case BW_DROPOUT: return ct_dropout(c->a, 0.1, true);
     default: return NULL;
     }
 }
@@ -442,10 +451,30 @@ static double bw_expected(bw_kind kind, const float *ha, const float *hb, int64_
 // reductions to a scalar entirely, the others on their first elements (rows, columns).
 static bool bw_check(bw_kind kind, bw_ctx *c, const float *ha, const float *hb) {
     ct_scope_begin();
+    const uint64_t seed = ct_random_seed(), offset = ct_random_offset();
     ct_tensor *out = bw_run(kind, c);
     bool ok = out ? true : ct_failed(bw_info[kind].name);
     double worst = 0; // the largest error, in units of the tolerance
-    if (ok && (kind == BW_SUM || kind == BW_MAX_ALL)) {
+    if (ok && kind >= BW_RAND) {
+        // The CPU draws the same numbers from the same (seed, offset): the first 64 rows'
+        // worth, bit for bit (randn within 1 unit in the last place: log/cos/sin).
+        const int64_t count = 64 * ROW;
+        ct_manual_seed(seed);
+        ct_random_set_offset(offset);
+        ct_tensor *want = kind == BW_RAND    ? ct_rand(&count, 1, CT_F32, CT_CPU)
+                          : kind == BW_RANDN ? ct_randn(&count, 1, CT_F32, CT_CPU)
+                                             : ct_dropout(ct_from_host(ha, &count, 1, CT_F32, CT_CPU), 0.1, true);
+        std::vector<float> got((size_t)count), ref((size_t)count);
+        ok = want && ct_to_host(ct_slice(out, 0, 0, count, 1), got.data(), (size_t)count * 4) == CT_OK &&
+             ct_to_host(want, ref.data(), (size_t)count * 4) == CT_OK;
+        for (int64_t i = 0; i < count && ok; i++) {
+            double err = fabs((double)got[(size_t)i] - ref[(size_t)i]);
+            double tol = kind == BW_RANDN ? 2.4e-7 * (1 + fabs(ref[(size_t)i])) : 0;
+            worst = fmax(worst, tol > 0 ? err / tol : (err == 0 ? 0 : INFINITY));
+        }
+        if (!ok)
+            ct_failed(bw_info[kind].name);
+    } else if (ok && (kind == BW_SUM || kind == BW_MAX_ALL)) {
         double want = kind == BW_SUM ? 0 : -INFINITY;
         for (int64_t i = 0; i < c->n; i++)
             want = kind == BW_SUM ? want + ha[i] : fmax(want, ha[i]);
@@ -537,7 +566,7 @@ static bool section_bandwidth(const bench_opts *o, copy_ref *copy, int64_t n, in
             row.ref_name = "D2D copy";
             row.ratio = paired[k];
             row.ratio_of_best = gbs / copy_gbs;
-            if (!o->quick && !null_runtime) {
+            if (!o->quick && !null_runtime && bw_info[k].target_pc > 0) {
                 snprintf(target[k], sizeof target[k], ">= %d%% of copy", bw_info[k].target_pc);
                 row.target = target[k];
                 row.target_met = paired[k] >= bw_info[k].target_pc / 100.0;
@@ -743,7 +772,7 @@ extern "C" int bench_cuda_sections(const bench_opts *o) {
 
     printf("GPU times are from CUDA events around %d calls (GEMMs: %d), after warmup; throughput from the best\n"
            "repetition; host overheads (us) are medians. GB/s counts bytes read + written: copy 2 x its size, add/mul 12,\n"
-           "relu/softmax 8, cast f32->bf16 6, reductions 4 bytes per element.\n"
+           "relu/softmax/dropout 8, cast f32->bf16 6, reductions and rand/randn 4 bytes per element.\n"
            "vs reference: median over rounds of the ratio to the reference measured in the same round.\n%s",
            iters, o->quick ? 2 : 3, o->quick ? "Quick run: sizes are too small for the targets, which are not checked.\n" : "");
     return ok ? 0 : 1;

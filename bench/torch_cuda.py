@@ -5,7 +5,8 @@
   matmul       torch.matmul at 8192^3 in bf16, f16 and f32 (TF32 off, PyTorch's default)
   elementwise  torch.add, mul, relu, .to(bfloat16) and softmax on 64 Mi f32 elements (256 MiB), and
                the reductions (sum over everything, rows and columns, max, var, logsumexp, argmax),
-               each call allocating its output, rounds interleaved with the copy; % of the copy
+               torch.rand, randn and dropout (no target), each call allocating its output, rounds
+               interleaved with the copy; % of the copy
   overhead     host time of torch.empty + del of a 1 MiB tensor (PyTorch's caching allocator) and of
                torch.add on 1-element tensors, enqueued without waiting (medians over batches)
   train        the main job's CNN (bench/torch_train.py)
@@ -89,6 +90,9 @@ BANDWIDTH_ROWS = [
     ("var (rows of 1024)", "ct_var (rows of 1024)", 4, 85),
     ("logsumexp (rows)", "ct_logsumexp (rows)", 4, 85),
     ("argmax (rows)", "ct_argmax (rows)", 4, 85),
+    ("torch.rand", "ct_rand f32", 4, 0),  # 0: no target
+    ("torch.randn", "ct_randn f32", 4, 0),
+    ("F.dropout (p 0.1)", "ct_dropout f32 (p 0.1)", 8, 0),
 ]
 
 
@@ -103,6 +107,8 @@ def section_bandwidth(t, copy, quick, warmup, reps, iters):
         lambda: torch.add(a, b), lambda: torch.mul(a, b), lambda: torch.relu(a), lambda: a.to(torch.bfloat16),
         lambda: torch.softmax(a2, -1), lambda: torch.sum(a), lambda: a2.sum(-1), lambda: a2.sum(0),
         lambda: torch.max(a), lambda: a2.var(-1), lambda: torch.logsumexp(a2, -1), lambda: a2.argmax(-1),
+        lambda: torch.rand((n,), device="cuda", generator=g), lambda: torch.randn((n,), device="cuda", generator=g),
+        lambda: torch.nn.functional.dropout(a, 0.1, True),
     ]
     times = event_times([lambda: dst.copy_(src)] + calls, warmup, reps, iters)
     copy_bytes = 2 * src.numel()
@@ -111,7 +117,7 @@ def section_bandwidth(t, copy, quick, warmup, reps, iters):
         ratio = statistics.median((nbytes * n / x) / (copy_bytes / c) for x, c in zip(samples, times[0]))
         t.row("elementwise", name, "%dMi f32" % (n >> 20), 1, reps, best, statistics.median(samples),
               nbytes * n / best * 1e-9, "GB/s", "D2D copy", ratio,
-              None if quick else ">= %d%% of copy" % target, ratio >= target / 100)
+              None if quick or not target else ">= %d%% of copy" % target, ratio >= target / 100)
 
 
 def section_overhead(t, quick):
