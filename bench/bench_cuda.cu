@@ -583,6 +583,12 @@ static bool section_bandwidth(const bench_opts *o, copy_ref *copy, int64_t n, in
 // ---- host-side costs ---------------------------------------------------------------------------
 
 __global__ void empty_kernel() {}
+// The same with a 512-byte argument, about what an op's strided kernel takes (shapes and strides
+// of its operands): does the size of the arguments account for part of a tiny op's cost?
+struct launch_arg {
+    int64_t words[64];
+};
+__global__ void empty_kernel_arg(launch_arg) {}
 
 // Median host time per call of `per_batch` calls, over `batches` batches. The device is left
 // to drain between batches (untimed), so that a full launch queue never blocks the host.
@@ -596,18 +602,21 @@ static bool section_overhead(const bench_opts *o, int batches, int per_batch, in
     bool ok = a && b ? true : ct_failed("allocating the overhead inputs");
     // The last two rows repeat the launch and the op with a non-blocking pool stream current,
     // to see whether the legacy default stream (handle 0) costs more per launch.
+    launch_arg arg;
+    memset(&arg, 0, sizeof arg);
     ct_stream *pool = ct_stream_from_pool(0);
     ok = ok && (pool ? true : ct_failed("ct_stream_from_pool"));
     struct {
         const char *name, *target;
         double target_us;
-    } rows[5] = {{"ct_empty+ct_tensor_free 1MiB", "< 1 us", 1.0},
+    } rows[6] = {{"ct_empty+ct_tensor_free 1MiB", "< 1 us", 1.0},
                  {"ct_add 1 elem, host time", "< 4 us", 4.0},
                  {"empty kernel launch (floor)", NULL, 0.0},
+                 {"empty launch, 512 B argument", NULL, 0.0},
                  {"ct_add 1 elem, pool stream", NULL, 0.0},
                  {"empty kernel launch, pool stream", NULL, 0.0}};
-    for (int k = 0; k < 5 && ok; k++) {
-        if (k == 3) { // the inputs were filled on the default stream
+    for (int k = 0; k < 6 && ok; k++) {
+        if (k == 4) { // the inputs were filled on the default stream
             ok = ct_stream_wait_stream(pool, ct_stream_default(0)) == CT_OK && ct_stream_set_current(pool) == CT_OK
                      ? true
                      : ct_failed("switching to a pool stream");
@@ -622,8 +631,11 @@ static bool section_overhead(const bench_opts *o, int batches, int per_batch, in
                         ct_tensor *t = ct_empty(mib, 1, CT_F32, gpu0);
                         ok = t ? true : ct_failed("ct_empty");
                         ct_tensor_free(t);
-                    } else if (k == 2 || k == 4) {
+                    } else if (k == 2 || k == 5) {
                         empty_kernel<<<1, 1, 0, s>>>();
+                        ok = CUDA_CHECK(cudaGetLastError());
+                    } else if (k == 3) {
+                        empty_kernel_arg<<<1, 1, 0, s>>>(arg);
                         ok = CUDA_CHECK(cudaGetLastError());
                     } else {
                         ct_scope_begin();
@@ -640,7 +652,7 @@ static bool section_overhead(const bench_opts *o, int batches, int per_batch, in
         if (!ok)
             break;
         bench_stats st = bench_stats_of(samples.data(), batches);
-        bench_row row = make_row("overhead", rows[k].name, k == 0 ? "1 MiB" : k == 1 || k == 3 ? "1 elem" : "<<<1,1>>>",
+        bench_row row = make_row("overhead", rows[k].name, k == 0 ? "1 MiB" : k == 1 || k == 4 ? "1 elem" : "<<<1,1>>>",
                                  batches * per_batch, st, st.median * 1e6, "us");
         if (!o->quick && !null_runtime && rows[k].target) {
             row.target = rows[k].target;
