@@ -533,6 +533,38 @@ Test(cuda_index, a_deferred_error_reaches_every_thread) {
     });
 }
 
+/* A thread that starts using the device after an error was reported (here, to the thread
+ * whose op failed) is not told of it: its first synchronization and its first ct_item pass. */
+static void *fresh_thread(void *statuses) {
+    ct_status *st = statuses;
+    st[0] = ct_device_synchronize(0);
+    ct_clear_error();
+    ct_scope_begin();
+    ct_tensor *x = ct_ones((int64_t[]){3}, 1, CT_F32, GPU);
+    double v = x ? ct_item(ct_sum(x, NULL, 0, false)) : NAN;
+    st[1] = v == 3.0 ? CT_OK : ct_last_error() != CT_OK ? ct_last_error() : CT_ERR_INTERNAL;
+    ct_clear_error();
+    ct_scope_end();
+    return NULL;
+}
+
+Test(cuda_index, a_thread_started_after_an_error_is_not_told_of_it) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_tensor *a = ct_ones((int64_t[]){4, 5}, 2, CT_F32, GPU);
+        ct_tensor *bad = i32((int32_t[]){0, 5}, (int64_t[]){2}, 1, GPU);
+        cr_assert_not_null(ct_index_select(a, 1, bad), "%s", ct_last_error_message());
+        cr_assert_eq(ct_device_synchronize(0), CT_ERR_DIM, "the failing op's thread was not told");
+        ct_clear_error();
+        ct_status st[2] = {CT_ERR_INTERNAL, CT_ERR_INTERNAL};
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, fresh_thread, st), 0);
+        cr_assert_eq(pthread_join(t, NULL), 0);
+        cr_assert_eq(st[0], CT_OK, "a new thread's first synchronization: %s", ct_status_name(st[0]));
+        cr_assert_eq(st[1], CT_OK, "a new thread's first ct_item: %s", ct_status_name(st[1]));
+    });
+}
+
 Test(cuda_index, bad_inputs) {
     T_REQUIRE_GPU();
     ct_clear_error();

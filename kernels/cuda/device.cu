@@ -69,7 +69,9 @@ void ct__cuda_storage_free(void *ptr, int device_index) {
 // Each error the device raises is taken from the record once (under the lock), numbered, and
 // kept as a message; every thread that synchronizes on the device afterwards is told once
 // (its own count of the errors it has been told of), so the thread whose op failed learns of
-// it even when another thread's synchronization took the record first.
+// it even when another thread's synchronization took the record first. A thread's count
+// starts at its first use of the device: errors taken before then are not told to it (a
+// thread started after an error was reported does not fail on it at its first ct_item).
 typedef struct device_error_word {
     unsigned int *claim;                  // device memory
     ct_device_error_record *record;       // mapped pinned host memory (host pointer)
@@ -82,6 +84,14 @@ typedef struct device_error_word {
 static device_error_word error_words[MAX_DEVICES];
 static pthread_mutex_t error_words_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread uint64_t errors_told[MAX_DEVICES]; // per thread: errors reported to it
+static __thread bool errors_baseline_set[MAX_DEVICES]; // errors_told starts at the thread's first use
+
+void ct__cuda_device_errors_baseline(int device) {
+    if (device < 0 || device >= MAX_DEVICES || errors_baseline_set[device])
+        return;
+    errors_baseline_set[device] = true;
+    errors_told[device] = __atomic_load_n(&error_words[device].raised, __ATOMIC_ACQUIRE);
+}
 
 ct_status ct__cuda_device_errors_init(int device) {
     if (device < 0 || device >= MAX_DEVICES)
@@ -184,6 +194,7 @@ static void take_pending_error(int device, device_error_word *w) {
 ct_status ct__cuda_check_device_errors(int device) {
     if (device < 0 || device >= MAX_DEVICES)
         return CT_OK;
+    ct__cuda_device_errors_baseline(device); // a thread that launched nothing: only what is pending
     device_error_word *w = &error_words[device];
     if (!__atomic_load_n(&w->record_on_gpu, __ATOMIC_ACQUIRE))
         return CT_OK; // no op has reported on this device yet

@@ -53,6 +53,9 @@ ct_status ct__cuda_index_report(ct_stream *stream, const char *op, const char *w
 // After a synchronization with work on cuda:`device`: CT_OK, or the error recorded there
 // (the record is then cleared, ready for the next one).
 ct_status ct__cuda_check_device_errors(int device);
+// The calling thread's first use of cuda:`device` (ct_stream_current; a first check also
+// counts): errors already reported to other threads before then are not the thread's news.
+void ct__cuda_device_errors_baseline(int device);
 #ifdef __cplusplus
 }
 #endif

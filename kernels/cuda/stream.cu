@@ -101,6 +101,7 @@ ct_stream *ct_stream_current(int device) {
     device_streams *d = streams_for("ct_stream_current", device);
     if (!d)
         return NULL;
+    ct__cuda_device_errors_baseline(device);
     return current[device] ? current[device] : &d->default_stream;
 }
 
