@@ -178,7 +178,14 @@ NULL_API cudaError_t cudaFree(void *ptr) {
     free(ptr);
     return cudaSuccess;
 }
+/* NULL_CUDART_PINNED_FAILS=1: page-locked allocations other than mapped ones fail as out of
+ * memory, to run the paths taken when pinned memory runs out. */
 NULL_API cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned flags) {
+    const char *fail = getenv("NULL_CUDART_PINNED_FAILS");
+    if (fail && *fail == '1' && !(flags & cudaHostAllocMapped)) {
+        *ptr = NULL;
+        return cudaErrorMemoryAllocation;
+    }
     return cudaMalloc(ptr, bytes);
 }
 NULL_API cudaError_t cudaFreeHost(void *ptr) { return cudaFree(ptr); }

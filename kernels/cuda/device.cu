@@ -257,6 +257,12 @@ static ct_status host_to_device(int device, void *dst, const void *src, size_t n
             src = staging;
         } else if (raw_locked) {
             ct_clear_error(); // no room to stage: copy directly and wait (below)
+        } else if (ct_last_error() == CT_ERR_MEMORY) {
+            // No pinned memory left to stage through: copy straight from the caller's memory.
+            // From pageable memory the driver returns once it has read it; page-locked memory
+            // (pinned outside ctensor) is waited for below.
+            ct_clear_error();
+            raw_locked = is_page_locked(src);
         } else {
             return ct_last_error();
         }
