@@ -28,20 +28,21 @@ static inline ct_stream *stream_of(const ct_tensor *t) {
 /* ---- the kernels on tensors -------------------------------------------------------- */
 
 /* One cuDNN pass: the algorithm is chosen (once per geometry) with its workspace size,
- * and the workspace comes from the caching allocator as a scratch tensor. Freeing it right
- * after the call is safe: the allocator reuses a block on the stream it was allocated on,
- * behind the work just queued. */
+ * and the workspace comes from the caching allocator as a scratch tensor; the plan goes to
+ * the run as it is, so the run uses the algorithm the workspace was sized for. Freeing the
+ * workspace right after the call is safe: the allocator reuses a block on the stream it was
+ * allocated on, behind the work just queued. */
 static ct_status cuda_pass(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, const ct_tensor *like,
                            const void *a, const void *b, void *out) {
-    bool deterministic = ct_deterministic();
-    size_t bytes = 0;
-    ct_status st = CT_ON_CUDA(ct_cuda_conv2d_workspace(pass, dtype, g, deterministic, stream_of(like), &bytes));
+    ct_cuda_conv_plan plan = {0, 0, 0};
+    ct_status st = CT_ON_CUDA(ct_cuda_conv2d_workspace(pass, dtype, g, ct_deterministic(), stream_of(like), &plan));
     ct_tensor *workspace = NULL;
-    if (st == CT_OK && bytes > 0 && !(workspace = ct__new(CT_U8, like->device, 1, (const int64_t[]){(int64_t)bytes})))
+    if (st == CT_OK && plan.workspace > 0 &&
+        !(workspace = ct__new(CT_U8, like->device, 1, (const int64_t[]){(int64_t)plan.workspace})))
         st = ct_last_error();
     if (st == CT_OK)
-        st = CT_ON_CUDA(ct_cuda_conv2d(pass, dtype, g, deterministic, a, b, out, workspace ? ct__data(workspace) : NULL,
-                                       bytes, stream_of(like)));
+        st = CT_ON_CUDA(ct_cuda_conv2d(pass, dtype, g, &plan, a, b, out, workspace ? ct__data(workspace) : NULL,
+                                       plan.workspace, stream_of(like)));
     ct_tensor_free(workspace);
     return st;
 }

@@ -10,6 +10,10 @@
  * written reads as NaN and fails. Every test reports itself skipped where no GPU is usable. */
 #include "tests/common.h"
 
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define GPU T_GPU
@@ -166,6 +170,107 @@ Test(cuda_conv, conv_transpose2d_matches_cpu) {
                 t_assert_parity(ct_grad(bg), ct_grad(bc), float_tols[d], "conv_transpose2d grad bias");
             });
         }
+}
+
+/* ---- the algorithm cache ------------------------------------------------------------------- */
+
+/* A 3x3 convolution of 1 x 1 x H x W into 2 channels. */
+static conv_case small_case(int64_t H, int64_t W) {
+    return (conv_case){1, 1, H, W, 2, 3, 3, OPTS(1, 1, 0, 0, 1, 1, 1), true};
+}
+
+/* More geometries than the algorithm cache's 256 slots (kernels/cuda/conv_cache.h), then the
+ * first ones again with their gradients: a full table evicts, and every pass still runs the
+ * algorithm its workspace was sized for. */
+Test(cuda_conv, more_geometries_than_the_cache_holds) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(7);
+    T_NO_LEAK({
+        ct_tensor *w = t_to_gpu(t_rand_dtype((int64_t[]){2, 1, 3, 3}, 4, CT_F32, -1, 1));
+        for (int i = 0; i < 300; i++) {
+            ct_scope_begin();
+            ct_tensor *x = ct_zeros((int64_t[]){1, 1, 3 + i / 20, 3 + i % 20}, 4, CT_F32, GPU);
+            cr_assert_not_null(ct_conv2d(x, w, NULL, NULL), "geometry %d: %s", i, ct_last_error_message());
+            ct_scope_end();
+        }
+    });
+    for (int i = 0; i < 10; i++) {
+        conv_case k = small_case(3 + i / 20, 3 + i % 20);
+        check_conv(&k, CT_F32, float_tols[0]);
+    }
+}
+
+/* Two threads run the same new geometry at once (both miss the cache and time it); each
+ * copies its inputs to the GPU, runs forward and backward, and reads the results back. */
+typedef struct conv_thread {
+    const conv_case *k;
+    const ct_tensor *x, *w, *gy; /* on the CPU, read only */
+    pthread_barrier_t *start;
+    float *y, *gx, *gw;
+    char why[512];
+} conv_thread;
+
+static void *conv_on_thread(void *arg) {
+    conv_thread *t = arg;
+    bool ok = true;
+    ct_scope_begin();
+    ct_tensor *x = ct_requires_grad(ct_to_device(t->x, GPU), true);
+    ct_tensor *w = ct_requires_grad(ct_to_device(t->w, GPU), true);
+    ct_tensor *gy = ct_to_device(t->gy, GPU);
+    pthread_barrier_wait(t->start);
+    ct_tensor *y = x && w && gy ? ct_conv2d(x, w, NULL, &t->k->o) : NULL;
+    ok = y && ct_backward_ex(y, gy, false) == CT_OK;
+    ok = ok && ct_to_host(y, t->y, (size_t)ct_tensor_numel(y) * sizeof(float)) == CT_OK;
+    ok = ok && ct_to_host(ct_grad(x), t->gx, (size_t)ct_tensor_numel(x) * sizeof(float)) == CT_OK;
+    ok = ok && ct_to_host(ct_grad(w), t->gw, (size_t)ct_tensor_numel(w) * sizeof(float)) == CT_OK;
+    if (!ok)
+        snprintf(t->why, sizeof t->why, "%s", ct_last_error_message());
+    ct_scope_end();
+    return (void *)(intptr_t)ok;
+}
+
+Test(cuda_conv, two_threads_time_the_same_geometry) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(8);
+    const conv_case *k = &conv_cases[8];
+    T_NO_LEAK({
+        ct_tensor *x = t_rand_dtype((int64_t[]){k->N, k->C, k->H, k->W}, 4, CT_F32, -1, 1);
+        ct_tensor *w = t_rand_dtype((int64_t[]){k->O, k->C, k->kH, k->kW}, 4, CT_F32, -1, 1);
+        ct_tensor *gy = t_rand_dtype((int64_t[]){k->N, k->O, k->H, k->W}, 4, CT_F32, -1, 1);
+        ct_tensor *xc = ct_requires_grad(ct_clone(x), true), *wc = ct_requires_grad(ct_clone(w), true);
+        ct_tensor *yc = ct_conv2d(xc, wc, NULL, &k->o);
+        cr_assert_not_null(yc, "%s", ct_last_error_message());
+        cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, 2);
+        conv_thread threads[2];
+        pthread_t ids[2];
+        for (int i = 0; i < 2; i++) {
+            threads[i] = (conv_thread){.k = k, .x = x, .w = w, .gy = gy, .start = &start};
+            threads[i].y = malloc((size_t)ct_tensor_numel(yc) * sizeof(float));
+            threads[i].gx = malloc((size_t)ct_tensor_numel(x) * sizeof(float));
+            threads[i].gw = malloc((size_t)ct_tensor_numel(w) * sizeof(float));
+            cr_assert(threads[i].y && threads[i].gx && threads[i].gw);
+            cr_assert_eq(pthread_create(&ids[i], NULL, conv_on_thread, &threads[i]), 0);
+        }
+        for (int i = 0; i < 2; i++) {
+            void *ok = NULL;
+            pthread_join(ids[i], &ok);
+            cr_assert(ok, "thread %d: %s", i, threads[i].why);
+        }
+        pthread_barrier_destroy(&start);
+        for (int i = 0; i < 2; i++) {
+            t_assert_parity_normwise(ct_from_host(threads[i].y, ct_tensor_shape(yc), 4, CT_F32, GPU), yc, float_tols[0],
+                                     "forward on a thread");
+            t_assert_parity_normwise(ct_from_host(threads[i].gx, ct_tensor_shape(x), 4, CT_F32, GPU), ct_grad(xc),
+                                     float_tols[0], "grad x on a thread");
+            t_assert_parity_normwise(ct_from_host(threads[i].gw, ct_tensor_shape(w), 4, CT_F32, GPU), ct_grad(wc),
+                                     float_tols[0], "grad w on a thread");
+            free(threads[i].y);
+            free(threads[i].gx);
+            free(threads[i].gw);
+        }
+    });
 }
 
 /* ---- pooling ------------------------------------------------------------------------------ */

@@ -5,7 +5,7 @@
 // geometry, dtype, device and determinism by timing the candidates with cudnnFind*, as
 // torch.backends.cudnn.benchmark does, and cached; deterministic mode keeps only the
 // algorithms cuDNN reports as deterministic. Workspace memory belongs to the caller (the op
-// takes it from the caching allocator), so the cache holds only (algorithm, bytes). F32
+// takes it from the caching allocator), so the cache holds only (algorithm, math, bytes). F32
 // runs in FMA math (no TF32), so it matches the CPU to float rounding; F16 and BF16 use
 // tensor-op math with f32 accumulation.
 //
@@ -19,6 +19,7 @@
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/conv_cache.h"
 #include "kernels/cuda/dnn.h"
 #include "kernels/cuda/launch.h"
 
@@ -26,7 +27,6 @@
 #include <pthread.h>
 #include <string.h>
 
-#define ALGO_SLOTS      256
 #define WORKSPACE_LIMIT ((size_t)1 << 30) // algorithms needing more are skipped
 #define THREADS         256
 
@@ -93,126 +93,91 @@ static ct_status descs_make(conv_descs *d, ct_dtype dtype, const ct_conv2d_geom 
     return CT_OK;
 }
 
-// ---- algorithm cache ----------------------------------------------------------------------
+// ---- algorithm choice ----------------------------------------------------------------------
 
-typedef struct algo_key {
-    int pass, dtype, deterministic, device;
-    ct_conv2d_geom geom;
-} algo_key;
+static ct_conv_cache algo_cache; // kernels/cuda/conv_cache.h, under dnn_lock
 
-// What is cached for a key: the algorithm, its workspace and the math type it was timed with.
-typedef struct algo_choice {
-    int algo;
-    size_t workspace;
-    cudnnMathType_t math;
-} algo_choice;
-
-typedef struct algo_entry {
-    bool used;
-    algo_key key;
-    algo_choice choice;
-} algo_entry;
-
-static algo_entry algo_cache[ALGO_SLOTS];
-
-static unsigned key_hash(const algo_key *k) {
-    const unsigned char *p = (const unsigned char *)k;
-    unsigned h = 2166136261u;
-    for (size_t i = 0; i < sizeof *k; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
+// cuDNN's candidates for each pass, told apart by the type of their results, best first:
+// timed by running them (cudnnFind*, which allocates its own buffers and workspace) or,
+// without `timed`, from cuDNN's heuristics.
+static cudnnStatus_t candidates(cudnnHandle_t h, const conv_descs *d, bool timed, int n, int *count,
+                                cudnnConvolutionFwdAlgoPerf_t *perf) {
+    return timed ? cudnnFindConvolutionForwardAlgorithm(h, d->x, d->w, d->conv, d->y, n, count, perf)
+                 : cudnnGetConvolutionForwardAlgorithm_v7(h, d->x, d->w, d->conv, d->y, n, count, perf);
 }
-
-// Look up (found: true) or, with `insert`, store an entry. Linear probing; a full table
-// simply stops caching.
-static bool cache_access(const algo_key *key, algo_choice *choice, bool insert) {
-    unsigned slot = key_hash(key) % ALGO_SLOTS;
-    bool found = false;
-    pthread_mutex_lock(&dnn_lock);
-    for (int probe = 0; probe < ALGO_SLOTS; probe++, slot = (slot + 1) % ALGO_SLOTS) {
-        algo_entry *e = &algo_cache[slot];
-        if (e->used && memcmp(&e->key, key, sizeof *key) == 0) {
-            if (insert)
-                e->choice = *choice;
-            else
-                *choice = e->choice;
-            found = true;
-            break;
-        }
-        if (!e->used) {
-            if (insert) {
-                e->used = true;
-                e->key = *key;
-                e->choice = *choice;
-                found = true;
-            }
-            break;
-        }
-    }
-    pthread_mutex_unlock(&dnn_lock);
-    return found;
+static cudnnStatus_t candidates(cudnnHandle_t h, const conv_descs *d, bool timed, int n, int *count,
+                                cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+    return timed ? cudnnFindConvolutionBackwardDataAlgorithm(h, d->w, d->y, d->conv, d->x, n, count, perf)
+                 : cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d->w, d->y, d->conv, d->x, n, count, perf);
 }
+static cudnnStatus_t candidates(cudnnHandle_t h, const conv_descs *d, bool timed, int n, int *count,
+                                cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
+    return timed ? cudnnFindConvolutionBackwardFilterAlgorithm(h, d->x, d->y, d->conv, d->w, n, count, perf)
+                 : cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d->x, d->y, d->conv, d->w, n, count, perf);
+}
+static const char *const find_names[] = {"cudnnFindConvolutionForwardAlgorithm",
+                                         "cudnnFindConvolutionBackwardDataAlgorithm",
+                                         "cudnnFindConvolutionBackwardFilterAlgorithm"};
+static const char *const heuristic_names[] = {"cudnnGetConvolutionForwardAlgorithm_v7",
+                                              "cudnnGetConvolutionBackwardDataAlgorithm_v7",
+                                              "cudnnGetConvolutionBackwardFilterAlgorithm_v7"};
 
-// The fastest usable algorithm among cuDNN's timings (sorted fastest first): one that ran,
+// The fastest usable algorithm among cuDNN's candidates (sorted best first): one that ran,
 // fits WORKSPACE_LIMIT, is deterministic when asked, and for F32 uses plain FMA math.
 template <typename Perf>
-static bool pick(const Perf *perf, int count, bool deterministic, bool fma_only, algo_choice *choice) {
+static bool pick(const Perf *perf, int count, bool deterministic, bool fma_only, ct_cuda_conv_plan *plan) {
     for (int i = 0; i < count; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= WORKSPACE_LIMIT &&
             (!deterministic || perf[i].determinism == CUDNN_DETERMINISTIC) &&
             (!fma_only || perf[i].mathType == CUDNN_FMA_MATH)) {
-            *choice = (algo_choice){(int)perf[i].algo, perf[i].memory, perf[i].mathType};
+            *plan = (ct_cuda_conv_plan){(int)perf[i].algo, (int)perf[i].mathType, perf[i].memory};
             return true;
         }
     return false;
 }
 
-// The cached choice for the pass, or a new one timed by cudnnFind* (call with the device
+// The plan of one pass (*found: whether any candidate is usable), timed when `timed`.
+template <typename Perf, int N>
+static ct_status plan_pass(ct_cuda_conv_pass pass, cudnnHandle_t h, const conv_descs *d, bool deterministic,
+                           bool fma_only, bool timed, ct_cuda_conv_plan *plan, bool *found) {
+    Perf perf[N];
+    int count = 0;
+    bool ok = ct__cudnn_ok(candidates(h, d, timed, N, &count, perf), (timed ? find_names : heuristic_names)[pass],
+                           __FILE__, __LINE__);
+    *found = ok && pick(perf, count, deterministic, fma_only, plan);
+    return ok ? CT_OK : ct_last_error();
+}
+
+// The cached plan for the pass, or a new one timed by cudnnFind* (call with the device
 // current). During a CUDA graph capture timing is impossible (it runs and waits for kernels):
 // an uncached pass takes cuDNN's heuristic choice instead, which is not cached, so that the
-// pass is still timed when it next runs eagerly.
+// pass is still timed when it next runs eagerly. A thread that timed a pass another thread
+// cached meanwhile takes the cached plan, so that all run the same algorithm.
 static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, bool deterministic, int device,
-                        cudnnHandle_t h, bool capturing, algo_choice *choice) {
-    algo_key key;
-    memset(&key, 0, sizeof key); // padding bytes take part in the comparison
-    key.pass = (int)pass;
-    key.dtype = (int)dtype;
-    key.deterministic = deterministic;
-    key.device = device;
-    key.geom = *g;
-    if (cache_access(&key, choice, false))
+                        cudnnHandle_t h, bool capturing, ct_cuda_conv_plan *plan) {
+    ct_conv_cache_key key = ct_conv_cache_key_of((int)pass, (int)dtype, deterministic, device, g);
+    pthread_mutex_lock(&dnn_lock);
+    bool cached = ct_conv_cache_find(&algo_cache, &key, plan);
+    pthread_mutex_unlock(&dnn_lock);
+    if (cached)
         return CT_OK;
     conv_descs d;
     ct_status st = descs_make(&d, dtype, g);
     if (st != CT_OK)
         return st;
-    bool found = false, ok = true, fma_only = dtype == CT_F32;
-    int count = 0;
-    if (pass == CT_CUDA_CONV_FORWARD) {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        const int n = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
-        ok = capturing ? CT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, n, &count, perf))
-                       : CT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, d.x, d.w, d.conv, d.y, n, &count, perf));
-        found = ok && pick(perf, count, deterministic, fma_only, choice);
-    } else if (pass == CT_CUDA_CONV_BACKWARD_DATA) {
-        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        const int n = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
-        ok = capturing
-                 ? CT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, n, &count, perf))
-                 : CT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h, d.w, d.y, d.conv, d.x, n, &count, perf));
-        found = ok && pick(perf, count, deterministic, fma_only, choice);
-    } else {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        const int n = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
-        ok = capturing ? CT_CUDNN_CHECK(
-                             cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, n, &count, perf))
-                       : CT_CUDNN_CHECK(
-                             cudnnFindConvolutionBackwardFilterAlgorithm(h, d.x, d.y, d.conv, d.w, n, &count, perf));
-        found = ok && pick(perf, count, deterministic, fma_only, choice);
-    }
+    bool found = false, timed = !capturing, fma_only = dtype == CT_F32;
+    if (pass == CT_CUDA_CONV_FORWARD)
+        st = plan_pass<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(pass, h, &d, deterministic,
+                                                                                        fma_only, timed, plan, &found);
+    else if (pass == CT_CUDA_CONV_BACKWARD_DATA)
+        st = plan_pass<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+            pass, h, &d, deterministic, fma_only, timed, plan, &found);
+    else
+        st = plan_pass<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+            pass, h, &d, deterministic, fma_only, timed, plan, &found);
     descs_free(&d);
-    if (!ok)
-        return ct_last_error();
+    if (st != CT_OK)
+        return st;
     if (!found)
         return ct__set_error(CT_ERR_CUDA,
                              "cuDNN found no %salgorithm for a %s convolution pass %d (N %lld, C %lld, %lldx%lld, O "
@@ -220,8 +185,11 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
                              deterministic ? "deterministic " : "", ct_dtype_name(dtype), (int)pass, (long long)g->N,
                              (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O, (long long)g->kH,
                              (long long)g->kW, (long long)g->groups);
-    if (!capturing)
-        cache_access(&key, choice, true);
+    if (timed) {
+        pthread_mutex_lock(&dnn_lock);
+        ct_conv_cache_insert(&algo_cache, &key, plan);
+        pthread_mutex_unlock(&dnn_lock);
+    }
     return CT_OK;
 }
 
@@ -234,8 +202,8 @@ static ct_status unsupported(const char *what, ct_dtype dtype) {
 }
 
 extern "C" ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g,
-                                              bool deterministic, ct_stream *stream, size_t *bytes) {
-    *bytes = 0;
+                                              bool deterministic, ct_stream *stream, ct_cuda_conv_plan *plan) {
+    *plan = (ct_cuda_conv_plan){0, 0, 0};
     if (!float_dtype(dtype))
         return unsupported("convolution", dtype);
     if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0)
@@ -247,17 +215,12 @@ extern "C" ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype d
     if (!guard.ok)
         return ct_last_error();
     cudnnHandle_t h = ct__cudnn_handle(stream);
-    algo_choice choice;
-    ct_status st = h ? choose(pass, dtype, g, deterministic, device, h, stream->capture != NULL, &choice)
-                          : ct_last_error();
-    if (st == CT_OK)
-        *bytes = choice.workspace;
-    return st;
+    return h ? choose(pass, dtype, g, deterministic, device, h, stream->capture != NULL, plan) : ct_last_error();
 }
 
-extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, bool deterministic,
-                                    const void *a, const void *b, void *out, void *workspace, size_t workspace_bytes,
-                                    ct_stream *stream) {
+extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g,
+                                    const ct_cuda_conv_plan *plan, const void *a, const void *b, void *out,
+                                    void *workspace, size_t workspace_bytes, ct_stream *stream) {
     if (!float_dtype(dtype))
         return unsupported("convolution", dtype);
     CT_LAUNCH_STREAM(s, stream);
@@ -277,30 +240,27 @@ extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, cons
     cudnnHandle_t h = ct__cudnn_handle(stream);
     if (!h)
         return ct_last_error();
-    algo_choice choice;
-    ct_status st = choose(pass, dtype, g, deterministic, device, h, stream->capture != NULL, &choice);
+    if (plan->workspace > workspace_bytes)
+        return ct__set_error(CT_ERR_INTERNAL, "ct_cuda_conv2d: workspace of %zu bytes, %zu needed", workspace_bytes,
+                             plan->workspace);
+    conv_descs d;
+    ct_status st = descs_make(&d, dtype, g);
     if (st != CT_OK)
         return st;
-    if (choice.workspace > workspace_bytes)
-        return ct__set_error(CT_ERR_INTERNAL, "ct_cuda_conv2d: workspace of %zu bytes, %zu needed", workspace_bytes,
-                             choice.workspace);
-    conv_descs d;
-    if ((st = descs_make(&d, dtype, g)) != CT_OK)
-        return st;
     const float one = 1.0f, zero = 0.0f; // the scaling factors of float-compute convolutions
-    bool ok = CT_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, choice.math));
+    bool ok = CT_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, (cudnnMathType_t)plan->math));
     if (ok && pass == CT_CUDA_CONV_FORWARD)
         ok = CT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, a, d.w, b, d.conv,
-                                                    (cudnnConvolutionFwdAlgo_t)choice.algo, workspace, choice.workspace,
+                                                    (cudnnConvolutionFwdAlgo_t)plan->algo, workspace, plan->workspace,
                                                     &zero, d.y, out));
     else if (ok && pass == CT_CUDA_CONV_BACKWARD_DATA)
         ok = CT_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d.w, b, d.y, a, d.conv,
-                                                         (cudnnConvolutionBwdDataAlgo_t)choice.algo, workspace,
-                                                         choice.workspace, &zero, d.x, out));
+                                                         (cudnnConvolutionBwdDataAlgo_t)plan->algo, workspace,
+                                                         plan->workspace, &zero, d.x, out));
     else if (ok)
         ok = CT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, d.x, a, d.y, b, d.conv,
-                                                           (cudnnConvolutionBwdFilterAlgo_t)choice.algo, workspace,
-                                                           choice.workspace, &zero, d.w, out));
+                                                           (cudnnConvolutionBwdFilterAlgo_t)plan->algo, workspace,
+                                                           plan->workspace, &zero, d.w, out));
     descs_free(&d);
     return ok ? CT_OK : ct_last_error();
 }

@@ -129,9 +129,11 @@ ct_status ct_cuda_multi_scale_clamp(int n, void *const *tensors, const int64_t *
  * in kernels/cpu/conv.h and kernels/cpu/pool.h; operands NCHW and contiguous. A
  * convolution pass takes two calls: ct_cuda_conv2d_workspace picks the algorithm (timed by
  * cudnnFind* once per pass, dtype, geometry, device and determinism, like cudnn.benchmark;
- * only deterministic algorithms when `deterministic`) and gives the workspace it needs;
- * the caller provides that much device memory to ct_cuda_conv2d, reusable by work queued
- * on `stream` after the call. */
+ * only deterministic algorithms when `deterministic`) and fills *plan with it and the
+ * workspace it needs; the caller provides that much device memory and the same plan to
+ * ct_cuda_conv2d, which runs that algorithm (the workspace is reusable by work queued on
+ * `stream` after the call). The plan travels between the calls because a second choice
+ * could differ from the first (another thread's timing, a full cache, a graph capture). */
 struct ct_conv2d_geom;
 struct ct_pool2d_geom;
 typedef enum ct_cuda_conv_pass {
@@ -139,11 +141,17 @@ typedef enum ct_cuda_conv_pass {
     CT_CUDA_CONV_BACKWARD_DATA,  /* out gx (N, C, H, W) from a = gy, b = w */
     CT_CUDA_CONV_BACKWARD_FILTER /* out gw (O, C / groups, kH, kW) from a = x, b = gy */
 } ct_cuda_conv_pass;
+/* The cuDNN algorithm of the pass and its math type (a cudnnConvolution*Algo_t and a
+ * cudnnMathType_t, as ints so that this header needs no cuDNN), and its workspace bytes. */
+typedef struct ct_cuda_conv_plan {
+    int algo, math;
+    size_t workspace;
+} ct_cuda_conv_plan;
 ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype dtype, const struct ct_conv2d_geom *g,
-                                   bool deterministic, ct_stream *stream, size_t *bytes);
-ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, const struct ct_conv2d_geom *g, bool deterministic,
-                         const void *a, const void *b, void *out, void *workspace, size_t workspace_bytes,
-                         ct_stream *stream);
+                                   bool deterministic, ct_stream *stream, ct_cuda_conv_plan *plan);
+ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, const struct ct_conv2d_geom *g,
+                         const ct_cuda_conv_plan *plan, const void *a, const void *b, void *out, void *workspace,
+                         size_t workspace_bytes, ct_stream *stream);
 /* conv.cu: out (C) = the sum of t (N, C, L) over N and L (one block per channel, fixed
  * order); y (N, C, L) += bias (C). */
 ct_status ct_cuda_conv2d_channel_sum(ct_dtype dtype, int64_t N, int64_t C, int64_t L, const void *t, void *out,
