@@ -25,6 +25,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define WORKSPACE_LIMIT ((size_t)1 << 30) // algorithms needing more are skipped
@@ -97,9 +98,18 @@ static ct_status descs_make(conv_descs *d, ct_dtype dtype, const ct_conv2d_geom 
 
 static ct_conv_cache algo_cache; // kernels/cuda/conv_cache.h, under dnn_lock
 
-// cuDNN's candidates for each pass, told apart by the type of their results, best first:
-// timed by running them (cudnnFind*, which allocates its own buffers and workspace) or,
-// without `timed`, from cuDNN's heuristics.
+// cuDNN's calls for each pass, told apart by the type of their results: how many candidates
+// they can return, and the candidates best first, timed by running them (cudnnFind*, which
+// allocates its own buffers and workspace) or, without `timed`, from cuDNN's heuristics.
+static cudnnStatus_t max_count(cudnnHandle_t h, const cudnnConvolutionFwdAlgoPerf_t *, int *n) {
+    return cudnnGetConvolutionForwardAlgorithmMaxCount(h, n);
+}
+static cudnnStatus_t max_count(cudnnHandle_t h, const cudnnConvolutionBwdDataAlgoPerf_t *, int *n) {
+    return cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, n);
+}
+static cudnnStatus_t max_count(cudnnHandle_t h, const cudnnConvolutionBwdFilterAlgoPerf_t *, int *n) {
+    return cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, n);
+}
 static cudnnStatus_t candidates(cudnnHandle_t h, const conv_descs *d, bool timed, int n, int *count,
                                 cudnnConvolutionFwdAlgoPerf_t *perf) {
     return timed ? cudnnFindConvolutionForwardAlgorithm(h, d->x, d->w, d->conv, d->y, n, count, perf)
@@ -136,15 +146,23 @@ static bool pick(const Perf *perf, int count, bool deterministic, bool fma_only,
     return false;
 }
 
-// The plan of one pass (*found: whether any candidate is usable), timed when `timed`.
-template <typename Perf, int N>
+// The plan of one pass (*found: whether any candidate is usable), timed when `timed`. Each
+// algorithm can come once per math type, and the usable ones (deterministic, FMA for F32) may
+// be late in the list, so all of cuDNN's candidates are asked for (*AlgorithmMaxCount, as
+// PyTorch does), not *_ALGO_COUNT.
+template <typename Perf>
 static ct_status plan_pass(ct_cuda_conv_pass pass, cudnnHandle_t h, const conv_descs *d, bool deterministic,
                            bool fma_only, bool timed, ct_cuda_conv_plan *plan, bool *found) {
-    Perf perf[N];
-    int count = 0;
-    bool ok = ct__cudnn_ok(candidates(h, d, timed, N, &count, perf), (timed ? find_names : heuristic_names)[pass],
+    int n = 0, count = 0;
+    if (!CT_CUDNN_CHECK(max_count(h, (const Perf *)NULL, &n)))
+        return ct_last_error();
+    Perf *perf = (Perf *)malloc((size_t)(n > 0 ? n : 1) * sizeof *perf);
+    if (!perf)
+        return ct__set_error(CT_ERR_MEMORY, "cuDNN convolution: out of host memory for %d algorithm results", n);
+    bool ok = ct__cudnn_ok(candidates(h, d, timed, n, &count, perf), (timed ? find_names : heuristic_names)[pass],
                            __FILE__, __LINE__);
     *found = ok && pick(perf, count, deterministic, fma_only, plan);
+    free(perf);
     return ok ? CT_OK : ct_last_error();
 }
 
@@ -167,14 +185,11 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
         return st;
     bool found = false, timed = !capturing, fma_only = dtype == CT_F32;
     if (pass == CT_CUDA_CONV_FORWARD)
-        st = plan_pass<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(pass, h, &d, deterministic,
-                                                                                        fma_only, timed, plan, &found);
+        st = plan_pass<cudnnConvolutionFwdAlgoPerf_t>(pass, h, &d, deterministic, fma_only, timed, plan, &found);
     else if (pass == CT_CUDA_CONV_BACKWARD_DATA)
-        st = plan_pass<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-            pass, h, &d, deterministic, fma_only, timed, plan, &found);
+        st = plan_pass<cudnnConvolutionBwdDataAlgoPerf_t>(pass, h, &d, deterministic, fma_only, timed, plan, &found);
     else
-        st = plan_pass<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-            pass, h, &d, deterministic, fma_only, timed, plan, &found);
+        st = plan_pass<cudnnConvolutionBwdFilterAlgoPerf_t>(pass, h, &d, deterministic, fma_only, timed, plan, &found);
     descs_free(&d);
     if (st != CT_OK)
         return st;
