@@ -142,6 +142,10 @@ ct_status ct_allocator_check(ct_allocator *a);
 void *ct__cuda_allocator_malloc(int device, size_t nbytes);
 ct_status ct__cuda_allocator_free(int device, void *ptr);
 ct_status ct__cuda_allocator_record_stream(int device, void *ptr, ct_stream *stream);
+/* ct_cuda_empty_cache for cuda:`device` alone (for a library call that cudaMallocs its own
+ * memory and failed for want of it); nothing when the thread captures a graph on another
+ * device, and what a capture allows on this one. */
+void ct__cuda_allocator_empty_cache(int device);
 /* The CUDA graph glue (kernels/cuda/graph.cu): ct_allocator_capture_begin/_end and
  * ct_allocator_release_pool on cuda:`device`'s allocator. */
 ct_status ct__cuda_allocator_capture_begin(int device, uintptr_t pool);

@@ -297,6 +297,15 @@ ct_status ct__cuda_allocator_record_stream(int device, void *ptr, ct_stream *str
     return a ? ct_allocator_record_stream(a, ptr, (uintptr_t)stream->handle) : ct_last_error();
 }
 
+void ct__cuda_allocator_empty_cache(int device) {
+    int capturing = ct__cuda_capture_device();
+    ct_allocator *a = device >= 0 && device < MAX_DEVICES
+                          ? __atomic_load_n(&device_allocators[device], __ATOMIC_ACQUIRE)
+                          : NULL;
+    if (a && (capturing < 0 || device == capturing))
+        ct_allocator_empty_cache(a);
+}
+
 // ---- ctensor/memory.h ------------------------------------------------------------------------
 
 ct_status ct_cuda_memory_stats(int device, ct_memory_stats *out) {

@@ -22,6 +22,7 @@
 #include "kernels/cuda/conv_cache.h"
 #include "kernels/cuda/dnn.h"
 #include "kernels/cuda/launch.h"
+#include "runtime/allocator.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -132,6 +133,13 @@ static const char *const heuristic_names[] = {"cudnnGetConvolutionForwardAlgorit
                                               "cudnnGetConvolutionBackwardDataAlgorithm_v7",
                                               "cudnnGetConvolutionBackwardFilterAlgorithm_v7"};
 
+// cuDNN 9 reports a failed cudaMalloc inside Find as a device allocation failure; the older
+// ALLOC_FAILED (now the host allocation code) is taken as one too.
+static bool allocation_failed(cudnnStatus_t st) {
+    return st == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
+           st == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+}
+
 // The fastest usable algorithm among cuDNN's candidates (sorted best first): one that ran,
 // fits WORKSPACE_LIMIT, is deterministic when asked, and for F32 uses plain FMA math.
 template <typename Perf>
@@ -146,21 +154,33 @@ static bool pick(const Perf *perf, int count, bool deterministic, bool fma_only,
     return false;
 }
 
-// The plan of one pass (*found: whether any candidate is usable), timed when `timed`. Each
+// The plan of one pass (*found: whether any candidate is usable), timed when *timed. Each
 // algorithm can come once per math type, and the usable ones (deterministic, FMA for F32) may
 // be late in the list, so all of cuDNN's candidates are asked for (*AlgorithmMaxCount, as
-// PyTorch does), not *_ALGO_COUNT.
+// PyTorch does), not *_ALGO_COUNT. When Find cannot allocate its buffers (the caching
+// allocator may hold most of the GPU), the allocator's cache goes back to the driver and Find
+// runs once more; failing again, the heuristics choose, and *timed turns false.
 template <typename Perf>
-static ct_status plan_pass(ct_cuda_conv_pass pass, cudnnHandle_t h, const conv_descs *d, bool deterministic,
-                           bool fma_only, bool timed, ct_cuda_conv_plan *plan, bool *found) {
+static ct_status plan_pass(ct_cuda_conv_pass pass, cudnnHandle_t h, const conv_descs *d, int device, bool deterministic,
+                           bool fma_only, bool *timed, ct_cuda_conv_plan *plan, bool *found) {
     int n = 0, count = 0;
     if (!CT_CUDNN_CHECK(max_count(h, (const Perf *)NULL, &n)))
         return ct_last_error();
     Perf *perf = (Perf *)malloc((size_t)(n > 0 ? n : 1) * sizeof *perf);
     if (!perf)
         return ct__set_error(CT_ERR_MEMORY, "cuDNN convolution: out of host memory for %d algorithm results", n);
-    bool ok = ct__cudnn_ok(candidates(h, d, timed, n, &count, perf), (timed ? find_names : heuristic_names)[pass],
-                           __FILE__, __LINE__);
+    cudnnStatus_t st = candidates(h, d, *timed, n, &count, perf);
+    if (*timed && allocation_failed(st)) {
+        cudaGetLastError(); // Find's failed cudaMalloc: not sticky, and not a launch error of ours
+        ct__cuda_allocator_empty_cache(device);
+        st = candidates(h, d, true, n, &count, perf);
+    }
+    if (*timed && allocation_failed(st)) {
+        cudaGetLastError();
+        *timed = false;
+        st = candidates(h, d, false, n, &count, perf);
+    }
+    bool ok = ct__cudnn_ok(st, (*timed ? find_names : heuristic_names)[pass], __FILE__, __LINE__);
     *found = ok && pick(perf, count, deterministic, fma_only, plan);
     free(perf);
     return ok ? CT_OK : ct_last_error();
@@ -185,11 +205,14 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
         return st;
     bool found = false, timed = !capturing, fma_only = dtype == CT_F32;
     if (pass == CT_CUDA_CONV_FORWARD)
-        st = plan_pass<cudnnConvolutionFwdAlgoPerf_t>(pass, h, &d, deterministic, fma_only, timed, plan, &found);
+        st = plan_pass<cudnnConvolutionFwdAlgoPerf_t>(pass, h, &d, device, deterministic, fma_only, &timed, plan,
+                                                      &found);
     else if (pass == CT_CUDA_CONV_BACKWARD_DATA)
-        st = plan_pass<cudnnConvolutionBwdDataAlgoPerf_t>(pass, h, &d, deterministic, fma_only, timed, plan, &found);
+        st = plan_pass<cudnnConvolutionBwdDataAlgoPerf_t>(pass, h, &d, device, deterministic, fma_only, &timed, plan,
+                                                          &found);
     else
-        st = plan_pass<cudnnConvolutionBwdFilterAlgoPerf_t>(pass, h, &d, deterministic, fma_only, timed, plan, &found);
+        st = plan_pass<cudnnConvolutionBwdFilterAlgoPerf_t>(pass, h, &d, device, deterministic, fma_only, &timed, plan,
+                                                            &found);
     descs_free(&d);
     if (st != CT_OK)
         return st;
