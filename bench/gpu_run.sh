@@ -14,8 +14,9 @@
 #   bigcheck   test_cuda_big (tensors over 2^31 elements) under memcheck, its tests one at a time;
 #              racecheck looks at shared memory, which its kernels use as on small tensors
 # Each stage writes at most two files into OUTDIR (default: $OUT when set, else
-# bench/results/raw): STAGE.log, plus the JSON Lines of the bench stage; env.txt describes the
-# machine and the commit. Exit status: 0 when every stage passed, else that of the last failure.
+# bench/results/raw): STAGE.log, plus the JSON Lines of the bench stage (memcheck and racecheck
+# fill a folder TOOL.d of per-test logs while they run); env.txt describes the machine and the
+# commit. Exit status: 0 when every stage passed, else that of the last failure.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 stages=()
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     *) echo "gpu_run.sh: unknown stage '$1'" >&2; exit 2 ;;
   esac
 done
-[ ${#stages[@]} -gt 0 ] || { sed -n '2,18p' "$0"; exit 2; }
+[ ${#stages[@]} -gt 0 ] || { sed -n '2,19p' "$0"; exit 2; }
 mkdir -p "$out"
 build="build-gpu"
 
@@ -73,8 +74,11 @@ run_stage() { # name, command...: the command's output goes to OUTDIR/name.log
 gpu_suites() { ls "$build"/tests/test_cuda_* 2>/dev/null; }
 
 sanitize() { # tool: every GPU suite under compute-sanitizer, one process per test, 8 at a time
+  # Each test's log goes to OUTDIR/TOOL.d/ as it finishes, so that a run cut off by the device's
+  # time limit still brings back what ran; the folder is merged into TOOL.log at the end.
   local tool=$1 rc=0 t name
-  local tmp; tmp=$(mktemp -d)
+  local tmp="$out/$tool.d"
+  rm -rf "$tmp" && mkdir -p "$tmp"
   for t in $(gpu_suites); do
     # test_cuda_big (tensors over 2^31 elements, up to 28 GiB per test) has a stage of its own.
     [ "$(basename "$t")" = test_cuda_big ] && continue
