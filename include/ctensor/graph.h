@@ -24,6 +24,10 @@
  *     They go to the graph's own stream (made current for the capture and restored after; do
  *     not keep ct_stream_current's answer from that time). Other threads are not captured and
  *     keep running; the capturing thread itself works on cuda:`device` only until the end.
+ *     What would synchronize the whole device, and so invalidate the capture, is done
+ *     differently on other threads meanwhile: ct_device_synchronize waits for ctensor's
+ *     streams of the device one by one, a graph they free is released when the last capture
+ *     on its device ends, and a convolution not yet timed takes cuDNN's heuristic choice.
  *   - If anything fails on the capturing thread during the capture (an op's error, a refused
  *     call below, a NULL argument), ct_graph_capture_end returns CT_ERR_STATE quoting the first
  *     error and the graph cannot be replayed: a graph never silently lacks an op.

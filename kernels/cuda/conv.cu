@@ -187,9 +187,10 @@ static ct_status plan_pass(ct_cuda_conv_pass pass, cudnnHandle_t h, const conv_d
 }
 
 // The cached plan for the pass, or a new one timed by cudnnFind* (call with the device
-// current). During a CUDA graph capture timing is impossible (it runs and waits for kernels):
-// an uncached pass takes cuDNN's heuristic choice instead, which is not cached, so that the
-// pass is still timed when it next runs eagerly. A thread that timed a pass another thread
+// current). During a CUDA graph capture timing is impossible (it runs and waits for kernels),
+// and while another thread captures on the device it would break that capture: an uncached
+// pass takes cuDNN's heuristic choice instead, which is not cached, so that the pass is still
+// timed when it next runs eagerly. A thread that timed a pass another thread
 // cached meanwhile takes the cached plan, so that all run the same algorithm.
 static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, bool deterministic, int device,
                         cudnnHandle_t h, bool capturing, ct_cuda_conv_plan *plan) {
@@ -203,7 +204,11 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
     ct_status st = descs_make(&d, dtype, g);
     if (st != CT_OK)
         return st;
-    bool found = false, timed = !capturing, fma_only = dtype == CT_F32;
+    // cudnnFind allocates and frees (a cudaFree synchronizes the device): not while any thread
+    // captures a CUDA graph on the device, whose capture it would invalidate.
+    int captures = ct__cuda_captures_lock(device);
+    ct__cuda_captures_unlock();
+    bool found = false, timed = !capturing && captures == 0, fma_only = dtype == CT_F32;
     if (pass == CT_CUDA_CONV_FORWARD)
         st = plan_pass<cudnnConvolutionFwdAlgoPerf_t>(pass, h, &d, device, deterministic, fma_only, &timed, plan,
                                                       &found);

@@ -45,7 +45,57 @@ struct ct_graph {
     cudaEvent_t done;       // recorded after each replay
     bool replayed;
     cudaStream_t last_stream;
+    ct_graph *next_deferred; // in deferred_frees
 };
+
+// Captures underway per device, on any thread. CUDA lets other threads go on during a
+// thread-local capture, but not with calls that synchronize the whole device (a
+// cudaDeviceSynchronize, the implicit one of a cudaFree): they would invalidate the capture.
+// So while one is underway, ct_device_synchronize waits for ctensor's streams one by one
+// (stream.cu), a graph freed by another thread is released when the last capture on its
+// device ends, and cuDNN's algorithm timing (which allocates and frees) is not run.
+#define CAPTURE_DEVICES 64
+static pthread_mutex_t captures_lock = PTHREAD_MUTEX_INITIALIZER;
+static int captures_underway[CAPTURE_DEVICES];
+static ct_graph *deferred_frees; // graphs whose release waits for the captures on their device
+
+static void graph_release(ct_graph *g);
+
+static void capture_started(int device) {
+    pthread_mutex_lock(&captures_lock);
+    captures_underway[device]++;
+    pthread_mutex_unlock(&captures_lock);
+}
+
+// One capture on `device` has ended; with the last, the graphs freed meanwhile are released
+// (under the lock, so that no capture begins during their cudaFree).
+static void capture_stopped(int device) {
+    pthread_mutex_lock(&captures_lock);
+    if (--captures_underway[device] == 0) {
+        ct_graph **link = &deferred_frees;
+        while (*link) {
+            ct_graph *g = *link;
+            if (g->device != device) {
+                link = &g->next_deferred;
+                continue;
+            }
+            *link = g->next_deferred;
+            {
+                ct_device_guard guard(g->device);
+                graph_release(g);
+            }
+            pthread_mutex_destroy(&g->replay_lock);
+            free(g);
+        }
+    }
+    pthread_mutex_unlock(&captures_lock);
+}
+
+extern "C" int ct__cuda_captures_lock(int device) {
+    pthread_mutex_lock(&captures_lock);
+    return device >= 0 && device < CAPTURE_DEVICES ? captures_underway[device] : 0;
+}
+extern "C" void ct__cuda_captures_unlock(void) { pthread_mutex_unlock(&captures_lock); }
 
 // Pool ids are odd, so never a stream handle (an aligned pointer, or 0), and never reused:
 // a new graph must not inherit the blocks of a freed one.
@@ -58,7 +108,7 @@ __global__ void set_philox_kernel(uint64_t *philox, uint64_t seed, uint64_t offs
 
 static bool usable_device(const char *op, int device) {
     int count = ct__cuda_device_count();
-    if (device >= 0 && device < count)
+    if (device >= 0 && device < count && device < CAPTURE_DEVICES)
         return true;
     ct__set_error(CT_ERR_DEVICE, "%s: cuda:%d is not available (%d CUDA device%s usable)", op, device, count,
                   count == 1 ? "" : "s");
@@ -98,6 +148,7 @@ static cudaError_t stop_capture(ct_graph *g, cudaGraph_t *graph, ct_status *allo
     cudaError_t err = cudaStreamEndCapture(g->stream.handle, graph);
     if (err != cudaSuccess)
         cudaGetLastError(); // a failed capture is reported as the graph's error, not left sticky
+    capture_stopped(g->device);
     g->stream.capture = NULL;
     ct__stream_set_current_for_capture(g->device, g->previous);
     *allocator_status = ct__cuda_allocator_capture_end(g->device);
@@ -137,7 +188,12 @@ ct_graph *ct_graph_capture_begin(int device) {
         ok = ct__cuda_allocator_capture_begin(device, g->capture.pool) == CT_OK;
         g->allocator_capturing = g->pool_retained = ok;
     }
-    ok = ok && CT_CUDA_CHECK(cudaStreamBeginCapture(g->stream.handle, cudaStreamCaptureModeThreadLocal));
+    if (ok) {
+        capture_started(device); // first: a device-wide synchronization from now on would break it
+        ok = CT_CUDA_CHECK(cudaStreamBeginCapture(g->stream.handle, cudaStreamCaptureModeThreadLocal));
+        if (!ok)
+            capture_stopped(device);
+    }
     if (!ok) {
         graph_release(g);
         pthread_mutex_destroy(&g->replay_lock);
@@ -282,10 +338,19 @@ void ct_graph_free(ct_graph *g) {
         if (abandoned)
             CT_CUDA_CHECK(cudaGraphDestroy(abandoned));
     }
+    // While another thread captures on the device, the release (cudaFree) waits for its end.
+    pthread_mutex_lock(&captures_lock);
+    if (captures_underway[g->device] > 0) {
+        g->next_deferred = deferred_frees;
+        deferred_frees = g;
+        pthread_mutex_unlock(&captures_lock);
+        return;
+    }
     {
         ct_device_guard guard(g->device);
         graph_release(g);
     }
+    pthread_mutex_unlock(&captures_lock);
     pthread_mutex_destroy(&g->replay_lock);
     free(g);
 }

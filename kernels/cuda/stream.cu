@@ -308,6 +308,20 @@ double ct_event_elapsed_ms(ct_event *start, ct_event *end) {
     return CT_CUDA_CHECK(cudaEventElapsedTime(&ms, start->event, end->event)) ? (double)ms : NAN;
 }
 
+// While another thread captures a CUDA graph on the device, a cudaDeviceSynchronize would
+// invalidate its capture: ctensor's own streams of the device are waited for one by one
+// instead (the graphs' streams run nothing outside their captures).
+static bool synchronize_streams_of(int device) {
+    device_streams *d = streams_for("ct_device_synchronize", device);
+    if (!d)
+        return false;
+    bool ok = CT_CUDA_CHECK(cudaStreamSynchronize(0)) && CT_CUDA_CHECK(cudaStreamSynchronize(d->copy.handle)) &&
+              CT_CUDA_CHECK(cudaStreamSynchronize(d->comm.handle));
+    for (int i = 0; ok && i < POOL_SIZE; i++)
+        ok = CT_CUDA_CHECK(cudaStreamSynchronize(d->pool[i].handle));
+    return ok;
+}
+
 ct_status ct_device_synchronize(int device) {
     if (!check_device("ct_device_synchronize", device))
         return ct_last_error();
@@ -316,7 +330,11 @@ ct_status ct_device_synchronize(int device) {
     int old = 0;
     if (!CT_CUDA_CHECK(cudaGetDevice(&old)) || !CT_CUDA_CHECK(cudaSetDevice(device)))
         return ct_last_error();
-    bool ok = CT_CUDA_CHECK(cudaDeviceSynchronize());
+    // No capture can begin on the device while the whole device is waited for.
+    bool whole = ct__cuda_captures_lock(device) == 0;
+    bool ok = whole ? CT_CUDA_CHECK(cudaDeviceSynchronize()) : true;
+    ct__cuda_captures_unlock();
+    ok = ok && (whole || synchronize_streams_of(device));
     cudaSetDevice(old);
     return ok ? ct__cuda_check_device_errors(device) : ct_last_error();
 }
