@@ -5,13 +5,15 @@
 #
 # Stages (in the order they are best run; see bench/README.md, "How to run on a GPU machine"):
 #   build      configure and build build-gpu (CUDA on, sm_90) with the packages of .device/
-#   test       every CTest suite, the GPU ones included (they must not report themselves skipped)
+#   test       every CTest suite, the GPU ones included (they must not report themselves skipped),
+#              except test_cuda_big
+#   big        test_cuda_big (tensors over 2^31 elements, up to about 32 GiB per test), on its own
 #   bench      ctbench --device cuda (all sections) and compare_torch.py --device cuda next to it
 #   examples   the main job on the GPU (its defaults: 10 epochs, >= 92%), then the transfer-learning
 #              example from its checkpoint, and the ResNet example with its defaults (15 epochs, >= 93.5%; 45 s on an H100)
 #   memcheck   every GPU suite under compute-sanitizer --tool memcheck
 #   racecheck  every GPU suite under compute-sanitizer --tool racecheck (both leave out test_cuda_big)
-#   bigcheck   test_cuda_big (tensors over 2^31 elements) under memcheck, its tests one at a time;
+#   bigcheck   test_cuda_big under memcheck, its tests one at a time;
 #              racecheck looks at shared memory, which its kernels use as on small tensors
 # Each stage writes at most two files into OUTDIR (default: $OUT when set, else
 # bench/results/raw): STAGE.log, plus the JSON Lines of the bench stage (memcheck and racecheck
@@ -24,11 +26,11 @@ out=${OUT:-bench/results/raw}
 while [ $# -gt 0 ]; do
   case $1 in
     -o) out=$2; shift 2 ;;
-    build|test|bench|examples|memcheck|racecheck|bigcheck) stages+=("$1"); shift ;;
+    build|test|big|bench|examples|memcheck|racecheck|bigcheck) stages+=("$1"); shift ;;
     *) echo "gpu_run.sh: unknown stage '$1'" >&2; exit 2 ;;
   esac
 done
-[ ${#stages[@]} -gt 0 ] || { sed -n '2,19p' "$0"; exit 2; }
+[ ${#stages[@]} -gt 0 ] || { sed -n '2,21p' "$0"; exit 2; }
 mkdir -p "$out"
 build="build-gpu"
 
@@ -117,7 +119,9 @@ for stage in "${stages[@]}"; do
     build)
       run_stage build bash -c "cmake -B $build -G Ninja -DCT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release ${cmake_extra[*]} && cmake --build $build -j $(nproc)" ;;
     test)
-      run_stage test ctest --test-dir "$build" --output-on-failure -j 4 ;;
+      run_stage test ctest --test-dir "$build" --output-on-failure -j 4 -E '^test_cuda_big$' ;;
+    big)
+      run_stage big timeout 480 "$build/tests/test_cuda_big" --jobs 1 --verbose ;;
     bench)
       run_stage bench bash -c "$build/bench/ctbench --device cuda --json $out/ctbench-cuda.jsonl && \
         python3 bench/compare_torch.py --device cuda --ctbench $build/bench/ctbench --json $out/torch-cuda.jsonl" ;;
@@ -128,7 +132,7 @@ for stage in "${stages[@]}"; do
     racecheck)
       run_stage racecheck sanitize racecheck ;;
     bigcheck)
-      run_stage bigcheck timeout 560 compute-sanitizer --tool memcheck --error-exitcode 99 \
+      run_stage bigcheck timeout 480 compute-sanitizer --tool memcheck --error-exitcode 99 \
         "$build/tests/test_cuda_big" --jobs 1 --verbose ;;
   esac
 done

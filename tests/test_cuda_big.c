@@ -1,6 +1,6 @@
 /* CUDA parity past 2^31 elements: each op family on tensors of more than 2^31 elements,
  * where an element offset kept in 32 bits would wrap (F16 and U8 tensors, so that each one
- * stays at 2-4 GiB; a test needs at most about 28 GiB of GPU memory). A GPU result is
+ * stays at 2-4 GiB; a test needs at most about 32 GiB of GPU memory). A GPU result is
  * compared with the CPU on windows of rows: the first, the two on each side of element 2^31
  * and the last (the CPU runs the op on copies of those rows); and every output lands on a
  * block poisoned with NaN (171 for U8) and is read back whole, so an element the kernel never
