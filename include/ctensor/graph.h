@@ -33,7 +33,9 @@
  *     error and the graph cannot be replayed: a graph never silently lacks an op.
  *   - Tensors made during the capture are the graph's: their memory comes from a pool private
  *     to the graph, every replay rewrites them (read them after a replay), and the pool is
- *     held (ct_cuda_empty_cache keeps it) until the graph is freed. Tensors made before the
+ *     held (ct_cuda_empty_cache keeps it) until the graph is freed; so are the graph's own
+ *     stream and its cuBLASLt handle and 32 MiB workspace (made when the capture begins,
+ *     outside the caching allocator and its statistics). Tensors made before the
  *     capture and used in it (inputs, parameters, gradients that already existed) are read and
  *     written in place by every replay: keep them alive while the graph is used.
  *   - Gradients: a .grad made during the capture (call ct_optim_zero_grad before capturing)
