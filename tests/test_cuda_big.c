@@ -251,6 +251,85 @@ Test(cuda_big, softmax_past_2_pow_31) {
     ct_tensor_free(x);
 }
 
+/* ---- pooling and dropout ------------------------------------------------------------------- */
+
+struct pool_ctx {
+    int which;            /* 0 max pool values, 1 max pool indices, 2 avg pool, 3/4 their gradients, 5 dropout */
+    ct_tensor *w;         /* GPU, the pooled shape: the upstream gradient */
+    uint64_t seed, offset; /* dropout's generator state before the GPU draw */
+};
+
+static ct_tensor *pool_rows(ct_tensor *x, int64_t start, int64_t count, void *ctx) {
+    struct pool_ctx *c = ctx;
+    ct_tensor *indices = NULL;
+    switch (c->which) {
+    case 0: return ct_max_pool2d(x, NULL, NULL);
+    case 1: return ct_max_pool2d(x, NULL, &indices) ? indices : NULL;
+    case 2: return ct_avg_pool2d(x, NULL);
+    case 5: /* element 4k of the tensor draws from Philox block offset + k: start at the window's */
+        ct_manual_seed(c->seed);
+        ct_random_set_offset(c->offset + (uint64_t)(start * ct_tensor_numel(x) / count) / 4);
+        return ct_dropout(x, 0.3, true);
+    default: {
+        ct_tensor *w = ct_to_device(ct_slice(c->w, 0, start, start + count, 1), CT_CPU);
+        x = ct_requires_grad(ct_detach(x), true);
+        ct_tensor *y = c->which == 3 ? ct_max_pool2d(x, NULL, NULL) : ct_avg_pool2d(x, NULL);
+        if (ct_backward(ct_sum(ct_mul(y, w), NULL, 0, false)) != CT_OK)
+            return NULL;
+        return ct_grad(x);
+    }
+    }
+}
+
+/* x (N, 4, 256, 256) F16, N = 2^31 / 2^18 + 1 images: 2x2 max pooling (values, indices and
+ * the gradient, each exact: the CPU and the GPU pick the same element of a tie), 2x2 average
+ * pooling and its gradient, and dropout (the CPU's mask from the same Philox blocks), on
+ * windows of images. */
+Test(cuda_big, pooling_and_dropout_past_2_pow_31) {
+    T_REQUIRE_GPU();
+    const int64_t N = P31 / (4 * 65536) + 1, shape[4] = {N, 4, 256, 256}, pooled[4] = {N, 4, 128, 128};
+    const char *names[] = {"max_pool2d", "max_pool2d indices", "avg_pool2d", "max_pool2d gradient",
+                           "avg_pool2d gradient", "dropout"};
+    const double rtol[] = {0, 0, 4e-3, 0, 4e-3, 0}; /* avg: a sum of four in f32, one F16 rounding */
+    ct_manual_seed(9);
+    ct_tensor *x = BIG(ct_uniform(shape, 4, -1, 1, CT_F16, GPU));
+    struct pool_ctx ctx = {.w = BIG(ct_uniform(pooled, 4, -1, 1, CT_F16, GPU))};
+    for (ctx.which = 0; ctx.which < 6; ctx.which++) {
+        ct_scope_begin();
+        ct_tensor *y;
+        if (ctx.which <= 2) {
+            if (ctx.which != 1) /* the indices (I32) are compared on the windows only */
+                poison(N * 4 * 128 * 128, CT_F16, 1);
+            ct_tensor *indices = NULL;
+            y = BIG(ctx.which == 2 ? ct_avg_pool2d(x, NULL) : ct_max_pool2d(x, NULL, ctx.which == 1 ? &indices : NULL));
+            if (ctx.which == 1)
+                y = indices;
+        } else if (ctx.which <= 4) {
+            ct_requires_grad(x, true);
+            ct_tensor *p = BIG(ctx.which == 3 ? ct_max_pool2d(x, NULL, NULL) : ct_avg_pool2d(x, NULL));
+            ct_tensor *loss = BIG(ct_sum(ct_mul(p, ctx.w), NULL, 0, false));
+            poison(N * 4 * 65536, CT_F16, 2);
+            cr_assert_eq(ct_backward(loss), CT_OK, "%s", ct_last_error_message());
+            y = ct_grad(x);
+            cr_assert_not_null(y, "%s", ct_last_error_message());
+        } else {
+            ct_requires_grad(x, false);
+            ctx.seed = ct_random_seed();
+            ctx.offset = ct_random_offset();
+            poison(N * 4 * 65536, CT_F16, 1);
+            y = BIG(ct_dropout(x, 0.3, true));
+        }
+        check_rows(x, y, 2, pool_rows, &ctx, rtol[ctx.which] ? 1e-5 : 0, rtol[ctx.which], names[ctx.which]);
+        if (ct_tensor_dtype(y) != CT_I32)
+            assert_written(y, names[ctx.which]);
+        if (ctx.which == 3 || ctx.which == 4)
+            ct_zero_grad(x);
+        ct_scope_end();
+    }
+    ct_tensor_free(ctx.w);
+    ct_tensor_free(x);
+}
+
 /* ---- reductions ---------------------------------------------------------------------------- */
 
 enum red { SUM, MEAN, VAR, MAX_VALUES, MAX_INDICES, ARGMAX, NUM_RED };
