@@ -330,6 +330,59 @@ Test(cuda_big, pooling_and_dropout_past_2_pow_31) {
     ct_tensor_free(x);
 }
 
+/* ---- gradient clipping and an optimizer step ------------------------------------------------ */
+
+/* One F32 parameter of 2^31 + 5 elements (8 GiB, an LLM's embedding table; with its gradient
+ * and SGD's momentum 24 GiB): the gradient of sum(p) is all ones, clip_grad_norm returns
+ * sqrt(n) and scales every element alike to 0.5, and an SGD step with momentum and weight
+ * decay moves every element as the CPU's formula does (within 1e-6: the GPU may fuse a
+ * multiply-add). Both are read back whole. */
+Test(cuda_big, clipping_and_sgd_past_2_pow_31) {
+    T_REQUIRE_GPU();
+    const int64_t n = P31 + 5;
+    ct_manual_seed(10);
+    ct_tensor *p = BIG(ct_uniform(&n, 1, -1, 1, CT_F32, GPU));
+    ct_requires_grad(p, true);
+    ct_scope_begin();
+    cr_assert_eq(ct_backward(BIG(ct_sum(p, NULL, 0, false))), CT_OK, "%s", ct_last_error_message());
+    ct_scope_end();
+    ct_tensor *g = ct_grad(p);
+    cr_assert_not_null(g, "%s", ct_last_error_message());
+    double norm = ct_clip_grad_norm(&p, 1, 0.5 * sqrt((double)n), 2.0);
+    cr_assert(fabs(norm - sqrt((double)n)) <= 1e-6 * sqrt((double)n), "clip_grad_norm returned %.9g, want %.9g: %s",
+              norm, sqrt((double)n), ct_last_error_message());
+    float *old = malloc((size_t)n * sizeof(float)), *now = malloc((size_t)n * sizeof(float));
+    cr_assert(old && now, "no host memory for 2 x %lld floats", (long long)n);
+    cr_assert_eq(ct_to_host(g, now, (size_t)n * sizeof(float)), CT_OK, "%s", ct_last_error_message());
+    const float v = now[0];
+    cr_assert(fabs(v - 0.5) <= 1e-6, "the clipped gradient is %.9g, want 0.5", v);
+    for (int64_t i = 0; i < n; i++)
+        if (now[i] != v)
+            cr_assert_fail("clipped gradient element %lld: %.9g, element 0: %.9g", (long long)i, now[i], v);
+    cr_assert_eq(ct_to_host(p, old, (size_t)n * sizeof(float)), CT_OK, "%s", ct_last_error_message());
+    ct_sgd_opts o = CT_SGD_OPTS_DEFAULT;
+    o.lr = 0.1;
+    o.momentum = 0.9;
+    o.weight_decay = 0.01;
+    ct_optim *opt = ct_optim_sgd_from_tensors(&p, (const char *[]){"p"}, 1, &o);
+    cr_assert_not_null(opt, "%s", ct_last_error_message());
+    if (ct_optim_step(opt) != CT_OK) {
+        cr_assert_eq(ct_last_error(), CT_ERR_MEMORY, "%s", ct_last_error_message());
+        cr_skip_test("not enough GPU memory for SGD's momentum buffer: %s", ct_last_error_message());
+    }
+    cr_assert_eq(ct_to_host(p, now, (size_t)n * sizeof(float)), CT_OK, "%s", ct_last_error_message());
+    for (int64_t i = 0; i < n; i++) {
+        float d = v + 0.01f * old[i], want = old[i] + -0.1f * d; /* optim_cpu.c, first step: buf = d */
+        if (!(fabsf(now[i] - want) <= 1e-6f * (1.0f + fabsf(want))))
+            cr_assert_fail("SGD step, element %lld: %.9g, want %.9g (before: %.9g)", (long long)i, now[i], want,
+                           old[i]);
+    }
+    free(old);
+    free(now);
+    ct_optim_free(opt);
+    ct_tensor_free(p);
+}
+
 /* ---- reductions ---------------------------------------------------------------------------- */
 
 enum red { SUM, MEAN, VAR, MAX_VALUES, MAX_INDICES, ARGMAX, NUM_RED };
