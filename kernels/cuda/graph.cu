@@ -91,6 +91,25 @@ static void capture_stopped(int device) {
     pthread_mutex_unlock(&captures_lock);
 }
 
+// Release g and free it, or, while another thread captures on its device, leave that to the
+// end of the last capture there.
+static void release_or_defer(ct_graph *g) {
+    pthread_mutex_lock(&captures_lock);
+    if (captures_underway[g->device] > 0) {
+        g->next_deferred = deferred_frees;
+        deferred_frees = g;
+        pthread_mutex_unlock(&captures_lock);
+        return;
+    }
+    {
+        ct_device_guard guard(g->device);
+        graph_release(g);
+    }
+    pthread_mutex_unlock(&captures_lock);
+    pthread_mutex_destroy(&g->replay_lock);
+    free(g);
+}
+
 extern "C" int ct__cuda_captures_lock(int device) {
     pthread_mutex_lock(&captures_lock);
     return device >= 0 && device < CAPTURE_DEVICES ? captures_underway[device] : 0;
@@ -195,9 +214,11 @@ ct_graph *ct_graph_capture_begin(int device) {
             capture_stopped(device);
     }
     if (!ok) {
-        graph_release(g);
-        pthread_mutex_destroy(&g->replay_lock);
-        free(g);
+        ct_status st = ct_last_error();
+        char message[512];
+        snprintf(message, sizeof message, "%s", ct_last_error_message());
+        release_or_defer(g);
+        ct__set_error(st, "%s", message); // the release's own errors are not the caller's news
         return NULL;
     }
     g->stream.capture = &g->capture;
@@ -339,20 +360,7 @@ void ct_graph_free(ct_graph *g) {
             CT_CUDA_CHECK(cudaGraphDestroy(abandoned));
     }
     // While another thread captures on the device, the release (cudaFree) waits for its end.
-    pthread_mutex_lock(&captures_lock);
-    if (captures_underway[g->device] > 0) {
-        g->next_deferred = deferred_frees;
-        deferred_frees = g;
-        pthread_mutex_unlock(&captures_lock);
-        return;
-    }
-    {
-        ct_device_guard guard(g->device);
-        graph_release(g);
-    }
-    pthread_mutex_unlock(&captures_lock);
-    pthread_mutex_destroy(&g->replay_lock);
-    free(g);
+    release_or_defer(g);
 }
 
 }  // extern "C"
