@@ -1,9 +1,12 @@
 /* ct_conv2d / ct_conv_transpose2d: forward and gradients against a naive direct convolution
  * in f64 over many geometries (stride, padding, dilation, groups, depthwise, 1x1, odd and
  * non-square sizes, both CPU schedules), gradient checks, the adjoint identity between the
- * two ops, half precision, and every bad input. */
+ * two ops, half precision, every bad input, and the split of a batch into chunks that cuDNN
+ * can take (the arithmetic only: test_cuda_big runs it). */
 #include "tests/common.h"
+#include "kernels/cpu/conv.h"
 
+#include <limits.h>
 #include <string.h>
 
 typedef struct conv_case {
@@ -403,6 +406,68 @@ Test(conv_transpose, is_the_adjoint_of_conv2d) {
                       "case %zu: <conv(x), y> = %.15g, <x, conv_T(y)> = %.15g", i, lhs, rhs);
         });
     }
+}
+
+/* ---- the batch split of the CUDA passes ----------------------------------------------------- */
+
+/* A geometry with images of C * H * W input and O * oH * oW output elements (a 1x1 kernel:
+ * the split looks at the activations only). */
+static ct_conv2d_geom split_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t oH, int64_t oW) {
+    return (ct_conv2d_geom){N, C, H, W, O, oH, oW, 1, 1, 1, 1, 0, 0, 1, 1, 1};
+}
+
+static void assert_split(ct_conv2d_geom g, int64_t max_elems, int64_t images, int64_t chunks, int64_t last) {
+    ct_conv2d_batch_split s = {-1, -1, -1};
+    cr_assert(ct_conv2d_split_batch(&g, max_elems, &s), "N %lld, image %lld x %lld x %lld: refused", (long long)g.N,
+              (long long)g.C, (long long)g.H, (long long)g.W);
+    cr_assert(s.images == images && s.chunks == chunks && s.last == last,
+              "N %lld, images of %lld and %lld elements, at most %lld: got %lld per chunk, %lld chunks, last %lld; "
+              "expected %lld, %lld, %lld",
+              (long long)g.N, (long long)(g.C * g.H * g.W), (long long)(g.O * g.oH * g.oW), (long long)max_elems,
+              (long long)s.images, (long long)s.chunks, (long long)s.last, (long long)images, (long long)chunks,
+              (long long)last);
+}
+
+/* Chunk counts and sizes at the edges of cuDNN's INT_MAX elements per tensor (2^31 - 1 is
+ * prime: exactly INT_MAX is one image of INT_MAX elements or INT_MAX images of one), and
+ * over a sweep of small limits: chunks cover the batch, each fits, and none could be larger. */
+Test(conv, batch_split_for_cudnn) {
+    const int64_t M = INT_MAX;
+    assert_split(split_geom(M, 1, 1, 1, 1, 1, 1), M, M, 1, M);                   /* exactly INT_MAX */
+    assert_split(split_geom(M + 1, 1, 1, 1, 1, 1, 1), M, M, 2, 1);               /* one over */
+    assert_split(split_geom(1, 1, 1, M, 1, 1, M), M, 1, 1, 1);                   /* one image of INT_MAX */
+    assert_split(split_geom(2, 1, 1, M, 1, 1, 1), M, 1, 2, 1);                   /* two of them */
+    assert_split(split_geom(3, 1, 1, 1, 1, 1, M), M, 1, 3, 1);                   /* the output decides */
+    assert_split(split_geom(128, 64, 512, 512, 64, 512, 512), M, 127, 2, 1);     /* 2^31 elements */
+    assert_split(split_geom(127, 64, 512, 512, 64, 512, 512), M, 127, 1, 127);   /* just under */
+    assert_split(split_geom(1000, 64, 512, 512, 64, 256, 256), M, 127, 8, 111);  /* stride 2 */
+    assert_split(split_geom(33287, 1, 254, 254, 1, 256, 256), M, 32767, 2, 520); /* test_cuda_big's conv */
+    assert_split(split_geom(0, 64, 512, 512, 64, 512, 512), M, 0, 1, 0);         /* empty batch */
+    assert_split(split_geom(5, 0, 8, 8, 0, 6, 6), M, 5, 1, 5);                   /* empty images */
+    ct_conv2d_batch_split s;
+    ct_conv2d_geom g = split_geom(1, 2, 32768, 32768, 1, 32768, 32768); /* 2^31 elements in one image */
+    cr_assert_not(ct_conv2d_split_batch(&g, M, &s), "one image over INT_MAX must be refused");
+    g = split_geom(1, 1, 1, M, 1, 1, M + 1);
+    cr_assert_not(ct_conv2d_split_batch(&g, M, &s), "one output image over INT_MAX must be refused");
+
+    for (int64_t max_elems = 1; max_elems <= 60; max_elems++)
+        for (int64_t in = 1; in <= 12; in++)
+            for (int64_t out = 1; out <= 12; out++)
+                for (int64_t N = 0; N <= 40; N++) {
+                    g = split_geom(N, in, 1, 1, 1, 1, out);
+                    int64_t image = in > out ? in : out;
+                    bool fits = ct_conv2d_split_batch(&g, max_elems, &s);
+                    cr_assert_eq(fits, image <= max_elems, "max %lld, in %lld, out %lld", (long long)max_elems,
+                                 (long long)in, (long long)out);
+                    if (!fits)
+                        continue;
+                    cr_assert(s.chunks >= 1 && s.images * image <= max_elems && s.last <= s.images &&
+                                  (s.chunks - 1) * s.images + s.last == N && (N == 0 || s.last >= 1) &&
+                                  (s.images == N || (s.images + 1) * image > max_elems),
+                              "max %lld, in %lld, out %lld, N %lld: %lld per chunk, %lld chunks, last %lld",
+                              (long long)max_elems, (long long)in, (long long)out, (long long)N, (long long)s.images,
+                              (long long)s.chunks, (long long)s.last);
+                }
 }
 
 /* ---- errors ------------------------------------------------------------------------------- */

@@ -23,6 +23,27 @@ typedef struct ct_conv2d_geom {
     int64_t groups;
 } ct_conv2d_geom;
 
+/* A split of the batch into chunks whose activations, (n, C, H, W) and (n, O, oH, oW), each
+ * hold at most max_elems elements: cuDNN's legacy descriptors take at most INT_MAX elements
+ * per tensor (int sizes and strides), so the CUDA passes run chunk by chunk. Every chunk but
+ * the last holds `images` images; the last holds `last` (1 <= last <= images). A batch that
+ * fits is one chunk, an empty batch too (images = last = 0). */
+typedef struct ct_conv2d_batch_split {
+    int64_t images, chunks, last;
+} ct_conv2d_batch_split;
+
+/* The split of g's batch, with as few chunks as possible; false when one image alone holds
+ * more than max_elems elements (no split helps). */
+static inline bool ct_conv2d_split_batch(const ct_conv2d_geom *g, int64_t max_elems, ct_conv2d_batch_split *s) {
+    int64_t in = g->C * g->H * g->W, out = g->O * g->oH * g->oW, image = in > out ? in : out;
+    if (image > max_elems)
+        return false;
+    s->images = image == 0 || g->N <= max_elems / image ? g->N : max_elems / image;
+    s->chunks = s->images == 0 ? 1 : (g->N + s->images - 1) / s->images;
+    s->last = g->N - (s->chunks - 1) * s->images;
+    return true;
+}
+
 /* y = conv(x, w) + bias:
  *   x (N, C, H, W), w (O, C/groups, kH, kW), bias (O) or NULL, y (N, O, oH, oW) written.
  * Returns false only when scratch memory could not be allocated (y is then undefined). */
