@@ -27,22 +27,57 @@ static inline ct_stream *stream_of(const ct_tensor *t) {
 
 /* ---- the kernels on tensors -------------------------------------------------------- */
 
-/* One cuDNN pass: the algorithm is chosen (once per geometry) with its workspace size,
- * and the workspace comes from the caching allocator as a scratch tensor; the plan goes to
- * the run as it is, so the run uses the algorithm the workspace was sized for. Freeing the
- * workspace right after the call is safe: the allocator reuses a block on the stream it was
+/* One cuDNN pass. cuDNN takes at most INT_MAX elements per tensor, so a larger batch runs in
+ * chunks (ct_conv2d_split_batch; check_int_sizes refused an image too large alone): all chunks
+ * but the last share one geometry and the last may have its own. The algorithm of each
+ * geometry is chosen (once per geometry) with its workspace size; one workspace, as large as
+ * the larger of the two needs, comes from the caching allocator as a scratch tensor; each
+ * chunk runs with its geometry's plan as it is, so it uses the algorithm the workspace was
+ * sized for. The forward and data passes write their chunk of the output; the weight
+ * gradient sums over the chunks (the first overwrites it, the others add to it). Freeing the
+ * workspace right after the calls is safe: the allocator reuses a block on the stream it was
  * allocated on, behind the work just queued. */
 static ct_status cuda_pass(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, const ct_tensor *like,
                            const void *a, const void *b, void *out) {
-    ct_cuda_conv_plan plan = {0, 0, 0};
-    ct_status st = CT_ON_CUDA(ct_cuda_conv2d_workspace(pass, dtype, g, ct_deterministic(), stream_of(like), &plan));
+    ct_conv2d_batch_split split;
+    bool fits = ct_conv2d_split_batch(g, INT_MAX, &split);
+    CT_ASSERT(fits, CT_ERR_INTERNAL);
+    ct_conv2d_geom chunk = *g, last = *g;
+    chunk.N = split.images;
+    last.N = split.last;
+    bool deterministic = ct_deterministic();
+    ct_cuda_conv_plan plan = {0, 0, 0}, last_plan = {0, 0, 0};
+    ct_status st = CT_ON_CUDA(ct_cuda_conv2d_workspace(pass, dtype, &chunk, deterministic, stream_of(like), &plan));
+    if (st == CT_OK && split.chunks > 1)
+        st = CT_ON_CUDA(ct_cuda_conv2d_workspace(pass, dtype, &last, deterministic, stream_of(like), &last_plan));
+    size_t bytes = plan.workspace > last_plan.workspace ? plan.workspace : last_plan.workspace;
     ct_tensor *workspace = NULL;
-    if (st == CT_OK && plan.workspace > 0 &&
-        !(workspace = ct__new(CT_U8, like->device, 1, (const int64_t[]){(int64_t)plan.workspace})))
+    if (st == CT_OK && bytes > 0 && !(workspace = ct__new(CT_U8, like->device, 1, (const int64_t[]){(int64_t)bytes})))
         st = ct_last_error();
-    if (st == CT_OK)
-        st = CT_ON_CUDA(ct_cuda_conv2d(pass, dtype, g, &plan, a, b, out, workspace ? ct__data(workspace) : NULL,
-                                       plan.workspace, stream_of(like)));
+    /* the bytes of one image of x (N, C, H, W) and of y (N, O, oH, oW) */
+    size_t es = ct_dtype_size(dtype), x_image = (size_t)(g->C * g->H * g->W) * es,
+           y_image = (size_t)(g->O * g->oH * g->oW) * es;
+    for (int64_t i = 0; st == CT_OK && i < split.chunks; i++) {
+        bool is_last = i == split.chunks - 1 && split.chunks > 1;
+        size_t n0 = (size_t)(i * split.images);
+        const char *ca = a, *cb = b;
+        char *co = out;
+        if (n0 > 0) { /* past the first chunk (an empty batch's pointers may be NULL: no arithmetic on them) */
+            if (pass == CT_CUDA_CONV_FORWARD) { /* a = x, b = w, out = y */
+                ca += n0 * x_image;
+                co += n0 * y_image;
+            } else if (pass == CT_CUDA_CONV_BACKWARD_DATA) { /* a = gy, b = w, out = gx */
+                ca += n0 * y_image;
+                co += n0 * x_image;
+            } else { /* a = x, b = gy, out = gw summed over the chunks */
+                ca += n0 * x_image;
+                cb += n0 * y_image;
+            }
+        }
+        st = CT_ON_CUDA(ct_cuda_conv2d(pass, dtype, is_last ? &last : &chunk, is_last ? &last_plan : &plan, ca, cb, co,
+                                       pass == CT_CUDA_CONV_BACKWARD_FILTER && i > 0,
+                                       workspace ? ct__data(workspace) : NULL, bytes, stream_of(like)));
+    }
     ct_tensor_free(workspace);
     return st;
 }
@@ -231,15 +266,27 @@ static bool check_operands(const char *op, const ct_tensor *x, const ct_tensor *
     return true;
 }
 
-/* BLAS and cuDNN take int sizes. */
+/* BLAS and cuDNN take int sizes. cuDNN also takes at most INT_MAX elements per tensor: on
+ * CUDA the batch is split to fit (cuda_pass), which cannot help an image too large alone. */
 static bool check_int_sizes(const char *op, const ct_conv2d_geom *g, const ct_tensor *x, const ct_tensor *w) {
     int64_t sizes[] = {g->N, g->C * g->kH * g->kW, g->oH * g->oW, g->H * g->W, g->O};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         if (sizes[i] > INT_MAX) {
-            ct__set_error(CT_ERR_UNSUPPORTED, "%s: x is %s, w is %s: sizes above %d are not supported", op,
-                          ct_shape_str(x), ct_shape_str(w), INT_MAX);
+            ct__set_error(CT_ERR_UNSUPPORTED,
+                          "%s: x is %s, w is %s: N, O, H * W, oH * oW and C * kH * kW must each be at most %d "
+                          "(INT_MAX: BLAS and cuDNN take int sizes)",
+                          op, ct_shape_str(x), ct_shape_str(w), INT_MAX);
             return false;
         }
+    ct_conv2d_batch_split split;
+    if (x->device.type == CT_DEVICE_CUDA && !ct_conv2d_split_batch(g, INT_MAX, &split)) {
+        int64_t in = g->C * g->H * g->W, out = g->O * g->oH * g->oW;
+        ct__set_error(CT_ERR_UNSUPPORTED,
+                      "%s: x is %s, w is %s: one image of x or of the result holds %lld elements, more than %d "
+                      "(INT_MAX), cuDNN's limit per tensor; the batch is split to fit, an image cannot be",
+                      op, ct_shape_str(x), ct_shape_str(w), (long long)(in > out ? in : out), INT_MAX);
+        return false;
+    }
     return true;
 }
 

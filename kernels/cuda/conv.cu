@@ -263,7 +263,7 @@ extern "C" ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype d
 
 extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g,
                                     const ct_cuda_conv_plan *plan, const void *a, const void *b, void *out,
-                                    void *workspace, size_t workspace_bytes, ct_stream *stream) {
+                                    bool accumulate, void *workspace, size_t workspace_bytes, ct_stream *stream) {
     if (!float_dtype(dtype))
         return unsupported("convolution", dtype);
     CT_LAUNCH_STREAM(s, stream);
@@ -277,9 +277,12 @@ extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, cons
     ct_device_guard guard(device);
     if (!guard.ok)
         return ct_last_error();
-    // Nothing to sum over (an empty batch or no channels on the other side): zeros.
-    if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0)
+    // Nothing to sum over (an empty batch or no channels on the other side): zeros, and nothing to add to out.
+    if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0) {
+        if (accumulate)
+            return CT_OK;
         return CT_CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)out_elems * es, s)) ? CT_OK : ct_last_error();
+    }
     cudnnHandle_t h = ct__cudnn_handle(stream);
     if (!h)
         return ct_last_error();
@@ -290,20 +293,22 @@ extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, cons
     ct_status st = descs_make(&d, dtype, g);
     if (st != CT_OK)
         return st;
-    const float one = 1.0f, zero = 0.0f; // the scaling factors of float-compute convolutions
+    // The scaling factors of float-compute convolutions (float for F16 and BF16 data too):
+    // out = 1 * result + beta * out.
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     bool ok = CT_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, (cudnnMathType_t)plan->math));
     if (ok && pass == CT_CUDA_CONV_FORWARD)
         ok = CT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, a, d.w, b, d.conv,
                                                     (cudnnConvolutionFwdAlgo_t)plan->algo, workspace, plan->workspace,
-                                                    &zero, d.y, out));
+                                                    &beta, d.y, out));
     else if (ok && pass == CT_CUDA_CONV_BACKWARD_DATA)
         ok = CT_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d.w, b, d.y, a, d.conv,
                                                          (cudnnConvolutionBwdDataAlgo_t)plan->algo, workspace,
-                                                         plan->workspace, &zero, d.x, out));
+                                                         plan->workspace, &beta, d.x, out));
     else if (ok)
         ok = CT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, d.x, a, d.y, b, d.conv,
                                                            (cudnnConvolutionBwdFilterAlgo_t)plan->algo, workspace,
-                                                           plan->workspace, &zero, d.w, out));
+                                                           plan->workspace, &beta, d.w, out));
     descs_free(&d);
     return ok ? CT_OK : ct_last_error();
 }
