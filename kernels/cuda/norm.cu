@@ -51,9 +51,13 @@ static void destroy_descs(bn_descs *d) {
 
 static bool make_descs(const char *op, ct_dtype dtype, int64_t N, int64_t C, int64_t S, bn_descs *d) {
     d->x = d->param = NULL;
-    if (N > INT_MAX || C > INT_MAX || S > INT_MAX) {
-        ct__set_error(CT_ERR_UNSUPPORTED, "%s: cuDNN takes dims below 2^31, got (%lld, %lld, %lld)", op, (long long)N,
-                      (long long)C, (long long)S);
+    // cuDNN's legacy descriptors take int sizes and strides, and fail with a bare status past
+    // INT_MAX elements. Splitting the batch would not do: training statistics span all of it.
+    if (N > INT_MAX || C > INT_MAX || S > INT_MAX || N * C * S > INT_MAX) {
+        ct__set_error(CT_ERR_UNSUPPORTED,
+                      "%s: x (N, C, S) = (%lld, %lld, %lld) holds %lld elements; cuDNN's batch norm takes at most %d "
+                      "(INT_MAX) elements per tensor",
+                      op, (long long)N, (long long)C, (long long)S, (long long)(N * C * S), INT_MAX);
         return false;
     }
     cudnnDataType_t dt = dtype == CT_F16 ? CUDNN_DATA_HALF : dtype == CT_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
