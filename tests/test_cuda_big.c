@@ -84,34 +84,39 @@ static int window_starts(int64_t rows, int64_t row_elems, int64_t width, int64_t
 /* The op under test, on the CPU, applied to rows [start, start + count) of the inputs. */
 typedef ct_tensor *(*rows_fn)(ct_tensor *x, int64_t start, int64_t count, void *ctx);
 
-/* GPU result `out` against `fn` on the CPU, on the windows of rows of `in` (dim 0 of both
- * indexes rows): elementwise within atol + rtol * |cpu|. */
+/* GPU result `out` against `fn` on the CPU on rows [start, start + width) of `in` (dim 0 of
+ * both indexes rows): elementwise within atol + rtol * |cpu|. */
+static void check_window(ct_tensor *in, ct_tensor *out, int64_t start, int64_t width, rows_fn fn, void *ctx,
+                         double atol, double rtol, const char *what) {
+    int64_t s = start;
+    ct_scope_begin();
+    ct_tensor *x = ct_to_device(ct_slice(in, 0, s, s + width, 1), CT_CPU);
+    cr_assert_not_null(x, "%s: %s", what, ct_last_error_message());
+    ct_tensor *ref = fn(x, s, width, ctx);
+    cr_assert_not_null(ref, "%s (CPU): %s", what, ct_last_error_message());
+    ct_tensor *got = ct_slice(out, 0, s, s + width, 1);
+    cr_assert_not_null(got, "%s: %s", what, ct_last_error_message());
+    cr_assert_eq(ct_tensor_dtype(got), ct_tensor_dtype(ref), "%s: dtype differs", what);
+    t_assert_shape(got, ct_tensor_shape(ref), ct_tensor_ndim(ref));
+    double *r = t_values(ref), *g = t_values(got);
+    for (int64_t i = 0; i < ct_tensor_numel(ref); i++) {
+        double err = fabs(g[i] - r[i]);
+        cr_assert(err <= atol + rtol * fabs(r[i]) || (isnan(g[i]) && isnan(r[i])),
+                  "%s, rows %lld..%lld: element %lld: gpu %.9g, cpu %.9g", what, (long long)s,
+                  (long long)(s + width - 1), (long long)i, g[i], r[i]);
+    }
+    free(r);
+    free(g);
+    ct_scope_end();
+}
+
+/* check_window on each of the windows of rows of `in` (window_starts). */
 static void check_rows(ct_tensor *in, ct_tensor *out, int64_t width, rows_fn fn, void *ctx, double atol, double rtol,
                        const char *what) {
     int64_t rows = ct_tensor_shape(in)[0], starts[4];
     int nw = window_starts(rows, ct_tensor_numel(in) / rows, width, starts);
-    for (int w = 0; w < nw; w++) {
-        int64_t s = starts[w];
-        ct_scope_begin();
-        ct_tensor *x = ct_to_device(ct_slice(in, 0, s, s + width, 1), CT_CPU);
-        cr_assert_not_null(x, "%s: %s", what, ct_last_error_message());
-        ct_tensor *ref = fn(x, s, width, ctx);
-        cr_assert_not_null(ref, "%s (CPU): %s", what, ct_last_error_message());
-        ct_tensor *got = ct_slice(out, 0, s, s + width, 1);
-        cr_assert_not_null(got, "%s: %s", what, ct_last_error_message());
-        cr_assert_eq(ct_tensor_dtype(got), ct_tensor_dtype(ref), "%s: dtype differs", what);
-        t_assert_shape(got, ct_tensor_shape(ref), ct_tensor_ndim(ref));
-        double *r = t_values(ref), *g = t_values(got);
-        for (int64_t i = 0; i < ct_tensor_numel(ref); i++) {
-            double err = fabs(g[i] - r[i]);
-            cr_assert(err <= atol + rtol * fabs(r[i]) || (isnan(g[i]) && isnan(r[i])),
-                      "%s, rows %lld..%lld: element %lld: gpu %.9g, cpu %.9g", what, (long long)s,
-                      (long long)(s + width - 1), (long long)i, g[i], r[i]);
-        }
-        free(r);
-        free(g);
-        ct_scope_end();
-    }
+    for (int w = 0; w < nw; w++)
+        check_window(in, out, starts[w], width, fn, ctx, atol, rtol, what);
 }
 
 /* ---- random numbers ------------------------------------------------------------------------ */
@@ -710,5 +715,128 @@ Test(cuda_big, nn_ops_past_2_pow_31) {
     ct_tensor_free(w);
     ct_tensor_free(bias);
     ct_tensor_free(weight);
+    ct_tensor_free(x);
+}
+
+/* ---- convolution, batch norm ---------------------------------------------------------------- */
+
+static const ct_conv2d_opts conv_opts = {{1, 1}, {2, 2}, {1, 1}, 1}; /* padding 2: y's images are larger */
+
+/* The convolution on CPU images: y, or with gy (GPU) the input gradient from gy's images. */
+struct conv_ctx {
+    ct_tensor *w, *gy; /* w: a CPU copy */
+};
+static ct_tensor *conv_rows(ct_tensor *x, int64_t start, int64_t count, void *ctx) {
+    struct conv_ctx *c = ctx;
+    if (!c->gy)
+        return ct_conv2d(x, c->w, NULL, &conv_opts);
+    ct_tensor *gy = ct_to_device(ct_slice(c->gy, 0, start, start + count, 1), CT_CPU);
+    x = ct_requires_grad(ct_detach(x), true);
+    if (ct_backward_ex(ct_conv2d(x, c->w, NULL, &conv_opts), gy, false) != CT_OK)
+        return NULL;
+    return ct_grad(x);
+}
+
+/* Starts of the windows of `width` images checked in a batch of n images of in_image input and
+ * out_image output elements: window_starts' for x and for y, and those on both sides of the
+ * end of the first chunk of the batch that cuDNN takes (at most 2^31 - 1 elements a tensor). */
+static int conv_windows(int64_t n, int64_t in_image, int64_t out_image, int64_t width, int64_t *starts) {
+    int64_t chunk = (P31 - 1) / (in_image > out_image ? in_image : out_image);
+    int k = window_starts(n, in_image, width, starts);
+    k += window_starts(n, out_image, width, starts + k);
+    starts[k++] = chunk - width < 0 ? 0 : chunk - width;
+    starts[k++] = chunk > n - width ? n - width : chunk;
+    return k;
+}
+
+/* x (33287, 1, 254, 254) F16 and a 3x3 kernel with padding 2: y (33287, 1, 256, 256). Both
+ * hold more than 2^31 elements, so cuDNN runs on two chunks of the batch, of 32767 images and
+ * 520 (two geometries, two algorithm choices, one workspace); the images of x and y differ in
+ * size, so an offset taken from the wrong tensor fails. y and the input gradient against the
+ * CPU on windows of images (the first, around element 2^31 of x and of y, on both sides of
+ * the chunk boundary, the last), each read back whole from a poisoned block. The weight
+ * gradient, the sum over all images (accumulated over the chunks by cuDNN), against the sum
+ * of the GPU's weight gradients over three slices of the batch small enough for one cuDNN
+ * call each, normwise within 1e-2. */
+Test(cuda_big, conv2d_past_2_pow_31) {
+    T_REQUIRE_GPU();
+    const int64_t H = 254, oH = 256, in = H * H, out = oH * oH, n = P31 / in + 1;
+    const int64_t xshape[4] = {n, 1, H, H}, yshape[4] = {n, 1, oH, oH}, width = 2;
+    int64_t starts[10];
+    int nw = conv_windows(n, in, out, width, starts);
+    ct_manual_seed(9);
+    ct_tensor *x = BIG(ct_uniform(xshape, 4, -1, 1, CT_F16, GPU));
+    ct_tensor *w = BIG(ct_uniform((int64_t[]){1, 1, 3, 3}, 4, -1, 1, CT_F16, GPU));
+    struct conv_ctx ctx = {.w = ct_to_device(w, CT_CPU)};
+    cr_assert_not_null(ctx.w, "%s", ct_last_error_message());
+
+    poison(n * out, CT_F16, 1);
+    ct_tensor *y = BIG(ct_conv2d(x, w, NULL, &conv_opts));
+    for (int i = 0; i < nw; i++)
+        check_window(x, y, starts[i], width, conv_rows, &ctx, 1e-2, 1e-2, "conv2d");
+    assert_written(y, "conv2d");
+    ct_tensor_free(y);
+
+    /* gy small enough that the weight gradient (about 2^31 products) stays well inside F16 */
+    ctx.gy = BIG(ct_uniform(yshape, 4, -0.25, 0.25, CT_F16, GPU));
+    ct_requires_grad(x, true);
+    ct_requires_grad(w, true);
+    ct_scope_begin();
+    y = BIG(ct_conv2d(x, w, NULL, &conv_opts));
+    poison(n * in, CT_F16, 1);
+    ct_tensor_free(BIG(ct_full((int64_t[]){9}, 1, NAN, CT_F16, GPU))); /* for the weight gradient */
+    cr_assert_eq(ct_backward_ex(y, ctx.gy, false), CT_OK, "%s", ct_last_error_message());
+    ct_scope_end();
+    ct_tensor *gx = ct_grad(x), *gw = ct_grad(w);
+    cr_assert(gx && gw, "%s", ct_last_error_message());
+    for (int i = 0; i < nw; i++)
+        check_window(x, gx, starts[i], width, conv_rows, &ctx, 1e-2, 1e-2, "conv2d input gradient");
+    assert_written(gx, "conv2d input gradient");
+    assert_written(gw, "conv2d weight gradient");
+
+    ct_scope_begin();
+    ct_tensor *xd = ct_detach(x), *wd = ct_requires_grad(ct_detach(w), true);
+    const int64_t bounds[] = {0, n / 3, 2 * n / 3, n};
+    for (int i = 0; i < 3; i++) {
+        ct_tensor *yi = BIG(ct_conv2d(ct_slice(xd, 0, bounds[i], bounds[i + 1], 1), wd, NULL, &conv_opts));
+        cr_assert_eq(ct_backward_ex(yi, ct_slice(ctx.gy, 0, bounds[i], bounds[i + 1], 1), false), CT_OK, "%s",
+                     ct_last_error_message());
+    }
+    cr_assert_not_null(ct_grad(wd), "%s", ct_last_error_message());
+    double *r = t_values(ct_grad(wd)), *g = t_values(gw), scale = 1;
+    for (int i = 0; i < 9; i++)
+        scale = fmax(scale, fabs(r[i]));
+    for (int i = 0; i < 9; i++)
+        cr_assert(fabs(g[i] - r[i]) <= 1e-2 * scale, "conv2d weight gradient: element %d: %.9g, over slices %.9g", i,
+                  g[i], r[i]);
+    free(r);
+    free(g);
+    ct_scope_end();
+    ct_tensor_free(ctx.gy);
+    ct_tensor_free(ctx.w);
+    ct_tensor_free(w);
+    ct_tensor_free(x);
+}
+
+/* What cuDNN cannot take is refused with the limit named: batch norm over (2^15 + 1, 16, 64,
+ * 64) F16 (2^31 + 2^16 elements; training statistics span the batch, so no split), and a
+ * convolution whose one image holds 2^31 elements (a stride-0 view: nothing is allocated). */
+Test(cuda_big, batch_norm_and_one_huge_image_refused) {
+    T_REQUIRE_GPU();
+    ct_tensor *one = BIG(ct_zeros((int64_t[]){1, 1, 1, 1}, 4, CT_F16, GPU));
+    ct_tensor *image = ct_expand(one, (int64_t[]){1, 2, 32768, 32768}, 4);
+    ct_tensor *w = BIG(ct_zeros((int64_t[]){1, 2, 1, 1}, 4, CT_F16, GPU));
+    cr_assert_not_null(image, "%s", ct_last_error_message());
+    cr_assert_null(ct_conv2d(image, w, NULL, NULL));
+    t_assert_error(CT_ERR_UNSUPPORTED, "ct_conv2d: x is [1, 2, 32768, 32768]",
+                   "one image of x or of the result holds 2147483648 elements", "cuDNN's limit per tensor", NULL);
+    ct_tensor_free(image);
+    ct_tensor_free(w);
+    ct_tensor_free(one);
+
+    ct_tensor *x = BIG(ct_empty((int64_t[]){32769, 16, 64, 64}, 4, CT_F16, GPU));
+    cr_assert_null(ct_batch_norm(x, NULL, NULL, NULL, NULL, true, 0.1, 1e-5));
+    t_assert_error(CT_ERR_UNSUPPORTED, "(32769, 16, 4096) holds 2147549184 elements",
+                   "cuDNN's batch norm takes at most 2147483647", NULL);
     ct_tensor_free(x);
 }
