@@ -28,7 +28,8 @@ static inline ct_stream *stream_of(const ct_tensor *t) {
 /* ---- the kernels on tensors -------------------------------------------------------- */
 
 /* One cuDNN pass. cuDNN takes at most INT_MAX elements per tensor, so a larger batch runs in
- * chunks (ct_conv2d_split_batch; check_int_sizes refused an image too large alone): all chunks
+ * chunks of CT_CUDNN_CHUNK_ELEMS (kernels/cpu/conv.h; an image larger than that alone, up to
+ * INT_MAX: check_int_sizes refused larger ones) with ct_conv2d_split_batch: all chunks
  * but the last share one geometry and the last may have its own. The algorithm of each
  * geometry is chosen (once per geometry) with its workspace size; one workspace, as large as
  * the larger of the two needs, comes from the caching allocator as a scratch tensor; each
@@ -40,7 +41,7 @@ static inline ct_stream *stream_of(const ct_tensor *t) {
 static ct_status cuda_pass(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, const ct_tensor *like,
                            const void *a, const void *b, void *out) {
     ct_conv2d_batch_split split;
-    bool fits = ct_conv2d_split_batch(g, INT_MAX, &split);
+    bool fits = ct_conv2d_split_batch(g, CT_CUDNN_CHUNK_ELEMS, &split) || ct_conv2d_split_batch(g, INT_MAX, &split);
     CT_ASSERT(fits, CT_ERR_INTERNAL);
     ct_conv2d_geom chunk = *g, last = *g;
     chunk.N = split.images;

@@ -7,6 +7,7 @@
  * writes fails. Each test reports itself skipped where no GPU is usable or where the GPU
  * lacks the memory. */
 #include "tests/common.h"
+#include "kernels/cpu/conv.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -739,9 +740,10 @@ static ct_tensor *conv_rows(ct_tensor *x, int64_t start, int64_t count, void *ct
 
 /* Starts of the windows of `width` images checked in a batch of n images of in_image input and
  * out_image output elements: window_starts' for x and for y, and those on both sides of the
- * end of the first chunk of the batch that cuDNN takes (at most 2^31 - 1 elements a tensor). */
+ * end of the first chunk of the batch that cuDNN takes (CT_CUDNN_CHUNK_ELEMS elements a
+ * tensor, kernels/cpu/conv.h). */
 static int conv_windows(int64_t n, int64_t in_image, int64_t out_image, int64_t width, int64_t *starts) {
-    int64_t chunk = (P31 - 1) / (in_image > out_image ? in_image : out_image);
+    int64_t chunk = CT_CUDNN_CHUNK_ELEMS / (in_image > out_image ? in_image : out_image);
     int k = window_starts(n, in_image, width, starts);
     k += window_starts(n, out_image, width, starts + k);
     starts[k++] = chunk - width < 0 ? 0 : chunk - width;
@@ -750,14 +752,14 @@ static int conv_windows(int64_t n, int64_t in_image, int64_t out_image, int64_t 
 }
 
 /* x (33287, 1, 254, 254) F16 and a 3x3 kernel with padding 2: y (33287, 1, 256, 256). Both
- * hold more than 2^31 elements, so cuDNN runs on two chunks of the batch, of 32767 images and
- * 520 (two geometries, two algorithm choices, one workspace); the images of x and y differ in
- * size, so an offset taken from the wrong tensor fails. y and the input gradient against the
- * CPU on windows of images (the first, around element 2^31 of x and of y, on both sides of
- * the chunk boundary, the last), each read back whole from a poisoned block. The weight
- * gradient, the sum over all images (accumulated over the chunks by cuDNN), against the sum
- * of the GPU's weight gradients over three slices of the batch small enough for one cuDNN
- * call each, normwise within 1e-2. */
+ * hold more than 2^31 elements; cuDNN runs on chunks of the batch (CT_CUDNN_CHUNK_ELEMS: eight
+ * of 4096 images and one of 519; two geometries, two algorithm choices, one workspace). The
+ * images of x and y differ in size, so an offset taken from the wrong tensor fails. y and the
+ * input gradient against the CPU on windows of images (the first, around element 2^31 of x
+ * and of y, on both sides of the first chunk boundary, the last), each read back whole from a
+ * poisoned block. The weight gradient, the sum over all images (accumulated over the chunks
+ * by cuDNN), against the sum of the GPU's weight gradients over three slices of the batch
+ * (chunked differently), normwise within 1e-2. */
 Test(cuda_big, conv2d_past_2_pow_31) {
     T_REQUIRE_GPU();
     const int64_t H = 254, oH = 256, in = H * H, out = oH * oH, n = P31 / in + 1;

@@ -28,6 +28,12 @@ typedef struct ct_conv2d_geom {
  * per tensor (int sizes and strides), so the CUDA passes run chunk by chunk. Every chunk but
  * the last holds `images` images; the last holds `last` (1 <= last <= images). A batch that
  * fits is one chunk, an empty batch too (images = last = 0). */
+/* The elements per tensor of one chunk that the CUDA passes give cuDNN: 2^28, a margin under
+ * cuDNN's INT_MAX that PyTorch keeps too (256 Mi elements for its forward pass), since not all
+ * of cuDNN's kernels are known to handle tensors near 2^31 elements. An image larger than that
+ * runs alone, up to INT_MAX. */
+#define CT_CUDNN_CHUNK_ELEMS ((int64_t)1 << 28)
+
 typedef struct ct_conv2d_batch_split {
     int64_t images, chunks, last;
 } ct_conv2d_batch_split;
