@@ -205,10 +205,15 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
     if (st != CT_OK)
         return st;
     // cudnnFind allocates and frees (a cudaFree synchronizes the device): not while any thread
-    // captures a CUDA graph on the device, whose capture it would invalidate.
-    int captures = ct__cuda_captures_lock(device);
-    ct__cuda_captures_unlock();
-    bool found = false, timed = !capturing && captures == 0, fma_only = dtype == CT_F32;
+    // captures a CUDA graph on the device, whose capture it would invalidate; and the lock on
+    // captures is held through it, so that none begins meanwhile.
+    bool locked = !capturing;
+    int captures = locked ? ct__cuda_captures_lock(device) : 1;
+    if (locked && captures > 0) {
+        ct__cuda_captures_unlock();
+        locked = false;
+    }
+    bool found = false, timed = locked, fma_only = dtype == CT_F32;
     if (pass == CT_CUDA_CONV_FORWARD)
         st = plan_pass<cudnnConvolutionFwdAlgoPerf_t>(pass, h, &d, device, deterministic, fma_only, &timed, plan,
                                                       &found);
@@ -218,6 +223,8 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
     else
         st = plan_pass<cudnnConvolutionBwdFilterAlgoPerf_t>(pass, h, &d, device, deterministic, fma_only, &timed, plan,
                                                             &found);
+    if (locked)
+        ct__cuda_captures_unlock();
     descs_free(&d);
     if (st != CT_OK)
         return st;
@@ -263,7 +270,7 @@ extern "C" ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype d
 
 extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g,
                                     const ct_cuda_conv_plan *plan, const void *a, const void *b, void *out,
-                                    bool accumulate, void *workspace, size_t workspace_bytes, ct_stream *stream) {
+                                    void *workspace, size_t workspace_bytes, ct_stream *stream) {
     if (!float_dtype(dtype))
         return unsupported("convolution", dtype);
     CT_LAUNCH_STREAM(s, stream);
@@ -277,12 +284,9 @@ extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, cons
     ct_device_guard guard(device);
     if (!guard.ok)
         return ct_last_error();
-    // Nothing to sum over (an empty batch or no channels on the other side): zeros, and nothing to add to out.
-    if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0) {
-        if (accumulate)
-            return CT_OK;
+    // Nothing to sum over (an empty batch or no channels on the other side): zeros.
+    if (g->N == 0 || g->O == 0 || g->C == 0 || g->oH * g->oW == 0)
         return CT_CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)out_elems * es, s)) ? CT_OK : ct_last_error();
-    }
     cudnnHandle_t h = ct__cudnn_handle(stream);
     if (!h)
         return ct_last_error();
@@ -294,8 +298,8 @@ extern "C" ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, cons
     if (st != CT_OK)
         return st;
     // The scaling factors of float-compute convolutions (float for F16 and BF16 data too):
-    // out = 1 * result + beta * out.
-    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    // out = 1 * result + 0 * out.
+    const float one = 1.0f, beta = 0.0f;
     bool ok = CT_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, (cudnnMathType_t)plan->math));
     if (ok && pass == CT_CUDA_CONV_FORWARD)
         ok = CT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, a, d.w, b, d.conv,
