@@ -35,13 +35,17 @@ static inline ct_stream *stream_of(const ct_tensor *t) {
  * the larger of the two needs, comes from the caching allocator as a scratch tensor; each
  * chunk runs with its geometry's plan as it is, so it uses the algorithm the workspace was
  * sized for. The forward and data passes write their chunk of the output; the weight
- * gradient sums over the chunks (the first overwrites it, the others add to it). Freeing the
+ * gradient sums the chunks' in F32 (below). Freeing the
  * workspace right after the calls is safe: the allocator reuses a block on the stream it was
  * allocated on, behind the work just queued. */
+static int64_t chunk_elems = CT_CUDNN_CHUNK_ELEMS;
+
+void ct__conv_set_chunk_elems(int64_t elems) { chunk_elems = elems > 0 ? elems : CT_CUDNN_CHUNK_ELEMS; }
+
 static ct_status cuda_pass(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_geom *g, const ct_tensor *like,
                            const void *a, const void *b, void *out) {
     ct_conv2d_batch_split split;
-    bool fits = ct_conv2d_split_batch(g, CT_CUDNN_CHUNK_ELEMS, &split) || ct_conv2d_split_batch(g, INT_MAX, &split);
+    bool fits = ct_conv2d_split_batch(g, chunk_elems, &split) || ct_conv2d_split_batch(g, INT_MAX, &split);
     CT_ASSERT(fits, CT_ERR_INTERNAL);
     ct_conv2d_geom chunk = *g, last = *g;
     chunk.N = split.images;
@@ -54,6 +58,15 @@ static ct_status cuda_pass(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv
     size_t bytes = plan.workspace > last_plan.workspace ? plan.workspace : last_plan.workspace;
     ct_tensor *workspace = NULL;
     if (st == CT_OK && bytes > 0 && !(workspace = ct__new(CT_U8, like->device, 1, (const int64_t[]){(int64_t)bytes})))
+        st = ct_last_error();
+    /* The weight gradient over several chunks: each chunk's into `part` (cuDNN's beta = 0),
+     * summed in F32 into `acc` and rounded once into out at the end, as PyTorch does, rather
+     * than accumulated by cuDNN in the output dtype (a rounding per chunk for F16/BF16). */
+    bool sum_chunks = pass == CT_CUDA_CONV_BACKWARD_FILTER && split.chunks > 1;
+    int64_t gw_numel = g->O * (g->C / g->groups) * g->kH * g->kW;
+    ct_tensor *part = NULL, *acc = NULL;
+    if (st == CT_OK && sum_chunks &&
+        !((part = ct__new(dtype, like->device, 1, &gw_numel)) && (acc = ct_zeros(&gw_numel, 1, CT_F32, like->device))))
         st = ct_last_error();
     /* the bytes of one image of x (N, C, H, W) and of y (N, O, oH, oW) */
     size_t es = ct_dtype_size(dtype), x_image = (size_t)(g->C * g->H * g->W) * es,
@@ -75,10 +88,20 @@ static ct_status cuda_pass(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv
                 cb += n0 * y_image;
             }
         }
-        st = CT_ON_CUDA(ct_cuda_conv2d(pass, dtype, is_last ? &last : &chunk, is_last ? &last_plan : &plan, ca, cb, co,
-                                       pass == CT_CUDA_CONV_BACKWARD_FILTER && i > 0,
-                                       workspace ? ct__data(workspace) : NULL, bytes, stream_of(like)));
+        st = CT_ON_CUDA(ct_cuda_conv2d(pass, dtype, is_last ? &last : &chunk, is_last ? &last_plan : &plan, ca, cb,
+                                       sum_chunks ? ct__data(part) : co, workspace ? ct__data(workspace) : NULL, bytes,
+                                       stream_of(like)));
+        if (st == CT_OK && sum_chunks) {
+            ct_tensor *p32 = ct_cast(part, CT_F32);
+            st = p32 ? ct_add_(acc, p32) : ct_last_error();
+            ct_tensor_free(p32);
+        }
     }
+    if (st == CT_OK && sum_chunks)
+        st = CT_ON_CUDA(ct_cuda_copy_cast(1, &gw_numel, out, dtype, (const int64_t[]){1}, ct__data(acc), CT_F32,
+                                          (const int64_t[]){1}, stream_of(like)));
+    ct_tensor_free(part);
+    ct_tensor_free(acc);
     ct_tensor_free(workspace);
     return st;
 }

@@ -144,6 +144,11 @@ bool ct__check_no_partial_overlap(const char *op, const ct_tensor *dst, const ct
  * converted operand) and record the autograd node on the original input themselves: the
  * same conversion and broadcasting, without ct_copy_'s autograd refusals. */
 ct_status ct__copy(ct_tensor *dst, const ct_tensor *src);
+/* ops/conv.c: the elements per tensor of one chunk of a CUDA convolution's batch
+ * (CT_CUDNN_CHUNK_ELEMS; 0 restores it). For tests: small chunks run the chunked passes on
+ * small tensors. */
+void ct__conv_set_chunk_elems(int64_t elems);
+
 /* Operands for kernels that compute half types in f32 on the CPU (conv, pooling):
  * ct__compute_dtype gives the dtype a kernel works in for `t`; ct__operand gives `t` itself
  * when it is already contiguous and of `dtype`, else a converted contiguous copy, which

@@ -83,6 +83,46 @@ Test(cuda_conv, conv2d_matches_cpu) {
             check_conv(&conv_cases[i], float_dtypes[d], float_tols[d]);
 }
 
+void ct__conv_set_chunk_elems(int64_t elems); /* ops/conv.c, for tests (runtime/internal.h) */
+
+/* Batches cut into chunks, as cuDNN's 2^31-element limit makes ctensor do for large
+ * activations, here with chunks of a few images (the chunk limit lowered for the test):
+ * a first geometry and a smaller last one, the forward and data passes written chunk by
+ * chunk, the weight gradient summed over the chunks in F32; also a transposed convolution
+ * (its passes swapped) and a depthwise one; every dtype, against the CPU. */
+Test(cuda_conv, chunked_batches_match_cpu) {
+    T_REQUIRE_GPU();
+    ct_manual_seed(12);
+    const conv_case cases[] = {
+        {7, 3, 9, 9, 4, 3, 3, OPTS(1, 1, 1, 1, 1, 1, 1), true},  /* 4 x 81 outputs an image: 3, 3, 1 */
+        {5, 4, 6, 6, 4, 3, 3, OPTS(1, 1, 1, 1, 1, 1, 4), false}, /* depthwise, 144 an image: 2, 2, 1 */
+    };
+    const int64_t chunk_elems[] = {3 * 4 * 81, 2 * 4 * 36};
+    for (int d = 0; d < 3; d++)
+        for (int i = 0; i < 2; i++) {
+            ct__conv_set_chunk_elems(chunk_elems[i]);
+            check_conv(&cases[i], float_dtypes[d], float_tols[d]);
+            ct__conv_set_chunk_elems(0);
+        }
+    T_NO_LEAK({ /* conv_transpose2d: its forward is the data pass, its weight gradient the filter pass */
+        ct_tensor *xc = ct_requires_grad(t_rand_dtype((int64_t[]){5, 4, 5, 5}, 4, CT_F32, -1, 1), true);
+        ct_tensor *wc = ct_requires_grad(t_rand_dtype((int64_t[]){4, 3, 3, 3}, 4, CT_F32, -1, 1), true);
+        ct_tensor *xg = ct_requires_grad(t_to_gpu(xc), true), *wg = ct_requires_grad(t_to_gpu(wc), true);
+        ct_conv_transpose2d_opts o = CT_CONV_TRANSPOSE2D_OPTS_DEFAULT;
+        ct_tensor *yc = ct_conv_transpose2d(xc, wc, NULL, &o);
+        cr_assert_not_null(yc, "%s", ct_last_error_message());
+        ct__conv_set_chunk_elems(2 * 3 * 7 * 7); /* two images of y (the larger side) a chunk: 2, 2, 1 */
+        ct_tensor *yg = ct_conv_transpose2d(xg, wg, NULL, &o);
+        t_assert_parity_normwise(yg, yc, 1e-4, "chunked conv_transpose2d forward");
+        ct_tensor *gy = t_rand_dtype(ct_tensor_shape(yc), 4, CT_F32, -1, 1);
+        cr_assert_eq(ct_backward_ex(yc, gy, false), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_backward_ex(yg, t_to_gpu(gy), false), CT_OK, "%s", ct_last_error_message());
+        ct__conv_set_chunk_elems(0);
+        t_assert_parity_normwise(ct_grad(xg), ct_grad(xc), 1e-4, "chunked conv_transpose2d grad x");
+        t_assert_parity_normwise(ct_grad(wg), ct_grad(wc), 1e-4, "chunked conv_transpose2d grad w");
+    });
+}
+
 Test(cuda_conv, strided_input_and_empty_batch) {
     T_REQUIRE_GPU();
     ct_manual_seed(2);

@@ -134,10 +134,9 @@ ct_status ct_cuda_multi_scale_clamp(int n, void *const *tensors, const int64_t *
  * ct_cuda_conv2d, which runs that algorithm (the workspace is reusable by work queued on
  * `stream` after the call). The plan travels between the calls because a second choice
  * could differ from the first (another thread's timing, a full cache, a graph capture).
- * With `accumulate` the pass adds its result to out (cuDNN's beta = 1) instead of
- * overwriting it: the weight gradient summed over chunks of a batch. cuDNN takes at most
- * INT_MAX elements per tensor: larger batches are the caller's to split
- * (ct_conv2d_split_batch in kernels/cpu/conv.h). */
+ * cuDNN takes at most INT_MAX elements per tensor: larger batches are the caller's to split
+ * (ct_conv2d_split_batch in kernels/cpu/conv.h; ops/conv.c sums the chunks' weight
+ * gradients in F32). */
 struct ct_conv2d_geom;
 struct ct_pool2d_geom;
 typedef enum ct_cuda_conv_pass {
@@ -154,8 +153,8 @@ typedef struct ct_cuda_conv_plan {
 ct_status ct_cuda_conv2d_workspace(ct_cuda_conv_pass pass, ct_dtype dtype, const struct ct_conv2d_geom *g,
                                    bool deterministic, ct_stream *stream, ct_cuda_conv_plan *plan);
 ct_status ct_cuda_conv2d(ct_cuda_conv_pass pass, ct_dtype dtype, const struct ct_conv2d_geom *g,
-                         const ct_cuda_conv_plan *plan, const void *a, const void *b, void *out, bool accumulate,
-                         void *workspace, size_t workspace_bytes, ct_stream *stream);
+                         const ct_cuda_conv_plan *plan, const void *a, const void *b, void *out, void *workspace,
+                         size_t workspace_bytes, ct_stream *stream);
 /* conv.cu: out (C) = the sum of t (N, C, L) over N and L (one block per channel, fixed
  * order); y (N, C, L) += bias (C). */
 ct_status ct_cuda_conv2d_channel_sum(ct_dtype dtype, int64_t N, int64_t C, int64_t L, const void *t, void *out,
