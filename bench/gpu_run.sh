@@ -121,7 +121,7 @@ for stage in "${stages[@]}"; do
     test)
       run_stage test ctest --test-dir "$build" --output-on-failure -j 4 -E '^test_cuda_big$' ;;
     big)
-      run_stage big timeout 480 "$build/tests/test_cuda_big" --jobs 1 --verbose ;;
+      run_stage big timeout 400 "$build/tests/test_cuda_big" --jobs 1 --verbose ;;
     bench)
       run_stage bench bash -c "$build/bench/ctbench --device cuda --json $out/ctbench-cuda.jsonl && \
         python3 bench/compare_torch.py --device cuda --ctbench $build/bench/ctbench --json $out/torch-cuda.jsonl" ;;
