@@ -75,6 +75,26 @@ run_stage() { # name, command...: the command's output goes to OUTDIR/name.log
 
 gpu_suites() { ls "$build"/tests/test_cuda_* 2>/dev/null; }
 
+# limit SECONDS CMD...: CMD in a process group of its own, the whole group killed after SECONDS
+# (timeout would stop only CMD itself, and a Criterion test worker or compute-sanitizer's
+# target left running would hold the GPU into the next stage); status 124 then, as timeout's.
+limit() {
+  local seconds=$1; shift
+  setsid "$@" &
+  local pid=$!
+  ( sleep "$seconds" & sleeper=$!
+    trap 'kill $sleeper 2>/dev/null; exit 0' TERM
+    wait $sleeper
+    kill -KILL -- "-$pid" 2>/dev/null && echo "gpu_run.sh: killed after $seconds s: $*" >&2 ) &
+  local watcher=$!
+  wait "$pid"
+  local rc=$?
+  kill "$watcher" 2>/dev/null
+  wait "$watcher" 2>/dev/null
+  [ $rc -eq 137 ] && rc=124
+  return $rc
+}
+
 sanitize() { # tool: every GPU suite under compute-sanitizer, one process per test, 8 at a time
   # Each test's log goes to OUTDIR/TOOL.d/ as it finishes, so that a run cut off by the device's
   # time limit still brings back what ran; the folder is merged into TOOL.log at the end.
@@ -88,7 +108,7 @@ sanitize() { # tool: every GPU suite under compute-sanitizer, one process per te
       # test_cuda_reduce's 2 GiB all-reduce takes minutes under racecheck: memcheck only.
       [ "$tool" = racecheck ] && [ "$name" = cuda_reduce/all_reduce_over_two_gib ] && continue
       while [ "$(jobs -rp | wc -l)" -ge 8 ]; do sleep 1; done
-      ( timeout 600 compute-sanitizer --tool "$tool" --error-exitcode 99 "$t" --filter "$name" --jobs 1 -q \
+      ( limit 600 compute-sanitizer --tool "$tool" --error-exitcode 99 "$t" --filter "$name" --jobs 1 -q \
           > "$tmp/$(basename "$t").${name//\//.}.log" 2>&1
         echo "--- $tool: $(basename "$t") $name: exit $?" >> "$tmp/$(basename "$t").${name//\//.}.log" ) &
     done
@@ -121,7 +141,7 @@ for stage in "${stages[@]}"; do
     test)
       run_stage test ctest --test-dir "$build" --output-on-failure -j 4 -E '^test_cuda_big$' ;;
     big)
-      run_stage big timeout 400 "$build/tests/test_cuda_big" --jobs 1 --verbose ;;
+      run_stage big limit 400 "$build/tests/test_cuda_big" --jobs 1 --verbose ;;
     bench)
       run_stage bench bash -c "$build/bench/ctbench --device cuda --json $out/ctbench-cuda.jsonl && \
         python3 bench/compare_torch.py --device cuda --ctbench $build/bench/ctbench --json $out/torch-cuda.jsonl" ;;
@@ -132,7 +152,7 @@ for stage in "${stages[@]}"; do
     racecheck)
       run_stage racecheck sanitize racecheck ;;
     bigcheck)
-      run_stage bigcheck timeout 480 compute-sanitizer --tool memcheck --error-exitcode 99 \
+      run_stage bigcheck limit 480 compute-sanitizer --tool memcheck --error-exitcode 99 \
         "$build/tests/test_cuda_big" --jobs 1 --verbose ;;
   esac
 done
