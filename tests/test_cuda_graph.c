@@ -427,10 +427,13 @@ static void *end_elsewhere(void *graph) {
 
 /* What another thread does while this one captures (capture mode ThreadLocal), one thing
  * per round so that a failure names it: synchronize the device, free a ready graph, empty the
- * cache, allocate and run a matmul, run a convolution of a geometry not timed before. */
-enum elsewhere_kind { E_SYNC, E_FREE_GRAPH, E_EMPTY_CACHE, E_MATMUL, E_NEW_CONV, NUM_ELSEWHERE };
-static const char *elsewhere_names[] = {"ct_device_synchronize", "ct_graph_free", "ct_cuda_empty_cache",
-                                        "a matmul", "a convolution of a new geometry"};
+ * cache, allocate and run a matmul, run a convolution already timed with a cuDNN handle from
+ * the pool (only cuDNN's execution), then one of a geometry not timed before on a thread that
+ * makes its own handle (handle creation and cuDNN's heuristics). */
+enum elsewhere_kind { E_SYNC, E_FREE_GRAPH, E_EMPTY_CACHE, E_MATMUL, E_CACHED_CONV, E_NEW_CONV, NUM_ELSEWHERE };
+static const char *elsewhere_names[] = {"ct_device_synchronize", "ct_graph_free", "ct_cuda_empty_cache", "a matmul",
+                                        "a timed convolution with a pooled cuDNN handle",
+                                        "a convolution of a new geometry with a new cuDNN handle"};
 struct elsewhere {
     enum elsewhere_kind kind;
     ct_graph *ready;
@@ -456,6 +459,13 @@ static void *work_elsewhere(void *arg) {
                                        ct_full((int64_t[]){64, 64}, 2, 0.5, CT_F32, T_GPU)),
                              NULL, 0, false));
         want = 64.0 * 64.0 * 64.0 * 0.25;
+        ok = got == want;
+        break;
+    case E_CACHED_CONV: /* the geometry the test timed first: 14 x 14 outputs of 9 */
+        got = ct_item(ct_sum(ct_conv2d(ct_full((int64_t[]){1, 1, 16, 16}, 4, 1.0, CT_F32, T_GPU),
+                                       ct_full((int64_t[]){1, 1, 3, 3}, 4, 1.0, CT_F32, T_GPU), NULL, NULL),
+                             NULL, 0, false));
+        want = 14.0 * 14.0 * 9.0;
         ok = got == want;
         break;
     default:
@@ -484,6 +494,14 @@ Test(cuda_graph, other_threads_keep_working_during_a_capture) {
                            ct_last_error_message());
         for (int kind = 0; kind < NUM_ELSEWHERE; kind++) {
             struct elsewhere e = {.kind = (enum elsewhere_kind)kind};
+            if (kind == E_CACHED_CONV) { /* a thread that ends puts its cuDNN handle in the pool */
+                struct elsewhere warm = {.kind = E_CACHED_CONV};
+                pthread_t th;
+                void *ok = NULL;
+                cr_assert_eq(pthread_create(&th, NULL, work_elsewhere, &warm), 0);
+                pthread_join(th, &ok);
+                cr_assert(ok, "the timed convolution failed outside any capture: %s", warm.why);
+            }
             if (kind == E_FREE_GRAPH) {
                 e.ready = ct_graph_capture_begin(0);
                 cr_assert_not_null(e.ready, "%s", ct_last_error_message());
