@@ -210,7 +210,7 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
     bool locked = !capturing;
     int captures = locked ? ct__cuda_captures_lock(device) : 1;
     if (locked && captures > 0) {
-        ct__cuda_captures_unlock();
+        ct__cuda_captures_unlock(device);
         locked = false;
     }
     bool found = false, timed = locked, allowed_to_time = locked, fma_only = dtype == CT_F32;
@@ -224,7 +224,7 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
         st = plan_pass<cudnnConvolutionBwdFilterAlgoPerf_t>(pass, h, &d, device, deterministic, fma_only, &timed, plan,
                                                             &found);
     if (locked)
-        ct__cuda_captures_unlock();
+        ct__cuda_captures_unlock(device);
     descs_free(&d);
     if (st != CT_OK)
         return st;

@@ -54,32 +54,40 @@ struct ct_graph {
 // So while one is underway, ct_device_synchronize waits for ctensor's streams one by one
 // (stream.cu), a graph freed by another thread is released when the last capture on its
 // device ends, and cuDNN's algorithm timing (which allocates and frees) is not run.
+// One lock per device: a device's synchronization or algorithm timing holds its lock, and
+// must not hold up another device's.
 #define CAPTURE_DEVICES 64
-static pthread_mutex_t captures_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t captures_lock[CAPTURE_DEVICES];
+static pthread_once_t captures_once = PTHREAD_ONCE_INIT;
 static int captures_underway[CAPTURE_DEVICES];
-static ct_graph *deferred_frees; // graphs whose release waits for the captures on their device
+static ct_graph *deferred_frees[CAPTURE_DEVICES]; // graphs whose release waits for the captures on their device
+
+static void captures_init(void) {
+    for (int d = 0; d < CAPTURE_DEVICES; d++)
+        pthread_mutex_init(&captures_lock[d], NULL);
+}
+static void captures_enter(int device) {
+    pthread_once(&captures_once, captures_init);
+    pthread_mutex_lock(&captures_lock[device]);
+}
+static void captures_leave(int device) { pthread_mutex_unlock(&captures_lock[device]); }
 
 static void graph_release(ct_graph *g);
 
 static void capture_started(int device) {
-    pthread_mutex_lock(&captures_lock);
+    captures_enter(device);
     captures_underway[device]++;
-    pthread_mutex_unlock(&captures_lock);
+    captures_leave(device);
 }
 
 // One capture on `device` has ended; with the last, the graphs freed meanwhile are released
 // (under the lock, so that no capture begins during their cudaFree).
 static void capture_stopped(int device) {
-    pthread_mutex_lock(&captures_lock);
+    captures_enter(device);
     if (--captures_underway[device] == 0) {
-        ct_graph **link = &deferred_frees;
-        while (*link) {
-            ct_graph *g = *link;
-            if (g->device != device) {
-                link = &g->next_deferred;
-                continue;
-            }
-            *link = g->next_deferred;
+        while (deferred_frees[device]) {
+            ct_graph *g = deferred_frees[device];
+            deferred_frees[device] = g->next_deferred;
             {
                 ct_device_guard guard(g->device);
                 graph_release(g);
@@ -88,33 +96,39 @@ static void capture_stopped(int device) {
             free(g);
         }
     }
-    pthread_mutex_unlock(&captures_lock);
+    captures_leave(device);
 }
 
 // Release g and free it, or, while another thread captures on its device, leave that to the
 // end of the last capture there.
 static void release_or_defer(ct_graph *g) {
-    pthread_mutex_lock(&captures_lock);
-    if (captures_underway[g->device] > 0) {
-        g->next_deferred = deferred_frees;
-        deferred_frees = g;
-        pthread_mutex_unlock(&captures_lock);
+    int device = g->device;
+    captures_enter(device);
+    if (captures_underway[device] > 0) {
+        g->next_deferred = deferred_frees[device];
+        deferred_frees[device] = g;
+        captures_leave(device);
         return;
     }
     {
-        ct_device_guard guard(g->device);
+        ct_device_guard guard(device);
         graph_release(g);
     }
-    pthread_mutex_unlock(&captures_lock);
+    captures_leave(device);
     pthread_mutex_destroy(&g->replay_lock);
     free(g);
 }
 
 extern "C" int ct__cuda_captures_lock(int device) {
-    pthread_mutex_lock(&captures_lock);
-    return device >= 0 && device < CAPTURE_DEVICES ? captures_underway[device] : 0;
+    if (device < 0 || device >= CAPTURE_DEVICES)
+        return 0; // no capture can be underway there (ct_graph_capture_begin refuses the device)
+    captures_enter(device);
+    return captures_underway[device];
 }
-extern "C" void ct__cuda_captures_unlock(void) { pthread_mutex_unlock(&captures_lock); }
+extern "C" void ct__cuda_captures_unlock(int device) {
+    if (device >= 0 && device < CAPTURE_DEVICES)
+        captures_leave(device);
+}
 
 // Pool ids are odd, so never a stream handle (an aligned pointer, or 0), and never reused:
 // a new graph must not inherit the blocks of a freed one.

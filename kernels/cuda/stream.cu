@@ -333,7 +333,7 @@ ct_status ct_device_synchronize(int device) {
     // No capture can begin on the device while the whole device is waited for.
     bool whole = ct__cuda_captures_lock(device) == 0;
     bool ok = whole ? CT_CUDA_CHECK(cudaDeviceSynchronize()) : true;
-    ct__cuda_captures_unlock();
+    ct__cuda_captures_unlock(device);
     ok = ok && (whole || synchronize_streams_of(device));
     cudaSetDevice(old);
     return ok ? ct__cuda_check_device_errors(device) : ct_last_error();

@@ -46,10 +46,11 @@ ct_status ct__cuda_device_errors_init(int device);
 // Make `stream` the thread's current stream of `device`, even during a capture (graph.cu
 // installs the graph's stream, then restores the one before).
 void ct__stream_set_current_for_capture(int device, ct_stream *stream);
-// The number of CUDA graph captures underway on `device` (any thread), with a lock held that
-// keeps another from beginning until ct__cuda_captures_unlock (kernels/cuda/graph.cu).
+// The number of CUDA graph captures underway on `device` (any thread), with the device's lock
+// held, which keeps another from beginning there until ct__cuda_captures_unlock(device)
+// (kernels/cuda/graph.cu).
 int ct__cuda_captures_lock(int device);
-void ct__cuda_captures_unlock(void);
+void ct__cuda_captures_unlock(int device);
 // Make the stream's cuBLASLt handle and workspace now (kernels/cuda/matmul.cu; made on first
 // use otherwise): a CUDA graph's stream gets them before its capture begins.
 ct_status ct__blas_prepare(ct_stream *stream);
