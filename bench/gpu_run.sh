@@ -75,25 +75,12 @@ run_stage() { # name, command...: the command's output goes to OUTDIR/name.log
 
 gpu_suites() { ls "$build"/tests/test_cuda_* 2>/dev/null; }
 
-# limit SECONDS CMD...: CMD in a process group of its own, the whole group killed after SECONDS
-# (timeout would stop only CMD itself, and a Criterion test worker or compute-sanitizer's
-# target left running would hold the GPU into the next stage); status 124 then, as timeout's.
-limit() {
-  local seconds=$1; shift
-  setsid "$@" &
-  local pid=$!
-  ( sleep "$seconds" & sleeper=$!
-    trap 'kill $sleeper 2>/dev/null; exit 0' TERM
-    wait $sleeper
-    kill -KILL -- "-$pid" 2>/dev/null && echo "gpu_run.sh: killed after $seconds s: $*" >&2 ) &
-  local watcher=$!
-  wait "$pid"
-  local rc=$?
-  kill "$watcher" 2>/dev/null
-  wait "$watcher" 2>/dev/null
-  [ $rc -eq 137 ] && rc=124
-  return $rc
-}
+# limit SECONDS CMD...: timeout, TERM then KILL 15 s later, to CMD's whole process group
+# (timeout runs it in a group of its own: Criterion's test workers and compute-sanitizer's
+# target go with it, and a sanitizer hung on a test still gets to write its report); status
+# 124 when the time ran out. Not setsid: the device tool kills what a command leaves behind
+# when it returns, except a new session's processes.
+limit() { timeout --kill-after=15 "$@"; }
 
 sanitize() { # tool: every GPU suite under compute-sanitizer, one process per test, 8 at a time
   # Each test's log goes to OUTDIR/TOOL.d/ as it finishes, so that a run cut off by the device's
