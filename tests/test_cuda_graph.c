@@ -435,6 +435,16 @@ enum elsewhere_kind { E_SYNC, E_FREE_GRAPH, E_EMPTY_CACHE, E_MATMUL, E_NEW_CONV,
 static const char *elsewhere_names[] = {"ct_device_synchronize", "ct_graph_free", "ct_cuda_empty_cache", "a matmul",
                                         "a convolution of a new geometry with a new cuDNN handle",
                                         "a timed convolution with a pooled cuDNN handle"};
+/* The sum of conv(ones (shape x), ones (shape w)), or of ones (n, n) @ halves (n, n) with
+ * w NULL, read back (NaN on failure). */
+static double sum_of_ones_op(const int64_t *x, const int64_t *w) {
+    if (!w)
+        return ct_item(ct_sum(ct_matmul(ct_full(x, 2, 1.0, CT_F32, T_GPU), ct_full(x, 2, 0.5, CT_F32, T_GPU)), NULL,
+                              0, false));
+    return ct_item(ct_sum(ct_conv2d(ct_full(x, 4, 1.0, CT_F32, T_GPU), ct_full(w, 4, 1.0, CT_F32, T_GPU), NULL, NULL),
+                          NULL, 0, false));
+}
+
 struct elsewhere {
     enum elsewhere_kind kind;
     ct_graph *ready;
@@ -456,23 +466,17 @@ static void *work_elsewhere(void *arg) {
         ok = ct_last_error() == CT_OK;
         break;
     case E_MATMUL:
-        got = ct_item(ct_sum(ct_matmul(ct_full((int64_t[]){64, 64}, 2, 0.5, CT_F32, T_GPU),
-                                       ct_full((int64_t[]){64, 64}, 2, 0.5, CT_F32, T_GPU)),
-                             NULL, 0, false));
-        want = 64.0 * 64.0 * 64.0 * 0.25;
+        got = sum_of_ones_op((int64_t[]){64, 64}, NULL);
+        want = 64.0 * 64.0 * 64.0 * 0.5;
         ok = got == want;
         break;
     case E_CACHED_CONV: /* the geometry the test timed first: 14 x 14 outputs of 9 */
-        got = ct_item(ct_sum(ct_conv2d(ct_full((int64_t[]){1, 1, 16, 16}, 4, 1.0, CT_F32, T_GPU),
-                                       ct_full((int64_t[]){1, 1, 3, 3}, 4, 1.0, CT_F32, T_GPU), NULL, NULL),
-                             NULL, 0, false));
+        got = sum_of_ones_op((int64_t[]){1, 1, 16, 16}, (int64_t[]){1, 1, 3, 3});
         want = 14.0 * 14.0 * 9.0;
         ok = got == want;
         break;
     default:
-        got = ct_item(ct_sum(ct_conv2d(ct_full((int64_t[]){1, 1, 5, 7}, 4, 1.0, CT_F32, T_GPU),
-                                       ct_full((int64_t[]){2, 1, 3, 3}, 4, 1.0, CT_F32, T_GPU), NULL, NULL),
-                             NULL, 0, false));
+        got = sum_of_ones_op((int64_t[]){1, 1, 5, 7}, (int64_t[]){2, 1, 3, 3});
         want = 2.0 * 9.0 * 15.0;
         ok = got == want;
         break;

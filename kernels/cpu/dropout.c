@@ -28,9 +28,8 @@ void ct_cpu_dropout(ct_dtype dtype, int64_t n, const void *x, void *y, uint64_t 
     float scale_f = (float)scale;
 #pragma omp parallel for schedule(static) if (n >= PAR_THRESHOLD)
     for (int64_t b = 0; b < blocks; b++) {
-        uint64_t counter = offset + (uint64_t)b;
         uint32_t w[4];
-        ct_philox_block((uint32_t)counter, (uint32_t)(counter >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), w);
+        ct_philox_stream_block(seed, offset + (uint64_t)b, w);
         for (int k = 0; k < 4 && 4 * b + k < n; k++) {
             int64_t i = 4 * b + k;
             bool keep = ct_philox_uniform_f32(w[k]) < keep_prob;

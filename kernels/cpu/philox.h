@@ -38,11 +38,15 @@ CT_PHILOX_FN void ct_philox_block(uint32_t c0, uint32_t c1, uint32_t c2, uint32_
     out[3] = c3;
 }
 
+/* The four words of block `block` of the stream of `seed` (see random.h). */
+CT_PHILOX_FN void ct_philox_stream_block(uint64_t seed, uint64_t block, uint32_t out[4]) {
+    ct_philox_block((uint32_t)block, (uint32_t)(block >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), out);
+}
+
 /* Word i of the stream (seed, offset): block offset + i/4, word i%4 (see random.h). */
 CT_PHILOX_FN uint32_t ct_philox_word(uint64_t seed, uint64_t offset, uint64_t i) {
-    uint64_t block = offset + i / 4;
     uint32_t out[4];
-    ct_philox_block((uint32_t)block, (uint32_t)(block >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), out);
+    ct_philox_stream_block(seed, offset + i / 4, out);
     return out[i % 4];
 }
 
@@ -76,9 +80,8 @@ CT_PHILOX_FN int ct_philox_dist_block(int kind, int f64, uint64_t seed, uint64_t
     const int per = ct_philox_per_block(kind, f64);
     const int64_t first = (int64_t)b * per;
     const int count = n - first < per ? (int)(n - first) : per;
-    const uint64_t block = offset + b;
     uint32_t w[4];
-    ct_philox_block((uint32_t)block, (uint32_t)(block >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), w);
+    ct_philox_stream_block(seed, offset + b, w);
     if (kind == 1) {
         for (int k = 0; k < count; k += 2) { /* Box-Muller on words (k, k + 1); an odd tail drops the sine */
             double u1 = ((double)w[k] + 1.0) * 2.3283064365386963e-10, u2 = (double)w[k + 1] * 2.3283064365386963e-10;

@@ -207,13 +207,13 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
     // cudnnFind allocates and frees (a cudaFree synchronizes the device): not while any thread
     // captures a CUDA graph on the device, whose capture it would invalidate; and the lock on
     // captures is held through it, so that none begins meanwhile.
-    bool locked = !capturing;
-    int captures = locked ? ct__cuda_captures_lock(device) : 1;
-    if (locked && captures > 0) {
-        ct__cuda_captures_unlock(device);
-        locked = false;
+    bool locked = false;
+    if (!capturing) {
+        locked = ct__cuda_captures_lock(device) == 0;
+        if (!locked)
+            ct__cuda_captures_unlock(device);
     }
-    bool found = false, timed = locked, allowed_to_time = locked, fma_only = dtype == CT_F32;
+    bool found = false, timed = locked, fma_only = dtype == CT_F32;
     if (pass == CT_CUDA_CONV_FORWARD)
         st = plan_pass<cudnnConvolutionFwdAlgoPerf_t>(pass, h, &d, device, deterministic, fma_only, &timed, plan,
                                                       &found);
@@ -235,10 +235,10 @@ static ct_status choose(ct_cuda_conv_pass pass, ct_dtype dtype, const ct_conv2d_
                              deterministic ? "deterministic " : "", ct_dtype_name(dtype), (int)pass, (long long)g->N,
                              (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O, (long long)g->kH,
                              (long long)g->kW, (long long)g->groups);
-    // Cached when timing was allowed, even if Find ran out of memory twice and cuDNN's
+    // Cached when timing was allowed (locked), even if Find ran out of memory twice and cuDNN's
     // heuristics chose (timed turned false): re-running Find, and flushing the allocator's
     // cache for it, at every later pass would thrash.
-    if (allowed_to_time) {
+    if (locked) {
         pthread_mutex_lock(&dnn_lock);
         ct_conv_cache_insert(&algo_cache, &key, plan);
         pthread_mutex_unlock(&dnn_lock);

@@ -11,9 +11,8 @@ __global__ void dropout_kernel(int64_t n, const T *x, T *y, uint64_t seed, uint6
     ct_philox_rebase(base, &seed, &offset);
     int64_t blocks = (n + 3) / 4;
     for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += (int64_t)blockDim.x * gridDim.x) {
-        uint64_t counter = offset + (uint64_t)b;
         uint32_t w[4];
-        ct_philox_block((uint32_t)counter, (uint32_t)(counter >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), w);
+        ct_philox_stream_block(seed, offset + (uint64_t)b, w);
 #pragma unroll
         for (int k = 0; k < 4; k++) {
             int64_t i = 4 * b + k;

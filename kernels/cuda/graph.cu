@@ -80,6 +80,16 @@ static void capture_started(int device) {
     captures_leave(device);
 }
 
+// Release g (on its device) and free it.
+static void graph_destroy(ct_graph *g) {
+    {
+        ct_device_guard guard(g->device);
+        graph_release(g);
+    }
+    pthread_mutex_destroy(&g->replay_lock);
+    free(g);
+}
+
 // One capture on `device` has ended; with the last, the graphs freed meanwhile are released
 // (under the lock, so that no capture begins during their cudaFree).
 static void capture_stopped(int device) {
@@ -88,12 +98,7 @@ static void capture_stopped(int device) {
         while (deferred_frees[device]) {
             ct_graph *g = deferred_frees[device];
             deferred_frees[device] = g->next_deferred;
-            {
-                ct_device_guard guard(g->device);
-                graph_release(g);
-            }
-            pthread_mutex_destroy(&g->replay_lock);
-            free(g);
+            graph_destroy(g);
         }
     }
     captures_leave(device);
@@ -107,16 +112,10 @@ static void release_or_defer(ct_graph *g) {
     if (captures_underway[device] > 0) {
         g->next_deferred = deferred_frees[device];
         deferred_frees[device] = g;
-        captures_leave(device);
-        return;
-    }
-    {
-        ct_device_guard guard(device);
-        graph_release(g);
+    } else {
+        graph_destroy(g);
     }
     captures_leave(device);
-    pthread_mutex_destroy(&g->replay_lock);
-    free(g);
 }
 
 extern "C" int ct__cuda_captures_lock(int device) {

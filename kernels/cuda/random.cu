@@ -35,7 +35,8 @@ extern "C" ct_status ct_cuda_random(int kind, void *out, ct_dtype dtype, int64_t
     if (ct__cuda_philox_for(stream, seed, &offset, &base) != CT_OK)
         return ct_last_error();
     const bool f64 = dtype == CT_F64;
-    const int64_t blocks = (n + ct_philox_per_block(kind, f64) - 1) / ct_philox_per_block(kind, f64);
+    const int per = ct_philox_per_block(kind, f64);
+    const int64_t blocks = (n + per - 1) / per;
     CT_DISPATCH_DTYPE(dtype, T,
         random_kernel<T><<<ct_grid_for(blocks, threads), threads, 0, s>>>(kind, (T *)out, n, seed, offset, base, p0,
                                                                            p1, f64));
@@ -53,9 +54,8 @@ __global__ void randperm_keys_kernel(uint32_t *keys, int32_t *index, int64_t n, 
     ct_philox_rebase(base, &seed, &offset);
     const int64_t blocks = (n + 3) / 4; // thread b: keys 4b .. 4b + 3, the words of Philox block b
     for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += (int64_t)blockDim.x * gridDim.x) {
-        const uint64_t block = offset + (uint64_t)b;
         uint32_t w[4];
-        ct_philox_block((uint32_t)block, (uint32_t)(block >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), w);
+        ct_philox_stream_block(seed, offset + (uint64_t)b, w);
 #pragma unroll
         for (int k = 0; k < 4; k++)
             if (4 * b + k < n) {
