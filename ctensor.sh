@@ -5,6 +5,9 @@
 #                               (on the GPU if there is one, else on the CPU; ARGS go to it)
 #   ./ctensor.sh test           install what is missing, build, run the whole test suite
 #   ./ctensor.sh test-sanitize  build the CPU library with ASan+UBSan and run the suite
+#   ./ctensor.sh test-emu       build the CUDA backend on the CUDA emulator (tests/emu: the
+#                               hand-written kernels run on the CPU) with ASan+UBSan and run
+#                               the GPU suites against it; no GPU needed
 #   ./ctensor.sh setup | build  the first steps alone
 #
 # Environment: BUILD_DIR (default build), CT_CUDA (AUTO|ON|OFF, default AUTO: on when nvcc
@@ -89,5 +92,12 @@ test-sanitize)
     CT_CUDA=OFF build "$dir" -DCT_SANITIZE=ON -DCT_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 run_tests "$dir"
     ;;
-*) echo "usage: $0 [run|test|test-sanitize|setup|build]" >&2; exit 2 ;;
+test-emu)
+    setup; dir=${BUILD_DIR}-emu; mkdir -p "$dir"
+    build "$dir" -DCT_CUDA_EMU=ON -DCT_SANITIZE=ON -DCT_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    log "testing $dir: the GPU suites on the CUDA emulator"
+    (cd "$dir" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest -R '^test_cuda' --output-on-failure --parallel "$JOBS" --timeout 900)
+    ;;
+*) echo "usage: $0 [run|test|test-sanitize|test-emu|setup|build]" >&2; exit 2 ;;
 esac
