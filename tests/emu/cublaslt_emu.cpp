@@ -12,7 +12,6 @@
 
 #include <cblas.h>
 #include <cublasLt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -37,23 +36,13 @@ struct preference {
     uint32_t align[4];
 };
 
-size_t type_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
 bool known_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16F || t == CUDA_R_16BF; }
-
-double load(const void *p, cudaDataType_t t, int64_t i) {
-    switch (t) {
-    case CUDA_R_32F: return ((const float *)p)[i];
-    case CUDA_R_16F: return __half2float(((const __half *)p)[i]);
-    default: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    }
+::ct_emu::element element_of(cudaDataType_t t) {
+    return t == CUDA_R_32F ? ::ct_emu::ELEM_F32 : t == CUDA_R_16F ? ::ct_emu::ELEM_F16 : ::ct_emu::ELEM_BF16;
 }
-void store(void *p, cudaDataType_t t, int64_t i, double v) {
-    switch (t) {
-    case CUDA_R_32F: ((float *)p)[i] = (float)v; break;
-    case CUDA_R_16F: ((__half *)p)[i] = __double2half(v); break;
-    default: ((__nv_bfloat16 *)p)[i] = __double2bfloat16(v); break;
-    }
-}
+size_t type_size(cudaDataType_t t) { return ::ct_emu::element_size(element_of(t)); }
+double load(const void *p, cudaDataType_t t, int64_t i) { return ::ct_emu::load_element(p, element_of(t), i); }
+void store(void *p, cudaDataType_t t, int64_t i, double v) { ::ct_emu::store_element(p, element_of(t), i, v); }
 /* float rounded to TF32's 10 mantissa bits, to nearest even. */
 double tf32(double v) {
     float f = (float)v;
@@ -63,17 +52,6 @@ double tf32(double v) {
         b = (b + 0xfffu + ((b >> 13) & 1u)) & ~0x1fffu;
     memcpy(&f, &b, 4);
     return f;
-}
-
-[[noreturn]] void fatal(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ctensor CUDA emulator: cublasLtMatmul: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    fflush(stderr);
-    abort();
 }
 
 /* Bytes from a matrix's first element to one past its last, over the batch. */
@@ -123,6 +101,9 @@ cublasStatus_t check_problem(const matmul_desc *d, const layout *a, const layout
 /* ---- the handle and the descriptors ------------------------------------------------------- */
 
 EMU_API cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle) {
+    *handle = NULL;
+    if (::ct_emu::capture_forbids_unsafe_call()) /* it allocates */
+        return CUBLAS_STATUS_NOT_INITIALIZED;
     *handle = (cublasLtHandle_t)calloc(1, 16);
     return *handle ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
 }
@@ -276,9 +257,9 @@ EMU_API cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDes
     for (int i = 0; i < 4; i++) {
         size_t bytes = extent(lays[i]);
         if (bytes && !::ct_emu::device_accessible(ptrs[i], bytes))
-            fatal("%c (%p, %zu bytes over the batch) is not device memory", names[i], ptrs[i], bytes);
+            ::ct_emu::fatal("cublasLtMatmul: %c (%p, %zu bytes over the batch) is not device memory", names[i], ptrs[i], bytes);
         if (bytes && alignment(ptrs[i], lays[i]) < algo->data[i])
-            fatal("%c at %p (batch stride %lld elements) is aligned to %u bytes, the algorithm was chosen for %u",
+            ::ct_emu::fatal("cublasLtMatmul: %c at %p (batch stride %lld elements) is aligned to %u bytes, the algorithm was chosen for %u",
                   names[i], ptrs[i], (long long)lays[i]->stride, alignment(ptrs[i], lays[i]),
                   (unsigned)algo->data[i]);
     }

@@ -11,10 +11,14 @@
  *   times.
  * - Stream capture records kernels, copies and fills, and graph launches replay them. The
  *   calls that are not permitted while a capture is underway (CUDA's "potentially unsafe"
- *   calls: cudaFree, cudaFreeHost, cudaDeviceSynchronize, the synchronous copies and fills,
- *   synchronizing the capturing stream, work on the legacy default stream) fail with
- *   cudaErrorStreamCaptureUnsupported and invalidate the captures they would break, with the
- *   capture modes' rules (global, thread-local, relaxed, and each thread's exchange mode).
+ *   calls: allocations, the synchronous copies and fills, synchronizing the capturing stream;
+ *   cuBLASLt's and cuDNN's handles and cudnnFind, which
+ *   allocate) fail with cudaErrorStreamCaptureUnsupported and invalidate the captures they
+ *   would break, with the capture modes' rules (global, thread-local, relaxed, and each
+ *   thread's exchange mode); a device-wide synchronization (cudaDeviceSynchronize, cudaFree,
+ *   cudaFreeHost) fails while any capture is underway, whatever the modes; work on the legacy
+ *   stream while a blocking stream captures fails with cudaErrorStreamCaptureImplicit.
+ *   Events are not part of the model (no fork/join of streams into a capture).
  * - A kernel's grid runs block after block; a block's threads are fibers (own stacks) that
  *   switch at __syncthreads, __syncwarp and the shuffles. A barrier some threads never reach,
  *   a shuffle whose mask names a lane that has exited or waits elsewhere, and a shuffle that
@@ -54,9 +58,7 @@
 namespace ct_emu {
 thread_local thread_context *current;
 
-namespace {
-
-[[noreturn]] void fatal(const char *fmt, ...) {
+void fatal(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "ctensor CUDA emulator: ");
@@ -66,6 +68,24 @@ namespace {
     fflush(stderr);
     abort();
 }
+
+size_t element_size(element t) { return t == ELEM_F32 ? 4 : 2; }
+double load_element(const void *p, element t, int64_t i) {
+    switch (t) {
+    case ELEM_F32: return ((const float *)p)[i];
+    case ELEM_F16: return __half2float(((const __half *)p)[i]);
+    default: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    }
+}
+void store_element(void *p, element t, int64_t i, double v) {
+    switch (t) {
+    case ELEM_F32: ((float *)p)[i] = (float)v; break;
+    case ELEM_F16: ((__half *)p)[i] = __double2half(v); break;
+    default: ((__nv_bfloat16 *)p)[i] = __double2bfloat16(v); break;
+    }
+}
+
+namespace {
 
 /* ---- fibers ----------------------------------------------------------------------------- */
 
@@ -77,7 +97,7 @@ const size_t STACK_BYTES = 256 << 10;
  * elsewhere ucontext. */
 #if defined(__x86_64__)
 extern "C" void ct_emu_switch(void **save_sp, void *sp);
-asm(".text\n"
+asm(".pushsection .text\n"
     ".globl ct_emu_switch\n"
     ".type ct_emu_switch,@function\n"
     "ct_emu_switch:\n"
@@ -102,7 +122,8 @@ asm(".text\n"
     "  popq %rbx\n"
     "  popq %rbp\n"
     "  ret\n"
-    ".size ct_emu_switch,.-ct_emu_switch\n");
+    ".size ct_emu_switch,.-ct_emu_switch\n"
+    ".popsection\n");
 struct context {
     void *sp;
 };
@@ -153,6 +174,8 @@ struct fiber {
     shuffle_kind kind;
     int arg, width;
     uint64_t value, result;
+    const char *sync_file; /* the __syncthreads waited at */
+    int sync_line;
     void *fake_stack;
 };
 
@@ -187,6 +210,8 @@ char *take_stack() {
     void *s = mmap(NULL, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (s == MAP_FAILED)
         fatal("cannot map a fiber stack: %s", strerror(errno));
+    if (mprotect(s, 4096, PROT_NONE) != 0) /* a guard page: an overflow faults */
+        fatal("cannot protect a fiber stack's guard page: %s", strerror(errno));
     return (char *)s;
 }
 
@@ -283,14 +308,14 @@ bool settle_warp(block_run *b, int w) {
         if (!(mask >> l & 1u))
             block_fatal(b, f, "a %s whose mask 0x%08x leaves out the calling lane %d",
                         f.state == F_SHUFFLE ? "shuffle" : "__syncwarp", mask, l);
+        /* The lanes of the mask that have not exited (or do not exist: a partial last warp)
+         * take part; CUDA allows the others to be named. */
         bool complete = true;
         for (int m = 0; m < 32; m++) {
-            if (!(mask >> m & 1u))
+            if (!(mask >> m & 1u) || m >= lanes || b->fibers[(size_t)(first + m)].state == F_DONE)
                 continue;
-            if (m >= lanes)
-                block_fatal(b, f, "mask 0x%08x names lane %d, which this block (%d threads) does not have", mask, m, n);
             const fiber &o = b->fibers[(size_t)(first + m)];
-            if (o.state == F_DONE || o.state == F_SYNC)
+            if (o.state == F_SYNC)
                 block_fatal(b, f, "%s with mask 0x%08x waits for lane %d, which is %s",
                             f.state == F_SHUFFLE ? "a shuffle" : "__syncwarp", mask, m, state_name(o.state));
             if (o.state != f.state || o.mask != mask || (f.state == F_SHUFFLE && o.kind != f.kind))
@@ -299,7 +324,7 @@ bool settle_warp(block_run *b, int w) {
         if (!complete)
             continue;
         for (int m = 0; m < 32; m++) {
-            if (!(mask >> m & 1u))
+            if (!(mask >> m & 1u) || m >= lanes)
                 continue;
             fiber &o = b->fibers[(size_t)(first + m)];
             if (o.state == F_SHUFFLE) {
@@ -311,14 +336,15 @@ bool settle_warp(block_run *b, int w) {
                 case SHFL_DOWN: src = (m - seg) + o.arg < width ? m + o.arg : m; break;
                 case SHFL_UP: src = (m - seg) >= o.arg ? m - o.arg : m; break;
                 }
-                if (src < 0 || src >= 32 || !(mask >> src & 1u))
-                    block_fatal(b, o, "a shuffle with mask 0x%08x reads lane %d, outside the mask (undefined on a GPU)",
-                                mask, src);
+                if (src < 0 || src >= lanes || !(mask >> src & 1u) ||
+                    b->fibers[(size_t)(first + src)].state != F_SHUFFLE)
+                    block_fatal(b, o, "a shuffle with mask 0x%08x reads lane %d, which is outside the mask or not "
+                                "taking part (undefined on a GPU)", mask, src);
                 o.result = b->fibers[(size_t)(first + src)].value;
             }
         }
-        for (int m = 0; m < 32; m++)
-            if (mask >> m & 1u)
+        for (int m = 0; m < lanes; m++)
+            if ((mask >> m & 1u) && b->fibers[(size_t)(first + m)].state != F_DONE)
                 b->fibers[(size_t)(first + m)].state = F_READY;
         progressed = true;
     }
@@ -344,6 +370,17 @@ void run_block(block_run *b) {
         if (done == n)
             return;
         if (done + at_sync == n) {
+            const fiber *first = NULL;
+            for (const fiber &f : b->fibers) {
+                if (f.state != F_SYNC)
+                    continue;
+                if (!first)
+                    first = &f;
+                else if (f.sync_line != first->sync_line || strcmp(f.sync_file, first->sync_file) != 0)
+                    block_fatal(b, f, "waits at the __syncthreads of %s:%d while thread (%u,%u,%u) waits at %s:%d "
+                                "(a barrier in divergent code)", f.sync_file, f.sync_line, first->tc.thread_idx.x,
+                                first->tc.thread_idx.y, first->tc.thread_idx.z, first->sync_file, first->sync_line);
+            }
             for (fiber &f : b->fibers)
                 if (f.state == F_SYNC)
                     f.state = F_READY;
@@ -436,20 +473,18 @@ thread_local cudaError_t last_error = cudaSuccess;
 thread_local cudaStreamCaptureMode thread_mode = cudaStreamCaptureModeGlobal;
 
 int device_count() {
-    static int count = -1;
-    if (count < 0) {
+    static const int count = [] {
         const char *e = getenv("CT_EMU_DEVICES");
         int n = e && *e ? atoi(e) : 1;
-        count = n < 0 ? 0 : n > 64 ? 64 : n;
-    }
+        return n < 0 ? 0 : n > 64 ? 64 : n;
+    }();
     return count;
 }
 size_t device_memory() {
-    static size_t bytes;
-    if (!bytes) {
+    static const size_t bytes = [] {
         const char *e = getenv("CT_EMU_MEMORY");
-        bytes = e && *e ? (size_t)strtoull(e, NULL, 0) : (size_t)2 << 30;
-    }
+        return e && *e ? (size_t)strtoull(e, NULL, 0) : (size_t)2 << 30;
+    }();
     return bytes;
 }
 
@@ -515,6 +550,25 @@ bool unsafe_call() {
     return unsafe_call_locked();
 }
 
+/* Work on (or a synchronization of) the legacy default stream while a blocking stream is
+ * capturing: it would make the legacy stream wait for the capture, which CUDA refuses with
+ * cudaErrorStreamCaptureImplicit (the capture goes on). Caller holds the lock. */
+bool legacy_conflict_locked() {
+    for (capture *c : captures)
+        if (!(c->stream->flags & cudaStreamNonBlocking))
+            return true;
+    return false;
+}
+
+/* A device-wide synchronization (cudaDeviceSynchronize, and the one cudaFree and cudaFreeHost
+ * make) while any capture is underway, whatever the modes: invalid (CUDA Programming Guide,
+ * "Prohibited and Unhandled Operations"); the captures are invalidated. Caller holds the lock. */
+bool device_sync_breaks_capture_locked() {
+    for (capture *c : captures)
+        c->invalidated = true;
+    return !captures.empty();
+}
+
 /* Run work on stream s now, or record it in s's capture. */
 cudaError_t enqueue(cudaStream_t s, dim3 grid, dim3 block, std::function<void()> work) {
     stream_t *st = stream_of(s);
@@ -524,7 +578,7 @@ cudaError_t enqueue(cudaStream_t s, dim3 grid, dim3 block, std::function<void()>
             st->cap->nodes.push_back(node{grid, block, std::move(work)});
             return cudaSuccess;
         }
-        if (legacy(s) && unsafe_call_locked()) /* the legacy stream synchronizes with the capture */
+        if (legacy(s) && legacy_conflict_locked())
             return fail(cudaErrorStreamCaptureImplicit);
     }
     work();
@@ -535,7 +589,13 @@ cudaError_t enqueue(cudaStream_t s, dim3 grid, dim3 block, std::function<void()>
 
 /* ---- called by the rewritten kernels/cuda/*.cu files --------------------------------------- */
 
-void syncthreads() { yield(F_SYNC); }
+void syncthreads(const char *file, int line) {
+    if (active && active->running) {
+        active->running->sync_file = file;
+        active->running->sync_line = line;
+    }
+    yield(F_SYNC);
+}
 
 void syncwarp(unsigned mask) {
     if (active && active->running)
@@ -573,6 +633,7 @@ void launch(const char *file, int line, dim3 grid, dim3 block, size_t shared, cu
 }
 
 bool device_accessible(const void *p, size_t bytes) { return addressable(p, bytes); }
+bool capture_forbids_unsafe_call() { return unsafe_call(); }
 
 void run_on_stream(cudaStream_t stream, std::function<void()> work) {
     cudaError_t e = enqueue(stream, dim3(1), dim3(1), std::move(work));
@@ -601,7 +662,8 @@ EMU_API cudaError_t cudaSetDevice(int device) {
     return cudaSuccess;
 }
 EMU_API cudaError_t cudaDeviceSynchronize(void) {
-    return unsafe_call() ? fail(cudaErrorStreamCaptureUnsupported) : cudaSuccess;
+    std::lock_guard<std::mutex> g(lock);
+    return device_sync_breaks_capture_locked() ? fail(cudaErrorStreamCaptureUnsupported) : cudaSuccess;
 }
 EMU_API cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
     if (least)
@@ -727,6 +789,8 @@ static cudaError_t new_allocation(void **ptr, size_t bytes, int device) {
     size_t rounded = (bytes + 255) / 256 * 256;
     {
         std::lock_guard<std::mutex> g(lock);
+        if (unsafe_call_locked()) /* cudaMalloc and cudaHostAlloc are "potentially unsafe" */
+            return fail(cudaErrorStreamCaptureUnsupported);
         if (device >= 0 && used[device] + rounded > device_memory())
             return fail(cudaErrorMemoryAllocation);
         if (device >= 0)
@@ -750,7 +814,7 @@ static cudaError_t free_allocation(void *ptr, bool host) {
     if (!ptr)
         return cudaSuccess;
     std::lock_guard<std::mutex> g(lock);
-    if (unsafe_call_locked())
+    if (device_sync_breaks_capture_locked())
         return fail(cudaErrorStreamCaptureUnsupported);
     auto it = allocations.find((uintptr_t)ptr);
     if (it == allocations.end() || (it->second.device < 0) != host)
@@ -890,7 +954,7 @@ EMU_API cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
         s->cap->invalidated = true;
         return fail(cudaErrorStreamCaptureUnsupported);
     }
-    if (legacy(stream) && unsafe_call_locked())
+    if (legacy(stream) && legacy_conflict_locked())
         return fail(cudaErrorStreamCaptureImplicit);
     return cudaSuccess;
 }

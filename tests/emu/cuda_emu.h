@@ -53,7 +53,7 @@ struct thread_context {
 /* The running emulated thread's context (the fiber scheduler sets it at every switch). */
 extern thread_local thread_context *current;
 
-void syncthreads();
+void syncthreads(const char *file, int line);
 void syncwarp(unsigned mask);
 enum shuffle_kind { SHFL_IDX, SHFL_XOR, SHFL_DOWN, SHFL_UP };
 /* The 8-byte value of the lane that `kind` and `arg` name, after every lane of `mask` has
@@ -63,6 +63,16 @@ uint64_t shuffle(unsigned mask, uint64_t value, shuffle_kind kind, int arg, int 
  * records it in the stream's capture. file/line: where the launch is written. */
 void launch(const char *file, int line, dim3 grid, dim3 block, size_t shared, cudaStream_t stream,
             std::function<void()> body);
+
+/* Report a misuse the emulator found (what a GPU would fault on, hang on or get wrong), then
+ * abort. */
+[[noreturn]] void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The floating element types of the emulated libraries' operands, read and written as double
+ * (a write rounds once, to nearest even). */
+enum element { ELEM_F32, ELEM_F16, ELEM_BF16 };
+size_t element_size(element t);
+double load_element(const void *p, element t, int64_t i);
+void store_element(void *p, element t, int64_t i, double v);
 
 template <typename F> struct launch_site {
     const char *file;
@@ -108,7 +118,8 @@ template <typename T> T from_bits(uint64_t b) {
 static constexpr int warpSize = 32;
 
 /* ---- synchronization and warp functions ---------------------------------------------------- */
-inline void __syncthreads() { ::ct_emu::syncthreads(); }
+/* The call site goes with it: all threads of a block must wait at the same __syncthreads. */
+#define __syncthreads() ::ct_emu::syncthreads(__FILE__, __LINE__)
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::ct_emu::syncwarp(mask); }
 template <typename T> T __shfl_sync(unsigned mask, T v, int lane, int width = 32) {
     return ::ct_emu::from_bits<T>(::ct_emu::shuffle(mask, ::ct_emu::to_bits(v), ::ct_emu::SHFL_IDX, lane, width));
@@ -237,6 +248,10 @@ void run_on_stream(cudaStream_t stream, std::function<void()> work);
 /* Is [p, p + bytes) device memory (or page-locked host memory, which a GPU can address)? A
  * range that starts in an allocation and runs past its end is fatal. */
 bool device_accessible(const void *p, size_t bytes);
+/* Would a call that CUDA forbids while a capture is underway (allocation, device-wide
+ * synchronization) break one? If so the captures concerned are invalidated and the caller
+ * must fail. */
+bool capture_forbids_unsafe_call();
 }
 namespace cub {
 struct DeviceRadixSort {

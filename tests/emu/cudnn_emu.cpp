@@ -4,16 +4,15 @@
  * (training, inference, backward), NCHW, F32/F16/BF16 data with float parameters, computed in
  * double and rounded once.
  *
- * The algorithm lists are made up to exercise the caller: two algorithms per pass, the faster
- * one (in Find's made-up times) needing a 1 MiB workspace, and for the backward passes the
- * faster one non-deterministic, as cuDNN's atomics-based algorithms are. A run with a
+ * The algorithm lists are made up to exercise the caller (see algorithms() below): the faster
+ * candidates (in Find's made-up times) need a 1 MiB workspace, are non-deterministic for the
+ * backward passes, as cuDNN's atomics-based algorithms are, and the fastest uses tensor cores. A run with a
  * workspace smaller than its algorithm needs is CUDNN_STATUS_BAD_PARAM, as in cuDNN;
  * descriptors that do not fit together are BAD_PARAM too; a tensor past its device
  * allocation is fatal. */
 #include "tests/emu/cuda_emu.h"
 
 #include <cudnn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -35,42 +34,21 @@ struct conv_t {
     cudnnMathType_t math;
 };
 
-[[noreturn]] void fatal(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ctensor CUDA emulator: cuDNN: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    fflush(stderr);
-    abort();
-}
-
-size_t type_size(cudnnDataType_t t) { return t == CUDNN_DATA_FLOAT ? 4 : 2; }
 bool known_type(cudnnDataType_t t) {
     return t == CUDNN_DATA_FLOAT || t == CUDNN_DATA_HALF || t == CUDNN_DATA_BFLOAT16;
 }
+::ct_emu::element element_of(cudnnDataType_t t) {
+    return t == CUDNN_DATA_FLOAT ? ::ct_emu::ELEM_F32 : t == CUDNN_DATA_HALF ? ::ct_emu::ELEM_F16 : ::ct_emu::ELEM_BF16;
+}
+size_t type_size(cudnnDataType_t t) { return ::ct_emu::element_size(element_of(t)); }
+double load(const void *p, cudnnDataType_t t, int64_t i) { return ::ct_emu::load_element(p, element_of(t), i); }
+void store(void *p, cudnnDataType_t t, int64_t i, double v) { ::ct_emu::store_element(p, element_of(t), i, v); }
 int64_t numel(const tensor_t *t) { return (int64_t)t->n * t->c * t->h * t->w; }
-
-double load(const void *p, cudnnDataType_t t, int64_t i) {
-    switch (t) {
-    case CUDNN_DATA_FLOAT: return ((const float *)p)[i];
-    case CUDNN_DATA_HALF: return __half2float(((const __half *)p)[i]);
-    default: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    }
-}
-void store(void *p, cudnnDataType_t t, int64_t i, double v) {
-    switch (t) {
-    case CUDNN_DATA_FLOAT: ((float *)p)[i] = (float)v; break;
-    case CUDNN_DATA_HALF: ((__half *)p)[i] = __double2half(v); break;
-    default: ((__nv_bfloat16 *)p)[i] = __double2bfloat16(v); break;
-    }
-}
 
 void check_memory(const char *what, const void *p, const tensor_t *t) {
     size_t bytes = (size_t)numel(t) * type_size(t->type);
     if (bytes && !::ct_emu::device_accessible(p, bytes))
-        fatal("%s (%p, %zu bytes) is not device memory", what, p, bytes);
+        ::ct_emu::fatal("cuDNN: %s (%p, %zu bytes) is not device memory", what, p, bytes);
 }
 
 int out_dim(int in, int pad, int k, int dil, int stride) { return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
@@ -140,7 +118,7 @@ cudnnStatus_t run_conv(cudnnHandle_t handle, pass p, const void *alpha, const te
     if (workspace_bytes < need || (need && !workspace))
         return CUDNN_STATUS_BAD_PARAM;
     if (need && !::ct_emu::device_accessible(workspace, need))
-        fatal("the workspace (%p, %zu bytes) is not device memory", workspace, need);
+        ::ct_emu::fatal("cuDNN: the workspace (%p, %zu bytes) is not device memory", workspace, need);
     check_memory(p == BACKWARD_DATA ? "dx" : "x", p == BACKWARD_DATA ? out : xp, x);
     check_memory(p == BACKWARD_FILTER ? "dw" : "w", p == BACKWARD_FILTER ? out : wp, w);
     check_memory(p == FORWARD ? "y" : "dy", p == FORWARD ? out : yp, y);
@@ -157,15 +135,19 @@ template <typename Perf, typename Algo>
 cudnnStatus_t algorithms(bool backward, const conv_t *c, int requested, int *returned, Perf *perf) {
     if (!c || requested < 1 || !returned || !perf)
         return CUDNN_STATUS_BAD_PARAM;
-    const int count = requested < 2 ? requested : 2;
+    /* The fastest needs a workspace, is non-deterministic for the backward passes, and uses
+     * tensor cores even where the descriptor asks for FMA math (cuDNN lists such candidates
+     * for F32 too); then the same with the descriptor's math; then a slow one, deterministic,
+     * without a workspace. */
+    const int count = requested < 3 ? requested : 3;
     for (int i = 0; i < count; i++) {
         memset(&perf[i], 0, sizeof perf[i]);
-        perf[i].algo = (Algo)(i == 0 ? 1 : 0);
+        perf[i].algo = (Algo)(i < 2 ? 1 : 0);
         perf[i].status = CUDNN_STATUS_SUCCESS;
-        perf[i].time = i == 0 ? 1.0f : 2.0f;
-        perf[i].memory = i == 0 ? FAST_WORKSPACE : 0;
-        perf[i].determinism = backward && i == 0 ? CUDNN_NON_DETERMINISTIC : CUDNN_DETERMINISTIC;
-        perf[i].mathType = c->math;
+        perf[i].time = i == 0 ? 0.5f : i == 1 ? 1.0f : 2.0f;
+        perf[i].memory = i < 2 ? FAST_WORKSPACE : 0;
+        perf[i].determinism = backward && i < 2 ? CUDNN_NON_DETERMINISTIC : CUDNN_DETERMINISTIC;
+        perf[i].mathType = i == 0 ? CUDNN_TENSOR_OP_MATH : c->math;
     }
     *returned = count;
     return CUDNN_STATUS_SUCCESS;
@@ -176,6 +158,9 @@ cudnnStatus_t algorithms(bool backward, const conv_t *c, int requested, int *ret
 /* ---- handles and descriptors ------------------------------------------------------------------ */
 
 EMU_API cudnnStatus_t cudnnCreate(cudnnHandle_t *handle) {
+    *handle = NULL;
+    if (::ct_emu::capture_forbids_unsafe_call()) /* it allocates */
+        return CUDNN_STATUS_NOT_SUPPORTED;
     *handle = (cudnnHandle_t) new handle_t{NULL};
     return CUDNN_STATUS_SUCCESS;
 }
@@ -279,40 +264,43 @@ EMU_API cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvoluti
 /* ---- algorithms ----------------------------------------------------------------------------------- */
 
 EMU_API cudnnStatus_t cudnnGetConvolutionForwardAlgorithmMaxCount(cudnnHandle_t h, int *count) {
-    *count = 2;
+    *count = 3;
     return CUDNN_STATUS_SUCCESS;
 }
 EMU_API cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithmMaxCount(cudnnHandle_t h, int *count) {
-    *count = 2;
+    *count = 3;
     return CUDNN_STATUS_SUCCESS;
 }
 EMU_API cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(cudnnHandle_t h, int *count) {
-    *count = 2;
+    *count = 3;
     return CUDNN_STATUS_SUCCESS;
 }
-#define ALGO_QUERY(NAME, PERF, ALGO, BACKWARD, T1, T2, T3, T4, FITS)                                                   \
+/* TIMED: cudnnFind, whose timing allocates, so that a capture forbids it. */
+#define ALGO_QUERY(NAME, PERF, ALGO, BACKWARD, T1, T2, TIMED, T4, FITS)                                                   \
     EMU_API cudnnStatus_t NAME(cudnnHandle_t h, const T1 a, const T2 b, const cudnnConvolutionDescriptor_t cd,        \
                                const T4 d, const int requested, int *returned, PERF *perf) {                           \
         if (!h || !(FITS))                                                                                             \
             return CUDNN_STATUS_BAD_PARAM;                                                                             \
+        if ((TIMED) && ::ct_emu::capture_forbids_unsafe_call())                                                        \
+            return CUDNN_STATUS_NOT_SUPPORTED;                                                                         \
         return algorithms<PERF, ALGO>(BACKWARD, (const conv_t *)cd, requested, returned, perf);                        \
     }
 #define T_ (const tensor_t *)
 #define C_ (const conv_t *)cd
 ALGO_QUERY(cudnnFindConvolutionForwardAlgorithm, cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t, false,
-           cudnnTensorDescriptor_t, cudnnFilterDescriptor_t, , cudnnTensorDescriptor_t, fits(T_ a, T_ b, C_, T_ d))
+           cudnnTensorDescriptor_t, cudnnFilterDescriptor_t, true, cudnnTensorDescriptor_t, fits(T_ a, T_ b, C_, T_ d))
 ALGO_QUERY(cudnnGetConvolutionForwardAlgorithm_v7, cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t, false,
-           cudnnTensorDescriptor_t, cudnnFilterDescriptor_t, , cudnnTensorDescriptor_t, fits(T_ a, T_ b, C_, T_ d))
+           cudnnTensorDescriptor_t, cudnnFilterDescriptor_t, false, cudnnTensorDescriptor_t, fits(T_ a, T_ b, C_, T_ d))
 ALGO_QUERY(cudnnFindConvolutionBackwardDataAlgorithm, cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t,
-           true, cudnnFilterDescriptor_t, cudnnTensorDescriptor_t, , cudnnTensorDescriptor_t, fits(T_ d, T_ a, C_, T_ b))
+           true, cudnnFilterDescriptor_t, cudnnTensorDescriptor_t, true, cudnnTensorDescriptor_t, fits(T_ d, T_ a, C_, T_ b))
 ALGO_QUERY(cudnnGetConvolutionBackwardDataAlgorithm_v7, cudnnConvolutionBwdDataAlgoPerf_t,
-           cudnnConvolutionBwdDataAlgo_t, true, cudnnFilterDescriptor_t, cudnnTensorDescriptor_t, ,
+           cudnnConvolutionBwdDataAlgo_t, true, cudnnFilterDescriptor_t, cudnnTensorDescriptor_t, false,
            cudnnTensorDescriptor_t, fits(T_ d, T_ a, C_, T_ b))
 ALGO_QUERY(cudnnFindConvolutionBackwardFilterAlgorithm, cudnnConvolutionBwdFilterAlgoPerf_t,
-           cudnnConvolutionBwdFilterAlgo_t, true, cudnnTensorDescriptor_t, cudnnTensorDescriptor_t, ,
+           cudnnConvolutionBwdFilterAlgo_t, true, cudnnTensorDescriptor_t, cudnnTensorDescriptor_t, true,
            cudnnFilterDescriptor_t, fits(T_ a, T_ d, C_, T_ b))
 ALGO_QUERY(cudnnGetConvolutionBackwardFilterAlgorithm_v7, cudnnConvolutionBwdFilterAlgoPerf_t,
-           cudnnConvolutionBwdFilterAlgo_t, true, cudnnTensorDescriptor_t, cudnnTensorDescriptor_t, ,
+           cudnnConvolutionBwdFilterAlgo_t, true, cudnnTensorDescriptor_t, cudnnTensorDescriptor_t, false,
            cudnnFilterDescriptor_t, fits(T_ a, T_ d, C_, T_ b))
 #undef T_
 #undef C_
