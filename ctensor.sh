@@ -53,11 +53,14 @@ build() {
     cmake --build "$dir" --parallel "$JOBS"
 }
 
+# run_tests DIR [CTEST ARGS]
 run_tests() {
-    local dir=$1
+    local dir=$1; shift
     log "testing $dir"
-    (cd "$dir" && ctest --output-on-failure --parallel "$JOBS" --timeout 900)
+    (cd "$dir" && ctest --output-on-failure --parallel "$JOBS" --timeout 900 "$@")
 }
+# The sanitizers' settings for the ASan+UBSan builds' runs.
+sanitized() { ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$@"; }
 
 case "${1:-run}" in
 setup) setup ;;
@@ -90,14 +93,12 @@ test)
 test-sanitize)
     setup; dir=${BUILD_DIR}-sanitize; mkdir -p "$dir"
     CT_CUDA=OFF build "$dir" -DCT_SANITIZE=ON -DCT_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
-    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 run_tests "$dir"
+    sanitized run_tests "$dir"
     ;;
 test-emu)
     setup; dir=${BUILD_DIR}-emu; mkdir -p "$dir"
     build "$dir" -DCT_CUDA_EMU=ON -DCT_SANITIZE=ON -DCT_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
-    log "testing $dir: the GPU suites on the CUDA emulator"
-    (cd "$dir" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-        ctest -R '^test_cuda' --output-on-failure --parallel "$JOBS" --timeout 900)
+    sanitized run_tests "$dir" -R '^test_cuda' # the GPU suites, on the emulator
     ;;
 *) echo "usage: $0 [run|test|test-sanitize|test-emu|setup|build]" >&2; exit 2 ;;
 esac

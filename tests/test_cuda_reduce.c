@@ -435,6 +435,13 @@ Test(cuda_reduce, softmax_backward_matches_the_cpu) {
 
 enum grad_op { G_SUM, G_MEAN, G_VAR, G_STD, G_LSE, G_MAX, G_MIN, G_MAX_ALL, G_MIN_ALL, NUM_GRAD_OPS };
 
+/* The output gradient reduction_grad draws for a result shaped like y: U(-1, 1) in dt, on the
+ * CPU, from `seed`. */
+static ct_tensor *output_gradient(const ct_tensor *y, ct_dtype dt, uint64_t seed) {
+    ct_manual_seed(seed);
+    return t_rand(ct_tensor_shape(y), ct_tensor_ndim(y), dt, -1, 1);
+}
+
 /* The gradient of op, on `device`, with respect to a leaf holding base's values, the op
  * reading the leaf through layout_view (so the gradient lands in a slice or permutation of
  * the leaf's, and is zero where the view does not reach), for a random output gradient of
@@ -456,8 +463,7 @@ static ct_tensor *reduction_grad(enum grad_op op, ct_tensor *base, enum layout l
     default: y = reduce((enum red_op)op, x, c->dims, c->ndims, op % 2);
     }
     cr_assert_not_null(y, "%s", ct_last_error_message());
-    ct_manual_seed(seed);
-    ct_tensor *gout = ct_to_device(t_rand(ct_tensor_shape(y), ct_tensor_ndim(y), ct_tensor_dtype(y), -1, 1), device);
+    ct_tensor *gout = ct_to_device(output_gradient(y, ct_tensor_dtype(y), seed), device);
     cr_assert_not_null(gout, "%s", ct_last_error_message());
     if (device.type == CT_DEVICE_CUDA)
         t_poison_gpu_cache(ct_tensor_numel(leaf), ct_tensor_dtype(leaf));
@@ -479,8 +485,7 @@ static double *std_grad_allowance(ct_tensor *base, enum layout layout, const red
     ct_tensor *x = layout_view(b64, c->ndim, layout);
     ct_tensor *mean = ct_mean(x, c->dims, c->ndims, true), *std = ct_std(x, c->dims, c->ndims, 0, true);
     cr_assert(mean && std, "%s", ct_last_error_message());
-    ct_manual_seed(seed); /* the output gradient of reduction_grad, as it draws it */
-    ct_tensor *gout = ct_cast(t_rand(ct_tensor_shape(std), ct_tensor_ndim(std), dt, -1, 1), CT_F64);
+    ct_tensor *gout = ct_cast(output_gradient(std, dt, seed), CT_F64);
     double n = (double)ct_tensor_numel(x) / (double)ct_tensor_numel(std);
     ct_tensor *a = ct_div(ct_mul(ct_add(ct_abs(x), ct_abs(mean)), ct_abs(gout)), ct_mul_scalar(std, n));
     cr_assert_not_null(a, "%s", ct_last_error_message());

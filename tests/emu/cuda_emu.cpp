@@ -450,7 +450,6 @@ struct event_t {
     double ms;
 };
 struct node {
-    dim3 grid, block; /* unused by copies and fills */
     std::function<void()> work;
 };
 struct capture {
@@ -516,13 +515,6 @@ const allocation *find_locked(const void *p, size_t bytes, uintptr_t *base) {
     return &it->second;
 }
 
-/* Device memory, or page-locked host memory (mapped: a GPU can address it), holding
- * [p, p + bytes)? A range that starts in an allocation and runs past its end is fatal. */
-bool addressable(const void *p, size_t bytes) {
-    std::lock_guard<std::mutex> g(lock);
-    return find_locked(p, bytes, NULL) != NULL;
-}
-
 bool legacy(cudaStream_t s) { return s == NULL || s == cudaStreamLegacy; }
 stream_t *stream_of(cudaStream_t s) {
     return legacy(s) || s == cudaStreamPerThread ? NULL : (stream_t *)s;
@@ -538,17 +530,26 @@ bool unsafe_call_locked() {
         bool own = pthread_equal(c->thread, pthread_self());
         if (c->mode == cudaStreamCaptureModeRelaxed)
             continue;
-        if ((own) || (c->mode == cudaStreamCaptureModeGlobal && thread_mode == cudaStreamCaptureModeGlobal)) {
+        if (own || (c->mode == cudaStreamCaptureModeGlobal && thread_mode == cudaStreamCaptureModeGlobal)) {
             prohibited = true;
             c->invalidated = true;
         }
     }
     return prohibited;
 }
-bool unsafe_call() {
+} // namespace
+
+bool device_accessible(const void *p, size_t bytes) {
+    std::lock_guard<std::mutex> g(lock);
+    return find_locked(p, bytes, NULL) != NULL;
+}
+
+bool capture_forbids_unsafe_call() {
     std::lock_guard<std::mutex> g(lock);
     return unsafe_call_locked();
 }
+
+namespace {
 
 /* Work on (or a synchronization of) the legacy default stream while a blocking stream is
  * capturing: it would make the legacy stream wait for the capture, which CUDA refuses with
@@ -570,12 +571,12 @@ bool device_sync_breaks_capture_locked() {
 }
 
 /* Run work on stream s now, or record it in s's capture. */
-cudaError_t enqueue(cudaStream_t s, dim3 grid, dim3 block, std::function<void()> work) {
+cudaError_t enqueue(cudaStream_t s, std::function<void()> work) {
     stream_t *st = stream_of(s);
     {
         std::lock_guard<std::mutex> g(lock);
         if (st && st->cap) {
-            st->cap->nodes.push_back(node{grid, block, std::move(work)});
+            st->cap->nodes.push_back(node{std::move(work)});
             return cudaSuccess;
         }
         if (legacy(s) && legacy_conflict_locked())
@@ -627,16 +628,14 @@ void launch(const char *file, int line, dim3 grid, dim3 block, size_t shared, cu
         fail(cudaErrorInvalidConfiguration);
         return;
     }
-    cudaError_t e = enqueue(stream, grid, block, [file, line, grid, block, body]() { run_grid(file, line, grid, block, body); });
+    cudaError_t e = enqueue(stream, [file, line, grid, block, body]() { run_grid(file, line, grid, block, body); });
     if (e != cudaSuccess)
         fail(e);
 }
 
-bool device_accessible(const void *p, size_t bytes) { return addressable(p, bytes); }
-bool capture_forbids_unsafe_call() { return unsafe_call(); }
 
 void run_on_stream(cudaStream_t stream, std::function<void()> work) {
-    cudaError_t e = enqueue(stream, dim3(1), dim3(1), std::move(work));
+    cudaError_t e = enqueue(stream, std::move(work));
     if (e != cudaSuccess)
         fail(e);
 }
@@ -832,7 +831,6 @@ EMU_API cudaError_t cudaFree(void *ptr) { return free_allocation(ptr, false); }
 EMU_API cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned flags) {
     return new_allocation(ptr, bytes, -1);
 }
-EMU_API cudaError_t cudaMallocHost(void **ptr, size_t bytes) { return new_allocation(ptr, bytes, -1); }
 EMU_API cudaError_t cudaFreeHost(void *ptr) { return free_allocation(ptr, true); }
 EMU_API cudaError_t cudaHostGetDevicePointer(void **device_ptr, void *host_ptr, unsigned flags) {
     std::lock_guard<std::mutex> g(lock);
@@ -874,7 +872,7 @@ static cudaError_t check_copy(void *dst, const void *src, size_t bytes, enum cud
         return cudaSuccess;
     if (!dst || !src)
         return fail(cudaErrorInvalidValue);
-    bool dst_dev = addressable(dst, bytes), src_dev = addressable(src, bytes);
+    bool dst_dev = device_accessible(dst, bytes), src_dev = device_accessible(src, bytes);
     switch (kind) {
     case cudaMemcpyHostToDevice: return dst_dev ? cudaSuccess : fail(cudaErrorInvalidValue);
     case cudaMemcpyDeviceToHost: return src_dev ? cudaSuccess : fail(cudaErrorInvalidValue);
@@ -889,7 +887,7 @@ EMU_API cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cu
     cudaError_t e = check_copy(dst, src, bytes, kind);
     if (e != cudaSuccess)
         return e;
-    if (unsafe_call())
+    if (capture_forbids_unsafe_call())
         return fail(cudaErrorStreamCaptureUnsupported);
     memmove(dst, src, bytes);
     return cudaSuccess;
@@ -899,7 +897,7 @@ EMU_API cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, en
     cudaError_t e = check_copy(dst, src, bytes, kind);
     if (e != cudaSuccess || bytes == 0)
         return e;
-    return enqueue(stream, dim3(1), dim3(1), [=]() { memmove(dst, src, bytes); });
+    return enqueue(stream, [=]() { memmove(dst, src, bytes); });
 }
 EMU_API cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_device, const void *src, int src_device, size_t bytes,
                                         cudaStream_t stream) {
@@ -908,12 +906,12 @@ EMU_API cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_device, const void *s
     cudaError_t e = check_copy(dst, src, bytes, cudaMemcpyDeviceToDevice);
     if (e != cudaSuccess || bytes == 0)
         return e;
-    return enqueue(stream, dim3(1), dim3(1), [=]() { memmove(dst, src, bytes); });
+    return enqueue(stream, [=]() { memmove(dst, src, bytes); });
 }
 EMU_API cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
-    if (bytes && !addressable(dst, bytes))
+    if (bytes && !device_accessible(dst, bytes))
         return fail(cudaErrorInvalidValue);
-    if (unsafe_call())
+    if (capture_forbids_unsafe_call())
         return fail(cudaErrorStreamCaptureUnsupported);
     memset(dst, value, bytes);
     return cudaSuccess;
@@ -921,9 +919,9 @@ EMU_API cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
 EMU_API cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t stream) {
     if (bytes == 0)
         return cudaSuccess;
-    if (!addressable(dst, bytes))
+    if (!device_accessible(dst, bytes))
         return fail(cudaErrorInvalidValue);
-    return enqueue(stream, dim3(1), dim3(1), [=]() { memset(dst, value, bytes); });
+    return enqueue(stream, [=]() { memset(dst, value, bytes); });
 }
 
 /* ---- streams and events ------------------------------------------------------------------------ */
@@ -936,7 +934,6 @@ EMU_API cudaError_t cudaStreamCreateWithPriority(cudaStream_t *stream, unsigned 
 EMU_API cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags) {
     return cudaStreamCreateWithPriority(stream, flags, 0);
 }
-EMU_API cudaError_t cudaStreamCreate(cudaStream_t *stream) { return cudaStreamCreateWithPriority(stream, 0, 0); }
 EMU_API cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     stream_t *s = stream_of(stream);
     if (!s)
@@ -956,15 +953,6 @@ EMU_API cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     }
     if (legacy(stream) && legacy_conflict_locked())
         return fail(cudaErrorStreamCaptureImplicit);
-    return cudaSuccess;
-}
-EMU_API cudaError_t cudaStreamQuery(cudaStream_t stream) {
-    std::lock_guard<std::mutex> g(lock);
-    stream_t *s = stream_of(stream);
-    if (s && s->cap) {
-        s->cap->invalidated = true;
-        return fail(cudaErrorStreamCaptureUnsupported);
-    }
     return cudaSuccess;
 }
 EMU_API cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags) {
@@ -1051,7 +1039,7 @@ EMU_API cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
     if (!exec)
         return fail(cudaErrorInvalidValue);
     for (const node &n : ((graph_t *)exec)->nodes) {
-        cudaError_t e = enqueue(stream, n.grid, n.block, n.work);
+        cudaError_t e = enqueue(stream, n.work);
         if (e != cudaSuccess)
             return e;
     }

@@ -356,6 +356,21 @@ void check_params(const tensor_t *p, std::initializer_list<const void *> ptrs) {
 }
 /* x[n, c, s] with s over H*W. */
 int64_t at(const tensor_t &x, int n, int c, int64_t s) { return ((int64_t)n * x.c + c) * x.h * x.w + s; }
+/* Channel c's mean and biased variance over N, H, W (two passes, in double). */
+void channel_stats(const void *x, const tensor_t &X, int c, double *mean, double *var) {
+    const int64_t S = (int64_t)X.h * X.w, count = X.n * S;
+    double sum = 0, sq = 0;
+    for (int n = 0; n < X.n; n++)
+        for (int64_t s = 0; s < S; s++)
+            sum += load(x, X.type, at(X, n, c, s));
+    *mean = sum / count;
+    for (int n = 0; n < X.n; n++)
+        for (int64_t s = 0; s < S; s++) {
+            double d = load(x, X.type, at(X, n, c, s)) - *mean;
+            sq += d * d;
+        }
+    *var = sq / count;
+}
 } // namespace
 
 EMU_API cudnnStatus_t cudnnBatchNormalizationForwardTraining(
@@ -375,17 +390,9 @@ EMU_API cudnnStatus_t cudnnBatchNormalizationForwardTraining(
     ::ct_emu::run_on_stream(((handle_t *)h)->stream, [=]() {
         const int64_t S = (int64_t)X.h * X.w, count = X.n * S;
         for (int c = 0; c < X.c; c++) {
-            double sum = 0, sq = 0;
-            for (int n = 0; n < X.n; n++)
-                for (int64_t s = 0; s < S; s++)
-                    sum += load(x, X.type, at(X, n, c, s));
-            const double mean = sum / count;
-            for (int n = 0; n < X.n; n++)
-                for (int64_t s = 0; s < S; s++) {
-                    double d = load(x, X.type, at(X, n, c, s)) - mean;
-                    sq += d * d;
-                }
-            const double var = sq / count, invstd = 1.0 / sqrt(var + eps);
+            double mean, var;
+            channel_stats(x, X, c, &mean, &var);
+            const double invstd = 1.0 / sqrt(var + eps);
             const double g = ((const float *)scale)[c], be = ((const float *)bias)[c];
             for (int n = 0; n < X.n; n++)
                 for (int64_t s = 0; s < S; s++) {
@@ -461,17 +468,9 @@ EMU_API cudnnStatus_t cudnnBatchNormalizationBackward(
                 mean = ((const float *)saved_mean)[c];
                 invstd = ((const float *)saved_invstd)[c];
             } else {
-                double sum = 0, sq = 0;
-                for (int n = 0; n < X.n; n++)
-                    for (int64_t s = 0; s < S; s++)
-                        sum += load(x, X.type, at(X, n, c, s));
-                mean = sum / count;
-                for (int n = 0; n < X.n; n++)
-                    for (int64_t s = 0; s < S; s++) {
-                        double d = load(x, X.type, at(X, n, c, s)) - mean;
-                        sq += d * d;
-                    }
-                invstd = 1.0 / sqrt(sq / count + eps);
+                double var;
+                channel_stats(x, X, c, &mean, &var);
+                invstd = 1.0 / sqrt(var + eps);
             }
             double sdy = 0, sdyx = 0;
             for (int n = 0; n < X.n; n++)
