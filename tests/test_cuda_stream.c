@@ -1,8 +1,10 @@
 /* The stream scheduler on a GPU: work on two pool streams ordered by an event and by
- * ct_stream_wait_stream, events that are never recorded, timing events, a stream's calls
+ * ct_stream_wait_stream, a tensor used on another stream kept from reuse by
+ * ct_tensor_record_stream, events that are never recorded, timing events, a stream's calls
  * made while another device is current (here: with the current device changed by hand to
  * the same one, which is all one GPU allows), and bad arguments. Each test reports itself
- * skipped where no GPU is usable. Multi-GPU ordering needs two devices and is not tested here. */
+ * skipped where no GPU is usable; the two-device tests (default streams of two devices, a
+ * copy between them) also where there is only one. */
 #include "tests/common.h"
 
 #include <math.h>
@@ -45,6 +47,38 @@ Test(cuda_stream, an_event_orders_work_across_pool_streams) {
         cr_assert(ct_event_query(done));
         ct_event_free(done);
         cr_assert_eq(ct_device_synchronize(0), CT_OK);
+    });
+}
+
+/* A tensor made on the default stream and read by slow work on a pool stream, recorded there
+ * and freed: its block must not go to the next allocation of its size on the default stream
+ * before the pool stream's work is done, or the default stream's writes into the new tensor
+ * would reach the pool stream's reads. (Without the record, the block is reused at once: on a
+ * GPU the pool stream's matmuls would then read 3s, sometimes; the CUDA emulator, whose
+ * streams run only when something waits for them, makes it every time.) */
+Test(cuda_stream, a_recorded_tensor_is_not_reused_before_its_stream_is_done) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        ct_stream *home = ct_stream_current(0), *b = ct_stream_from_pool(0);
+        cr_assert(home && b && home != b);
+        ct_tensor *x = ct_full((int64_t[]){N, N}, 2, 1.0, CT_F32, T_GPU);
+        cr_assert_eq(ct_stream_wait_stream(b, home), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_stream_set_current(b), CT_OK);
+        ct_tensor *y = slow_square(x); /* on b: four matmuls that read x */
+        cr_assert_eq(ct_tensor_record_stream(x, b), CT_OK, "%s", ct_last_error_message());
+        cr_assert_eq(ct_stream_set_current(home), CT_OK);
+        ct_tensor_free(x);
+        ct_tensor *x2 = ct_full((int64_t[]){N, N}, 2, 3.0, CT_F32, T_GPU); /* x's size, on home */
+        cr_assert_not_null(x2, "%s", ct_last_error_message());
+        double *v2 = t_values(x2); /* home's work done, b's maybe not */
+        cr_assert_eq(v2[0], 3.0);
+        free(v2);
+        cr_assert_eq(ct_stream_wait_stream(home, b), CT_OK, "%s", ct_last_error_message());
+        double *v = t_values(y);
+        for (int64_t i = 0; i < (int64_t)N * N; i += 4099)
+            cr_assert_eq(v[i], 1.0, "element %lld is %g: x's block was reused while b still read it", (long long)i,
+                         v[i]);
+        free(v);
     });
 }
 
@@ -142,5 +176,41 @@ Test(cuda_stream, default_streams_of_two_devices) {
         cr_assert_eq(v[0], 1.0);
         free(v);
         ct_event_free(e);
+    });
+}
+
+/* With two GPUs: a copy from cuda:0 to cuda:1 waits for the work that makes its source on
+ * cuda:0 (read on cuda:1 first), and cuda:0 waits for the copy before reusing the source's
+ * block (a new tensor of its size written there, and read, before the copy's result is).
+ * Skipped with fewer than two devices. */
+Test(cuda_stream, a_copy_between_devices_waits_on_both_sides) {
+    T_REQUIRE_GPU();
+    if (ct_cuda_device_count() < 2)
+        cr_skip_test("needs two GPUs (%d usable)", ct_cuda_device_count());
+    T_NO_LEAK({
+        cr_assert_eq(ct_cuda_set_device(0), CT_OK);
+        ct_tensor *x0 = ct_full((int64_t[]){N, N}, 2, 1.0, CT_F32, CT_CUDA(0));
+        /* the copy waits for its source */
+        ct_tensor *y1 = ct_to_device(slow_square(x0), CT_CUDA(1)); /* queued on cuda:0's default stream */
+        cr_assert_not_null(y1, "%s", ct_last_error_message());
+        double *v = t_values(ct_add_scalar(y1, 1.0));
+        for (int64_t i = 0; i < (int64_t)N * N; i += 4099)
+            cr_assert_eq(v[i], 2.0, "element %lld is %g: the copy did not wait for its source", (long long)i, v[i]);
+        free(v);
+        /* the source's device waits for the copy */
+        ct_tensor *u0 = slow_square(x0);
+        ct_tensor *u1 = ct_to_device(u0, CT_CUDA(1));
+        cr_assert_not_null(u1, "%s", ct_last_error_message());
+        ct_tensor_free(u0);
+        ct_tensor *w0 = ct_full((int64_t[]){N, N}, 2, 5.0, CT_F32, CT_CUDA(0)); /* u0's size */
+        double *w = t_values(w0);
+        cr_assert_eq(w[0], 5.0);
+        free(w);
+        v = t_values(u1);
+        for (int64_t i = 0; i < (int64_t)N * N; i += 4099)
+            cr_assert_eq(v[i], 1.0, "element %lld is %g: the source's block was reused before the copy", (long long)i,
+                         v[i]);
+        free(v);
+        cr_assert_eq(ct_cuda_set_device(0), CT_OK);
     });
 }

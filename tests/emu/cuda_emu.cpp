@@ -6,9 +6,15 @@
  *   and copies check their pointers against the allocations: a pointer that is not device
  *   memory where device memory is needed, or a copy that runs past an allocation's end, is an
  *   error (cudaErrorInvalidValue), as on a GPU where it would be a fault or a wrong answer.
- * - Work runs when it is enqueued, in the calling thread: streams, events and their waits
- *   order nothing (everything is complete when the call returns), and event times are host
- *   times.
+ * - Streams are asynchronous, and lazy: work waits in its stream's queue until something
+ *   needs it done (a synchronization of the stream, its device or an event after it, a copy
+ *   to pageable host memory, a free, a second query of a pending event), then runs in the
+ *   thread that waits, after whatever it waits for (events, and the legacy stream's implicit
+ *   order with blocking streams). So work on two streams that are not ordered by an event
+ *   runs in whatever order the synchronizations force, usually not the order of the calls:
+ *   a missing event wait or ct_tensor_record_stream gives a wrong answer here, where a GPU
+ *   would give it only sometimes. CT_EMU_STREAMS=eager runs work when it is enqueued instead
+ *   (a fault is then reported from the call that enqueued it). Event times are host times.
  * - Stream capture records kernels, copies and fills, and graph launches replay them. The
  *   calls that are not permitted while a capture is underway (CUDA's "potentially unsafe"
  *   calls: allocations, the synchronous copies and fills, synchronizing the capturing stream;
@@ -20,7 +26,11 @@
  *   stream while a blocking stream captures fails with cudaErrorStreamCaptureImplicit.
  *   Events are not part of the model (no fork/join of streams into a capture).
  * - A kernel's grid runs block after block; a block's threads are fibers (own stacks) that
- *   switch at __syncthreads, __syncwarp and the shuffles. A barrier some threads never reach,
+ *   switch at __syncthreads, __syncwarp and the shuffles. Between two of those the threads
+ *   run one after another, in ascending order in one launch and descending in the next
+ *   (blocks too; CT_EMU_ORDER=forward, reverse or alternate, the default), so a missing
+ *   barrier between one thread's write and another's read gives a wrong answer in one of the
+ *   two orders. A barrier some threads never reach,
  *   a shuffle whose mask names a lane that has exited or waits elsewhere, and a shuffle that
  *   reads a lane outside its mask are reported (with the launch's file and line) and abort,
  *   as they would hang or give undefined values on a GPU. An invalid launch configuration
@@ -38,7 +48,10 @@
 #include <time.h>
 #include <ucontext.h>
 
+#include <atomic>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 
@@ -188,6 +201,7 @@ struct block_run {
     int line;
     const void *scheduler_stack;
     size_t scheduler_stack_bytes;
+    bool reverse; /* run the threads (and blocks) in descending order */
 };
 
 thread_local block_run *active;
@@ -354,9 +368,11 @@ bool settle_warp(block_run *b, int w) {
 void run_block(block_run *b) {
     const int n = (int)b->fibers.size();
     for (;;) {
-        for (int i = 0; i < n; i++)
+        for (int k = 0; k < n; k++) {
+            const int i = b->reverse ? n - 1 - k : k;
             if (b->fibers[(size_t)i].state == F_READY)
                 resume(b, &b->fibers[(size_t)i]);
+        }
         bool progressed = false;
         for (int w = 0; w * 32 < n; w++)
             progressed |= settle_warp(b, w);
@@ -394,10 +410,29 @@ void run_block(block_run *b) {
     }
 }
 
+/* CT_EMU_ORDER: the order of a block's threads between barriers, and of a grid's blocks. */
+enum run_order { ORDER_FORWARD, ORDER_REVERSE, ORDER_ALTERNATE };
+run_order order_setting() {
+    static const run_order order = [] {
+        const char *e = getenv("CT_EMU_ORDER");
+        if (!e || !*e || !strcmp(e, "alternate"))
+            return ORDER_ALTERNATE;
+        if (!strcmp(e, "forward"))
+            return ORDER_FORWARD;
+        if (!strcmp(e, "reverse"))
+            return ORDER_REVERSE;
+        fatal("CT_EMU_ORDER=%s: expected forward, reverse or alternate", e);
+    }();
+    return order;
+}
+std::atomic<uint64_t> grids_run;
+
 void run_grid(const char *file, int line, dim3 grid, dim3 block, const std::function<void()> &body) {
     if (active)
         fatal("a kernel launched at %s:%d from inside a kernel", file, line);
     block_run b;
+    const run_order order = order_setting();
+    b.reverse = order == ORDER_REVERSE || (order == ORDER_ALTERNATE && (grids_run++ & 1));
     b.body = &body;
     b.file = file;
     b.line = line;
@@ -407,9 +442,11 @@ void run_grid(const char *file, int line, dim3 grid, dim3 block, const std::func
     const size_t threads = (size_t)block.x * block.y * block.z;
     b.fibers.resize(threads);
     active = &b;
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
+    for (unsigned kz = 0; kz < grid.z; kz++)
+        for (unsigned ky = 0; ky < grid.y; ky++)
+            for (unsigned kx = 0; kx < grid.x; kx++) {
+                const unsigned bz = b.reverse ? grid.z - 1 - kz : kz, by = b.reverse ? grid.y - 1 - ky : ky,
+                               bx = b.reverse ? grid.x - 1 - kx : kx;
                 size_t t = 0;
                 for (unsigned z = 0; z < block.z; z++)
                     for (unsigned y = 0; y < block.y; y++)
@@ -437,17 +474,38 @@ struct allocation {
 };
 
 struct capture;
+struct stream_t;
+/* An event's record on a stream: done once the stream has run everything queued before it. */
+struct record_t {
+    stream_t *stream; /* NULL: done when made (recorded in a capture) */
+    uint64_t seq;     /* its place in the stream's queue */
+    bool done;
+    bool queried; /* a query found it pending once: the next one runs the work */
+    double ms;
+};
+/* What a stream's queue holds: work, a wait for another stream's queue up to a place (an
+ * event wait, or the legacy stream's implicit order), or an event's record. */
+struct item {
+    std::function<void()> work;
+    stream_t *after;
+    uint64_t after_seq;
+    std::shared_ptr<record_t> record;
+};
 struct stream_t {
     int device;
     unsigned flags;
     int priority;
+    bool is_legacy; /* the device's legacy default stream (handle 0) */
     capture *cap;
+    std::deque<item> items;
+    uint64_t enqueued, done; /* items ever queued; items run (the queue's first is done + 1) */
+    bool destroyed;          /* kept, so that records and waits may still name it */
 };
 struct event_t {
     int device;
     unsigned flags;
     bool recorded;
-    double ms;
+    std::shared_ptr<record_t> last; /* the latest record */
 };
 struct node {
     std::function<void()> work;
@@ -463,9 +521,13 @@ struct graph_t {
     std::vector<node> nodes;
 };
 
-std::mutex lock; /* allocations, captures, memory use */
+std::mutex lock; /* allocations, captures, memory use, streams' queues and records */
 std::map<uintptr_t, allocation> allocations;
 std::set<capture *> captures;
+/* Every stream ever made, the legacy ones included (never freed: records and waits may name
+ * a destroyed one; held through a pointer so that LeakSanitizer sees them reachable). */
+std::vector<stream_t *> &streams = *new std::vector<stream_t *>;
+stream_t *legacy_streams[64];
 size_t used[64];
 thread_local int current_device;
 thread_local cudaError_t last_error = cudaSuccess;
@@ -520,6 +582,98 @@ stream_t *stream_of(cudaStream_t s) {
     return legacy(s) || s == cudaStreamPerThread ? NULL : (stream_t *)s;
 }
 
+stream_t *new_stream_locked(int device, unsigned flags, int priority, bool is_legacy) {
+    stream_t *s = new stream_t{device, flags, priority, is_legacy, NULL, {}, 0, 0, false};
+    streams.push_back(s);
+    return s;
+}
+/* The queue that work on s goes to: a created stream's own, or the current device's legacy
+ * stream (cudaStreamPerThread too: ctensor does not use it, and the legacy stream orders at
+ * least as much). Caller holds the lock. */
+stream_t *queue_of_locked(cudaStream_t s) {
+    if (stream_t *st = stream_of(s))
+        return st;
+    stream_t *&l = legacy_streams[current_device];
+    if (!l)
+        l = new_stream_locked(current_device, 0, 0, true);
+    return l;
+}
+
+bool eager() {
+    static const bool e = [] {
+        const char *v = getenv("CT_EMU_STREAMS");
+        if (!v || !*v || !strcmp(v, "lazy"))
+            return false;
+        if (!strcmp(v, "eager"))
+            return true;
+        fatal("CT_EMU_STREAMS=%s: expected lazy or eager", v);
+    }();
+    return e;
+}
+
+/* Queue `it` on q, after the waits the legacy stream's implicit order asks for: work on the
+ * legacy stream waits for the work queued before it on the device's blocking streams, and
+ * work on a blocking stream for the legacy stream's (ctensor's streams are non-blocking).
+ * Returns its place. Caller holds the lock. */
+uint64_t push_locked(stream_t *q, item it) {
+    auto wait_for = [q](stream_t *t) {
+        if (t && t != q && t->done < t->enqueued) {
+            q->items.push_back(item{{}, t, t->enqueued, NULL});
+            q->enqueued++;
+        }
+    };
+    if (q->is_legacy) {
+        for (stream_t *t : streams)
+            if (t->device == q->device && !t->is_legacy && !t->destroyed && !(t->flags & cudaStreamNonBlocking))
+                wait_for(t);
+    } else if (!(q->flags & cudaStreamNonBlocking)) {
+        wait_for(legacy_streams[q->device]);
+    }
+    q->items.push_back(std::move(it));
+    return ++q->enqueued;
+}
+
+/* Work runs one item at a time, whichever host thread needs it done. */
+std::recursive_mutex running;
+
+/* Run stream s's queue up to its place seq (and first what its items wait for). */
+void run_until(stream_t *s, uint64_t seq) {
+    std::lock_guard<std::recursive_mutex> r(running);
+    for (;;) {
+        item it;
+        {
+            std::lock_guard<std::mutex> g(lock);
+            if (s->done >= seq || s->items.empty())
+                return;
+            it = std::move(s->items.front());
+            s->items.pop_front();
+        }
+        if (it.after)
+            run_until(it.after, it.after_seq);
+        if (it.work)
+            it.work();
+        std::lock_guard<std::mutex> g(lock);
+        if (it.record) {
+            it.record->ms = now_ms();
+            it.record->done = true;
+        }
+        s->done++;
+    }
+}
+
+/* Run everything queued so far on the streams of `device` (-1: of every device). */
+void run_all(int device) {
+    std::vector<std::pair<stream_t *, uint64_t>> todo;
+    {
+        std::lock_guard<std::mutex> g(lock);
+        for (stream_t *t : streams)
+            if ((device < 0 || t->device == device) && t->done < t->enqueued)
+                todo.emplace_back(t, t->enqueued);
+    }
+    for (auto &t : todo)
+        run_until(t.first, t.second);
+}
+
 /* Would a potentially unsafe call from this thread break a capture underway? If so the
  * captures it breaks are invalidated and the call fails. Caller holds the lock. */
 bool unsafe_call_locked() {
@@ -570,20 +724,39 @@ bool device_sync_breaks_capture_locked() {
     return !captures.empty();
 }
 
-/* Run work on stream s now, or record it in s's capture. */
-cudaError_t enqueue(cudaStream_t s, std::function<void()> work) {
-    stream_t *st = stream_of(s);
+/* Queue work on stream s (CT_EMU_STREAMS=eager: and run it), or record it in s's capture.
+ * *q and *seq (where given): the queue and the place, or NULL when captured. */
+cudaError_t enqueue(cudaStream_t s, std::function<void()> work, stream_t **q = NULL, uint64_t *seq = NULL) {
+    stream_t *st = stream_of(s), *to = NULL;
+    uint64_t at = 0;
     {
         std::lock_guard<std::mutex> g(lock);
         if (st && st->cap) {
             st->cap->nodes.push_back(node{std::move(work)});
-            return cudaSuccess;
+        } else {
+            if (legacy(s) && legacy_conflict_locked())
+                return fail(cudaErrorStreamCaptureImplicit);
+            to = queue_of_locked(s);
+            at = push_locked(to, item{std::move(work), NULL, 0, NULL});
         }
-        if (legacy(s) && legacy_conflict_locked())
-            return fail(cudaErrorStreamCaptureImplicit);
     }
-    work();
+    if (to && eager())
+        run_until(to, at);
+    if (q)
+        *q = to;
+    if (seq)
+        *seq = at;
     return cudaSuccess;
+}
+
+/* Enqueue, then run up to the work: the calls that are synchronous with the host. */
+cudaError_t enqueue_and_wait(cudaStream_t s, std::function<void()> work) {
+    stream_t *q = NULL;
+    uint64_t seq = 0;
+    cudaError_t e = enqueue(s, std::move(work), &q, &seq);
+    if (e == cudaSuccess && q)
+        run_until(q, seq);
+    return e;
 }
 
 } // namespace
@@ -661,8 +834,13 @@ EMU_API cudaError_t cudaSetDevice(int device) {
     return cudaSuccess;
 }
 EMU_API cudaError_t cudaDeviceSynchronize(void) {
-    std::lock_guard<std::mutex> g(lock);
-    return device_sync_breaks_capture_locked() ? fail(cudaErrorStreamCaptureUnsupported) : cudaSuccess;
+    {
+        std::lock_guard<std::mutex> g(lock);
+        if (device_sync_breaks_capture_locked())
+            return fail(cudaErrorStreamCaptureUnsupported);
+    }
+    run_all(current_device);
+    return cudaSuccess;
 }
 EMU_API cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
     if (least)
@@ -809,12 +987,18 @@ static cudaError_t new_allocation(void **ptr, size_t bytes, int device) {
     return cudaSuccess;
 }
 
+/* cudaFree and cudaFreeHost synchronize: everything queued runs first (on every device, so
+ * that no queued work is left to touch the memory). */
 static cudaError_t free_allocation(void *ptr, bool host) {
     if (!ptr)
         return cudaSuccess;
+    {
+        std::lock_guard<std::mutex> g(lock);
+        if (device_sync_breaks_capture_locked())
+            return fail(cudaErrorStreamCaptureUnsupported);
+    }
+    run_all(-1);
     std::lock_guard<std::mutex> g(lock);
-    if (device_sync_breaks_capture_locked())
-        return fail(cudaErrorStreamCaptureUnsupported);
     auto it = allocations.find((uintptr_t)ptr);
     if (it == allocations.end() || (it->second.device < 0) != host)
         fatal("%s(%p): not the start of %s allocation", host ? "cudaFreeHost" : "cudaFree", ptr,
@@ -883,20 +1067,36 @@ static cudaError_t check_copy(void *dst, const void *src, size_t bytes, enum cud
     return fail(cudaErrorInvalidValue);
 }
 
+/* Host memory that is not page-locked (not from cudaHostAlloc). */
+static bool pageable(const void *p) {
+    std::lock_guard<std::mutex> g(lock);
+    return find_locked(p, 0, NULL) == NULL;
+}
+
+/* On the legacy stream, after its earlier work; returns when done. */
 EMU_API cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
     cudaError_t e = check_copy(dst, src, bytes, kind);
-    if (e != cudaSuccess)
+    if (e != cudaSuccess || bytes == 0)
         return e;
     if (capture_forbids_unsafe_call())
         return fail(cudaErrorStreamCaptureUnsupported);
-    memmove(dst, src, bytes);
-    return cudaSuccess;
+    return enqueue_and_wait(0, [=]() { memmove(dst, src, bytes); });
 }
+/* As CUDA's "API synchronization behavior" says: a copy from pageable host memory to the
+ * device takes the source when called (staged) and is done later; one to pageable host
+ * memory returns when done; between device memory and page-locked host memory it is done
+ * when its stream gets to it (the host must not touch the buffer before then). */
 EMU_API cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
                                     cudaStream_t stream) {
     cudaError_t e = check_copy(dst, src, bytes, kind);
     if (e != cudaSuccess || bytes == 0)
         return e;
+    if (pageable(dst))
+        return enqueue_and_wait(stream, [=]() { memmove(dst, src, bytes); });
+    if (pageable(src)) {
+        auto staged = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + bytes);
+        return enqueue(stream, [=]() { memcpy(dst, staged->data(), bytes); });
+    }
     return enqueue(stream, [=]() { memmove(dst, src, bytes); });
 }
 EMU_API cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_device, const void *src, int src_device, size_t bytes,
@@ -908,13 +1108,15 @@ EMU_API cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_device, const void *s
         return e;
     return enqueue(stream, [=]() { memmove(dst, src, bytes); });
 }
+/* On the legacy stream; asynchronous with the host for device memory, as in CUDA. */
 EMU_API cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
-    if (bytes && !device_accessible(dst, bytes))
+    if (bytes == 0)
+        return cudaSuccess;
+    if (!device_accessible(dst, bytes))
         return fail(cudaErrorInvalidValue);
     if (capture_forbids_unsafe_call())
         return fail(cudaErrorStreamCaptureUnsupported);
-    memset(dst, value, bytes);
-    return cudaSuccess;
+    return enqueue(0, [=]() { memset(dst, value, bytes); });
 }
 EMU_API cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t stream) {
     if (bytes == 0)
@@ -927,45 +1129,76 @@ EMU_API cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStre
 /* ---- streams and events ------------------------------------------------------------------------ */
 
 EMU_API cudaError_t cudaStreamCreateWithPriority(cudaStream_t *stream, unsigned flags, int priority) {
-    stream_t *s = new stream_t{current_device, flags, priority, NULL};
-    *stream = (cudaStream_t)s;
+    std::lock_guard<std::mutex> g(lock);
+    *stream = (cudaStream_t)new_stream_locked(current_device, flags, priority, false);
     return cudaSuccess;
 }
 EMU_API cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags) {
     return cudaStreamCreateWithPriority(stream, flags, 0);
 }
+/* Its queued work runs first (CUDA would finish it after the call returns). */
 EMU_API cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     stream_t *s = stream_of(stream);
     if (!s)
         return fail(cudaErrorInvalidResourceHandle);
+    uint64_t all;
+    {
+        std::lock_guard<std::mutex> g(lock);
+        if (s->destroyed)
+            fatal("cudaStreamDestroy of a destroyed stream");
+        if (s->cap)
+            fatal("cudaStreamDestroy of a stream that is capturing");
+        all = s->enqueued;
+    }
+    run_until(s, all);
     std::lock_guard<std::mutex> g(lock);
-    if (s->cap)
-        fatal("cudaStreamDestroy of a stream that is capturing");
-    delete s;
+    s->destroyed = true;
     return cudaSuccess;
 }
 EMU_API cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-    std::lock_guard<std::mutex> g(lock);
-    stream_t *s = stream_of(stream);
-    if (s && s->cap) {
-        s->cap->invalidated = true;
-        return fail(cudaErrorStreamCaptureUnsupported);
+    stream_t *q;
+    uint64_t all;
+    {
+        std::lock_guard<std::mutex> g(lock);
+        stream_t *s = stream_of(stream);
+        if (s && s->cap) {
+            s->cap->invalidated = true;
+            return fail(cudaErrorStreamCaptureUnsupported);
+        }
+        if (legacy(stream) && legacy_conflict_locked())
+            return fail(cudaErrorStreamCaptureImplicit);
+        q = queue_of_locked(stream);
+        all = q->enqueued;
     }
-    if (legacy(stream) && legacy_conflict_locked())
-        return fail(cudaErrorStreamCaptureImplicit);
+    run_until(q, all);
     return cudaSuccess;
 }
+/* Work queued on `stream` after this waits for the work before the event's latest record
+ * (not modelled inside a capture). */
 EMU_API cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags) {
-    return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+    if (!event)
+        return fail(cudaErrorInvalidResourceHandle);
+    std::lock_guard<std::mutex> g(lock);
+    stream_t *s = stream_of(stream);
+    const std::shared_ptr<record_t> &r = ((event_t *)event)->last;
+    if ((s && s->cap) || !r || r->done)
+        return cudaSuccess;
+    stream_t *q = queue_of_locked(stream);
+    if (q != r->stream) {
+        q->items.push_back(item{{}, r->stream, r->seq, NULL});
+        q->enqueued++;
+    }
+    return cudaSuccess;
 }
 EMU_API cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned flags) {
-    *event = (cudaEvent_t) new event_t{current_device, flags, false, 0};
+    *event = (cudaEvent_t) new event_t{current_device, flags, false, NULL};
     return cudaSuccess;
 }
 EMU_API cudaError_t cudaEventCreate(cudaEvent_t *event) { return cudaEventCreateWithFlags(event, 0); }
 EMU_API cudaError_t cudaEventDestroy(cudaEvent_t event) {
     if (!event)
         return fail(cudaErrorInvalidResourceHandle);
+    std::lock_guard<std::mutex> g(lock);
     delete (event_t *)event;
     return cudaSuccess;
 }
@@ -973,22 +1206,67 @@ EMU_API cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     if (!event)
         return fail(cudaErrorInvalidResourceHandle);
     event_t *e = (event_t *)event;
-    e->recorded = true;
-    e->ms = now_ms();
+    stream_t *q = NULL;
+    uint64_t seq = 0;
+    {
+        std::lock_guard<std::mutex> g(lock);
+        stream_t *s = stream_of(stream);
+        e->recorded = true;
+        if (s && s->cap) { /* events are not modelled in captures: done at once */
+            e->last = std::make_shared<record_t>(record_t{NULL, 0, true, false, now_ms()});
+            return cudaSuccess;
+        }
+        q = queue_of_locked(stream);
+        auto r = std::make_shared<record_t>(record_t{q, 0, false, false, 0});
+        seq = r->seq = push_locked(q, item{{}, NULL, 0, r});
+        e->last = r;
+    }
+    if (eager())
+        run_until(q, seq);
     return cudaSuccess;
 }
+/* A pending record is reported not ready once; the next query runs the work before it (a
+ * GPU finishes work eventually; code that polls must see both answers). */
 EMU_API cudaError_t cudaEventQuery(cudaEvent_t event) {
-    return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+    if (!event)
+        return fail(cudaErrorInvalidResourceHandle);
+    std::shared_ptr<record_t> r;
+    {
+        std::lock_guard<std::mutex> g(lock);
+        r = ((event_t *)event)->last;
+        if (!r || r->done)
+            return cudaSuccess;
+        if (!r->queried) {
+            r->queried = true;
+            return cudaErrorNotReady;
+        }
+    }
+    run_until(r->stream, r->seq);
+    return cudaSuccess;
 }
 EMU_API cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-    return event ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+    if (!event)
+        return fail(cudaErrorInvalidResourceHandle);
+    std::shared_ptr<record_t> r;
+    {
+        std::lock_guard<std::mutex> g(lock);
+        r = ((event_t *)event)->last;
+        if (!r || r->done)
+            return cudaSuccess;
+    }
+    run_until(r->stream, r->seq);
+    return cudaSuccess;
 }
+/* As in CUDA: cudaErrorNotReady until both records are done. */
 EMU_API cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
     event_t *a = (event_t *)start, *b = (event_t *)end;
+    std::lock_guard<std::mutex> g(lock);
     if (!a || !b || !a->recorded || !b->recorded || (a->flags & cudaEventDisableTiming) ||
         (b->flags & cudaEventDisableTiming))
         return fail(cudaErrorInvalidResourceHandle);
-    *ms = (float)(b->ms - a->ms);
+    if (!a->last->done || !b->last->done)
+        return fail(cudaErrorNotReady);
+    *ms = (float)(b->last->ms - a->last->ms);
     return cudaSuccess;
 }
 

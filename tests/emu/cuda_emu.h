@@ -3,7 +3,7 @@
  * kernels ordinary host functions: the builtins (threadIdx, blockIdx, ...) read the emulated
  * thread's context, __syncthreads and the warp shuffles switch between the block's threads
  * (tests/emu/cuda_emu.cpp runs each thread of a block as a fiber), atomics are host atomics,
- * and a launch runs the whole grid before it returns (or is recorded by a stream capture). */
+ * and a launch queues the whole grid on its stream (or is recorded by a stream capture). */
 #ifndef CT_TESTS_EMU_CUDA_EMU_H
 #define CT_TESTS_EMU_CUDA_EMU_H
 
@@ -59,8 +59,9 @@ enum shuffle_kind { SHFL_IDX, SHFL_XOR, SHFL_DOWN, SHFL_UP };
 /* The 8-byte value of the lane that `kind` and `arg` name, after every lane of `mask` has
  * arrived at the same shuffle. */
 uint64_t shuffle(unsigned mask, uint64_t value, shuffle_kind kind, int arg, int width);
-/* A launch: checks the configuration, then runs `body` in every thread of the grid, or
- * records it in the stream's capture. file/line: where the launch is written. */
+/* A launch: checks the configuration, then queues `body` to run in every thread of the grid
+ * when the stream gets to it, or records it in the stream's capture. file/line: where the
+ * launch is written. */
 void launch(const char *file, int line, dim3 grid, dim3 block, size_t shared, cudaStream_t stream,
             std::function<void()> body);
 
@@ -243,7 +244,8 @@ inline double max(double a, double b) { return fmax(a, b); }
  * once (or recorded by a capture). Temporary storage: CUB's contract (a size query with NULL
  * storage, then the call with at least that much), checked. */
 namespace ct_emu {
-/* Run `work` on the stream: now, or in the stream's capture. */
+/* Queue `work` on the stream (it runs when the stream gets to it), or record it in the
+ * stream's capture. */
 void run_on_stream(cudaStream_t stream, std::function<void()> work);
 /* Is [p, p + bytes) device memory (or page-locked host memory, which a GPU can address)? A
  * range that starts in an allocation and runs past its end is fatal. */
