@@ -99,7 +99,8 @@ test-emu)
     setup; dir=${BUILD_DIR}-emu; mkdir -p "$dir"
     build "$dir" -DCT_CUDA_EMU=ON -DCT_SANITIZE=ON -DCT_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
     sanitized run_tests "$dir" -R '^test_cuda' # the GPU suites, on the emulator
-    CT_EMU_DEVICES=2 sanitized run_tests "$dir" -R '^test_cuda_stream$' # and its two-device tests
+    log "test_cuda_stream's two-device tests, on two emulated devices"
+    CT_EMU_DEVICES=2 sanitized "$dir/tests/test_cuda_stream" --filter 'cuda_stream/*devices*'
     ;;
 *) echo "usage: $0 [run|test|test-sanitize|test-emu|setup|build]" >&2; exit 2 ;;
 esac

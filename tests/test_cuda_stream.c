@@ -191,7 +191,8 @@ Test(cuda_stream, a_copy_between_devices_waits_on_both_sides) {
         cr_assert_eq(ct_cuda_set_device(0), CT_OK);
         ct_tensor *x0 = ct_full((int64_t[]){N, N}, 2, 1.0, CT_F32, CT_CUDA(0));
         /* the copy waits for its source */
-        ct_tensor *y1 = ct_to_device(slow_square(x0), CT_CUDA(1)); /* queued on cuda:0's default stream */
+        ct_tensor *y0 = slow_square(x0); /* queued on cuda:0's default stream */
+        ct_tensor *y1 = ct_to_device(y0, CT_CUDA(1));
         cr_assert_not_null(y1, "%s", ct_last_error_message());
         double *v = t_values(ct_add_scalar(y1, 1.0));
         for (int64_t i = 0; i < (int64_t)N * N; i += 4099)

@@ -8,13 +8,15 @@
  *   error (cudaErrorInvalidValue), as on a GPU where it would be a fault or a wrong answer.
  * - Streams are asynchronous, and lazy: work waits in its stream's queue until something
  *   needs it done (a synchronization of the stream, its device or an event after it, a copy
- *   to pageable host memory, a free, a second query of a pending event), then runs in the
- *   thread that waits, after whatever it waits for (events, and the legacy stream's implicit
- *   order with blocking streams). So work on two streams that are not ordered by an event
- *   runs in whatever order the synchronizations force, usually not the order of the calls:
- *   a missing event wait or ct_tensor_record_stream gives a wrong answer here, where a GPU
- *   would give it only sometimes. CT_EMU_STREAMS=eager runs work when it is enqueued instead
- *   (a fault is then reported from the call that enqueued it). Event times are host times.
+ *   the host waits for, a cudaFree or cudaFreeHost, which run every device's queues, a second
+ *   query of a pending event, the process's exit), then runs in the thread that waits, after
+ *   whatever it waits for (events, and the legacy stream's implicit order with blocking
+ *   streams). So work on two streams that are not ordered by an event runs in the order the
+ *   synchronizations force, often not the order of the calls: where that order gets a
+ *   missing event wait or ct_tensor_record_stream wrong, it is wrong on every run, where a
+ *   GPU would be wrong only sometimes. CT_EMU_STREAMS=eager runs work when it is enqueued
+ *   instead (a fault is then reported from the call that enqueued it). Event times are host
+ *   times.
  * - Stream capture records kernels, copies and fills, and graph launches replay them. The
  *   calls that are not permitted while a capture is underway (CUDA's "potentially unsafe"
  *   calls: allocations, the synchronous copies and fills, synchronizing the capturing stream;
@@ -27,10 +29,10 @@
  *   Events are not part of the model (no fork/join of streams into a capture).
  * - A kernel's grid runs block after block; a block's threads are fibers (own stacks) that
  *   switch at __syncthreads, __syncwarp and the shuffles. Between two of those the threads
- *   run one after another, in ascending order in one launch and descending in the next
- *   (blocks too; CT_EMU_ORDER=forward, reverse or alternate, the default), so a missing
- *   barrier between one thread's write and another's read gives a wrong answer in one of the
- *   two orders. A barrier some threads never reach,
+ *   run one after another, in ascending order in one launch of a launch site and descending
+ *   in the next (blocks too; CT_EMU_ORDER=forward, reverse or alternate, the default), so a
+ *   missing barrier between one thread's write and another's read gives a wrong answer in one
+ *   of the two orders. A barrier some threads never reach,
  *   a shuffle whose mask names a lane that has exited or waits elsewhere, and a shuffle that
  *   reads a lane outside its mask are reported (with the launch's file and line) and abort,
  *   as they would hang or give undefined values on a GPU. An invalid launch configuration
@@ -205,18 +207,22 @@ struct block_run {
 };
 
 thread_local block_run *active;
-/* Each host thread's free fiber stacks, unmapped when the thread exits. */
+/* Each host thread's free fiber stacks, unmapped when the thread exits. Work left queued at
+ * exit runs after the main thread's thread-local destructors: stacks are then mapped and
+ * unmapped one by one. */
+thread_local bool stack_pool_gone;
 struct stack_pool_t {
     std::vector<char *> free;
     ~stack_pool_t() {
         for (char *s : free)
             munmap(s, STACK_BYTES);
+        stack_pool_gone = true;
     }
 };
 thread_local stack_pool_t stack_pool;
 
 char *take_stack() {
-    if (!stack_pool.free.empty()) {
+    if (!stack_pool_gone && !stack_pool.free.empty()) {
         char *s = stack_pool.free.back();
         stack_pool.free.pop_back();
         return s;
@@ -229,7 +235,12 @@ char *take_stack() {
     return (char *)s;
 }
 
-void give_stack(char *s) { stack_pool.free.push_back(s); }
+void give_stack(char *s) {
+    if (stack_pool_gone)
+        munmap(s, STACK_BYTES);
+    else
+        stack_pool.free.push_back(s);
+}
 
 void start_switch(void **fake_stack, const void *bottom, size_t bytes) {
 #ifdef CT_EMU_ASAN
@@ -425,14 +436,17 @@ run_order order_setting() {
     }();
     return order;
 }
-std::atomic<uint64_t> grids_run;
+/* Launches so far of each launch site (file and line, hashed), so that every kernel
+ * alternates, whatever else runs between its launches. */
+std::atomic<uint32_t> site_launches[4096];
 
 void run_grid(const char *file, int line, dim3 grid, dim3 block, const std::function<void()> &body) {
     if (active)
         fatal("a kernel launched at %s:%d from inside a kernel", file, line);
     block_run b;
     const run_order order = order_setting();
-    b.reverse = order == ORDER_REVERSE || (order == ORDER_ALTERNATE && (grids_run++ & 1));
+    const size_t site = ((uintptr_t)file * 31u + (unsigned)line) % 4096;
+    b.reverse = order == ORDER_REVERSE || (order == ORDER_ALTERNATE && (site_launches[site]++ & 1));
     b.body = &body;
     b.file = file;
     b.line = line;
@@ -616,6 +630,8 @@ bool eager() {
  * work on a blocking stream for the legacy stream's (ctensor's streams are non-blocking).
  * Returns its place. Caller holds the lock. */
 uint64_t push_locked(stream_t *q, item it) {
+    if (q->destroyed)
+        fatal("work queued on a destroyed stream");
     auto wait_for = [q](stream_t *t) {
         if (t && t != q && t->done < t->enqueued) {
             q->items.push_back(item{{}, t, t->enqueued, NULL});
@@ -624,7 +640,7 @@ uint64_t push_locked(stream_t *q, item it) {
     };
     if (q->is_legacy) {
         for (stream_t *t : streams)
-            if (t->device == q->device && !t->is_legacy && !t->destroyed && !(t->flags & cudaStreamNonBlocking))
+            if (t->device == q->device && !t->is_legacy && !(t->flags & cudaStreamNonBlocking))
                 wait_for(t);
     } else if (!(q->flags & cudaStreamNonBlocking)) {
         wait_for(legacy_streams[q->device]);
@@ -636,20 +652,28 @@ uint64_t push_locked(stream_t *q, item it) {
 /* Work runs one item at a time, whichever host thread needs it done. */
 std::recursive_mutex running;
 
-/* Run stream s's queue up to its place seq (and first what its items wait for). */
+/* Run stream s's queue up to its place seq, and first what its items wait for (a work list,
+ * not recursion: chains of waits can be long). */
 void run_until(stream_t *s, uint64_t seq) {
     std::lock_guard<std::recursive_mutex> r(running);
-    for (;;) {
+    std::vector<std::pair<stream_t *, uint64_t>> todo{{s, seq}};
+    while (!todo.empty()) {
+        stream_t *t = todo.back().first;
         item it;
         {
             std::lock_guard<std::mutex> g(lock);
-            if (s->done >= seq || s->items.empty())
-                return;
-            it = std::move(s->items.front());
-            s->items.pop_front();
+            if (t->done >= todo.back().second || t->items.empty()) {
+                todo.pop_back();
+                continue;
+            }
+            item &first = t->items.front();
+            if (first.after && first.after->done < first.after_seq) {
+                todo.emplace_back(first.after, first.after_seq);
+                continue;
+            }
+            it = std::move(first);
+            t->items.pop_front();
         }
-        if (it.after)
-            run_until(it.after, it.after_seq);
         if (it.work)
             it.work();
         std::lock_guard<std::mutex> g(lock);
@@ -657,9 +681,24 @@ void run_until(stream_t *s, uint64_t seq) {
             it.record->ms = now_ms();
             it.record->done = true;
         }
-        s->done++;
+        t->done++;
     }
 }
+
+void run_all(int device);
+/* At exit, whatever is still queued runs (so that kernels whose results nothing read are
+ * still checked), unless another thread is running work. Registered before main, so it runs
+ * after the exit handlers registered later and before this file's earlier statics go. */
+struct run_at_exit_t {
+    run_at_exit_t() {
+        atexit([] {
+            if (running.try_lock()) {
+                run_all(-1);
+                running.unlock();
+            }
+        });
+    }
+} run_at_exit;
 
 /* Run everything queued so far on the streams of `device` (-1: of every device). */
 void run_all(int device) {
@@ -1067,36 +1106,53 @@ static cudaError_t check_copy(void *dst, const void *src, size_t bytes, enum cud
     return fail(cudaErrorInvalidValue);
 }
 
-/* Host memory that is not page-locked (not from cudaHostAlloc). */
-static bool pageable(const void *p) {
+/* What kind of memory p is in. */
+enum memory_kind { PAGEABLE, PINNED, DEVICE };
+static memory_kind kind_of(const void *p) {
     std::lock_guard<std::mutex> g(lock);
-    return find_locked(p, 0, NULL) == NULL;
+    const allocation *a = find_locked(p, 0, NULL);
+    return !a ? PAGEABLE : a->device < 0 ? PINNED : DEVICE;
 }
 
-/* On the legacy stream, after its earlier work; returns when done. */
+/* The source of a copy from pageable memory, taken now (the driver's staging copy). */
+static std::function<void()> staged_copy(void *dst, const void *src, size_t bytes) {
+    auto staged = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + bytes);
+    return [=]() { memcpy(dst, staged->data(), bytes); };
+}
+
+/* On the legacy stream, as CUDA's "API synchronization behavior" says: between device memory
+ * nothing waits; from pageable memory the stream's earlier work is waited for and the source
+ * staged, and the transfer is done later; every other copy returns when done. */
 EMU_API cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
     cudaError_t e = check_copy(dst, src, bytes, kind);
     if (e != cudaSuccess || bytes == 0)
         return e;
     if (capture_forbids_unsafe_call())
         return fail(cudaErrorStreamCaptureUnsupported);
+    const memory_kind d = kind_of(dst), s = kind_of(src);
+    if (d == DEVICE && s == DEVICE)
+        return enqueue(0, [=]() { memmove(dst, src, bytes); });
+    if (d == DEVICE && s == PAGEABLE) {
+        e = cudaStreamSynchronize(0);
+        return e != cudaSuccess ? e : enqueue(0, staged_copy(dst, src, bytes));
+    }
     return enqueue_and_wait(0, [=]() { memmove(dst, src, bytes); });
 }
 /* As CUDA's "API synchronization behavior" says: a copy from pageable host memory to the
- * device takes the source when called (staged) and is done later; one to pageable host
- * memory returns when done; between device memory and page-locked host memory it is done
- * when its stream gets to it (the host must not touch the buffer before then). */
+ * device takes the source when called (staged) and is done later; one into pageable host
+ * memory, or between host buffers, returns when done; between device memory and page-locked
+ * host memory it is done when its stream gets to it (the host must not touch the buffer
+ * before then). */
 EMU_API cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
                                     cudaStream_t stream) {
     cudaError_t e = check_copy(dst, src, bytes, kind);
     if (e != cudaSuccess || bytes == 0)
         return e;
-    if (pageable(dst))
+    const memory_kind d = kind_of(dst), s = kind_of(src);
+    if (d == PAGEABLE || (d != DEVICE && s != DEVICE))
         return enqueue_and_wait(stream, [=]() { memmove(dst, src, bytes); });
-    if (pageable(src)) {
-        auto staged = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + bytes);
-        return enqueue(stream, [=]() { memcpy(dst, staged->data(), bytes); });
-    }
+    if (s == PAGEABLE)
+        return enqueue(stream, staged_copy(dst, src, bytes));
     return enqueue(stream, [=]() { memmove(dst, src, bytes); });
 }
 EMU_API cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_device, const void *src, int src_device, size_t bytes,
@@ -1108,7 +1164,8 @@ EMU_API cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_device, const void *s
         return e;
     return enqueue(stream, [=]() { memmove(dst, src, bytes); });
 }
-/* On the legacy stream; asynchronous with the host for device memory, as in CUDA. */
+/* On the legacy stream; as in CUDA, asynchronous with the host for device memory and
+ * synchronous for page-locked host memory. */
 EMU_API cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
     if (bytes == 0)
         return cudaSuccess;
@@ -1116,6 +1173,8 @@ EMU_API cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
         return fail(cudaErrorInvalidValue);
     if (capture_forbids_unsafe_call())
         return fail(cudaErrorStreamCaptureUnsupported);
+    if (kind_of(dst) == PINNED)
+        return enqueue_and_wait(0, [=]() { memset(dst, value, bytes); });
     return enqueue(0, [=]() { memset(dst, value, bytes); });
 }
 EMU_API cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t stream) {
@@ -1136,22 +1195,17 @@ EMU_API cudaError_t cudaStreamCreateWithPriority(cudaStream_t *stream, unsigned 
 EMU_API cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags) {
     return cudaStreamCreateWithPriority(stream, flags, 0);
 }
-/* Its queued work runs first (CUDA would finish it after the call returns). */
+/* As in CUDA, the call returns at once and the stream's queued work is still done (when
+ * something waits for it: the stream is kept for that). */
 EMU_API cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     stream_t *s = stream_of(stream);
     if (!s)
         return fail(cudaErrorInvalidResourceHandle);
-    uint64_t all;
-    {
-        std::lock_guard<std::mutex> g(lock);
-        if (s->destroyed)
-            fatal("cudaStreamDestroy of a destroyed stream");
-        if (s->cap)
-            fatal("cudaStreamDestroy of a stream that is capturing");
-        all = s->enqueued;
-    }
-    run_until(s, all);
     std::lock_guard<std::mutex> g(lock);
+    if (s->destroyed)
+        fatal("cudaStreamDestroy of a destroyed stream");
+    if (s->cap)
+        fatal("cudaStreamDestroy of a stream that is capturing");
     s->destroyed = true;
     return cudaSuccess;
 }
@@ -1216,7 +1270,11 @@ EMU_API cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
             e->last = std::make_shared<record_t>(record_t{NULL, 0, true, false, now_ms()});
             return cudaSuccess;
         }
+        if (legacy(stream) && legacy_conflict_locked())
+            return fail(cudaErrorStreamCaptureImplicit);
         q = queue_of_locked(stream);
+        if (q->device != e->device) /* CUDA: the event and the stream must share a device */
+            return fail(cudaErrorInvalidResourceHandle);
         auto r = std::make_shared<record_t>(record_t{q, 0, false, false, 0});
         seq = r->seq = push_locked(q, item{{}, NULL, 0, r});
         e->last = r;
@@ -1313,15 +1371,15 @@ EMU_API cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t grap
     *exec = (cudaGraphExec_t) new graph_t(*(graph_t *)graph);
     return cudaSuccess;
 }
+/* The graph's nodes as one item of the stream's queue. */
 EMU_API cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
     if (!exec)
         return fail(cudaErrorInvalidValue);
-    for (const node &n : ((graph_t *)exec)->nodes) {
-        cudaError_t e = enqueue(stream, n.work);
-        if (e != cudaSuccess)
-            return e;
-    }
-    return cudaSuccess;
+    std::vector<node> nodes = ((graph_t *)exec)->nodes;
+    return enqueue(stream, [nodes]() {
+        for (const node &n : nodes)
+            n.work();
+    });
 }
 EMU_API cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
     delete (graph_t *)graph;

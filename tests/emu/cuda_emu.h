@@ -240,8 +240,8 @@ inline double min(double a, double b) { return fmin(a, b); }
 inline double max(double a, double b) { return fmax(a, b); }
 
 /* ---- the one CUB call (kernels/cuda/random.cu): a stable sort of (key, value) pairs by the
- * key's bits [begin_bit, end_bit), as cub::DeviceRadixSort::SortPairs, run on the host at
- * once (or recorded by a capture). Temporary storage: CUB's contract (a size query with NULL
+ * key's bits [begin_bit, end_bit), as cub::DeviceRadixSort::SortPairs, queued on the stream
+ * as a host sort (or recorded by a capture). Temporary storage: CUB's contract (a size query with NULL
  * storage, then the call with at least that much), checked. */
 namespace ct_emu {
 /* Queue `work` on the stream (it runs when the stream gets to it), or record it in the
