@@ -1283,36 +1283,37 @@ EMU_API cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
         run_until(q, seq);
     return cudaSuccess;
 }
+/* The event's latest record if it is still pending (NULL: done, or never recorded). With
+ * first_query: whether this is the first query that finds it pending. */
+static std::shared_ptr<record_t> pending_record(cudaEvent_t event, bool *first_query) {
+    std::lock_guard<std::mutex> g(lock);
+    std::shared_ptr<record_t> r = ((event_t *)event)->last;
+    if (!r || r->done)
+        return NULL;
+    if (first_query) {
+        *first_query = !r->queried;
+        r->queried = true;
+    }
+    return r;
+}
 /* A pending record is reported not ready once; the next query runs the work before it (a
  * GPU finishes work eventually; code that polls must see both answers). */
 EMU_API cudaError_t cudaEventQuery(cudaEvent_t event) {
     if (!event)
         return fail(cudaErrorInvalidResourceHandle);
-    std::shared_ptr<record_t> r;
-    {
-        std::lock_guard<std::mutex> g(lock);
-        r = ((event_t *)event)->last;
-        if (!r || r->done)
-            return cudaSuccess;
-        if (!r->queried) {
-            r->queried = true;
-            return cudaErrorNotReady;
-        }
-    }
-    run_until(r->stream, r->seq);
+    bool first = false;
+    std::shared_ptr<record_t> r = pending_record(event, &first);
+    if (r && first)
+        return cudaErrorNotReady;
+    if (r)
+        run_until(r->stream, r->seq);
     return cudaSuccess;
 }
 EMU_API cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     if (!event)
         return fail(cudaErrorInvalidResourceHandle);
-    std::shared_ptr<record_t> r;
-    {
-        std::lock_guard<std::mutex> g(lock);
-        r = ((event_t *)event)->last;
-        if (!r || r->done)
-            return cudaSuccess;
-    }
-    run_until(r->stream, r->seq);
+    if (std::shared_ptr<record_t> r = pending_record(event, NULL))
+        run_until(r->stream, r->seq);
     return cudaSuccess;
 }
 /* As in CUDA: cudaErrorNotReady until both records are done. */
