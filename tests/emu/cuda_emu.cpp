@@ -1238,10 +1238,8 @@ EMU_API cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, 
     if ((s && s->cap) || !r || r->done)
         return cudaSuccess;
     stream_t *q = queue_of_locked(stream);
-    if (q != r->stream) {
-        q->items.push_back(item{{}, r->stream, r->seq, NULL});
-        q->enqueued++;
-    }
+    if (q != r->stream)
+        push_locked(q, item{{}, r->stream, r->seq, NULL});
     return cudaSuccess;
 }
 EMU_API cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned flags) {
