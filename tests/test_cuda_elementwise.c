@@ -305,6 +305,32 @@ Test(cuda_elementwise, division_by_zero_saturates_integers_like_the_cpu) {
     });
 }
 
+/* a + alpha * b rounds the product before the sum on both devices, where nvcc would fuse
+ * them into one FMA (and a CPU build with -mfma would too): on I32, computed in double and
+ * truncated, the fused sum of each of these pairs truncates to one nearer zero than `want`
+ * (alpha 0.7). Out of place and in place, on the GPU and on the CPU. */
+Test(cuda_elementwise, add_scaled_rounds_the_product_before_the_sum) {
+    T_REQUIRE_GPU();
+    T_NO_LEAK({
+        const int32_t av[] = {500, -296, 16, -555, 301, -117, 571, 239};
+        const int32_t bv[] = {-940, 950, -30, 970, -980, 230, -850, -980};
+        const double want[] = {-158, 369, -5, 124, -385, 44, -24, -447};
+        ct_tensor *a = ct_from_host(av, (int64_t[]){8}, 1, CT_I32, CT_CPU);
+        ct_tensor *b = ct_from_host(bv, (int64_t[]){8}, 1, CT_I32, CT_CPU);
+        ct_tensor *ag = ct_to_device(a, CT_CUDA(0)), *bg = ct_to_device(b, CT_CUDA(0));
+        ct_tensor *c = ct_add_scaled(a, b, 0.7), *g = ct_add_scaled(ag, bg, 0.7);
+        cr_assert_eq(ct_add_scaled_(ag, bg, 0.7), CT_OK, "%s", ct_last_error_message());
+        ct_tensor *results[] = {c, g, ag};
+        for (int r = 0; r < 3; r++) {
+            double *v = t_values(results[r]);
+            for (int i = 0; i < 8; i++)
+                cr_expect_eq(v[i], want[i], "%s: %d + 0.7 * %d is %g, not %g",
+                             r == 0 ? "CPU" : r == 1 ? "GPU" : "GPU in place", av[i], bv[i], v[i], want[i]);
+            free(v);
+        }
+    });
+}
+
 Test(cuda_elementwise, nan_propagates_like_on_the_cpu) {
     T_REQUIRE_GPU();
     ct_manual_seed(13);

@@ -57,12 +57,15 @@ CT_PHILOX_FN double ct_philox_uniform_f64(uint32_t hi, uint32_t lo) {
 }
 
 /* a + b * c, the product rounded before the sum, on the GPU too (where nvcc would otherwise
- * fuse them into one FMA; C11 compilers do not contract across ISO C statements here). */
+ * fuse them into one FMA). On the host the product goes through a volatile: a compiler that
+ * contracts (GCC's default -ffp-contract=fast outside ISO C, with -mfma or -march=native)
+ * cannot fuse it either. */
 CT_PHILOX_FN double ct_philox_add_mul(double a, double b, double c) {
 #ifdef __CUDA_ARCH__
     return __dadd_rn(a, __dmul_rn(b, c));
 #else
-    return a + b * c;
+    volatile double product = b * c;
+    return a + product;
 #endif
 }
 

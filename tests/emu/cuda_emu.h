@@ -208,15 +208,33 @@ inline int __float_as_int(float x) { return (int)::ct_emu::to_bits(x); }
 inline float __int_as_float(int x) { return ::ct_emu::from_bits<float>((uint32_t)x); }
 inline double __longlong_as_double(long long x) { return ::ct_emu::from_bits<double>((uint64_t)x); }
 inline long long __double_as_longlong(double x) { return (long long)::ct_emu::to_bits(x); }
-/* The rounded operations: the emulated build has no FMA contraction (-ffp-contract=off). */
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
-inline double __dadd_rn(double a, double b) { return a + b; }
-/* Accurate where the GPU's are approximate: the parity tolerances cover the difference. */
-inline float __expf(float x) { return expf(x); }
-inline float __logf(float x) { return logf(x); }
-inline float __fdividef(float a, float b) { return a / b; }
+/* The rounded operations: each product or sum is rounded on its own and never fused into a
+ * neighbouring operation, also where the kernels are built with FMA contraction as nvcc builds
+ * them (CT_EMU_FMA): the value passes through a volatile, which the compiler cannot fuse. */
+template <typename T> inline T ct_emu_rounded(T v) {
+    volatile T r = v;
+    return r;
+}
+inline float __fmul_rn(float a, float b) { return ct_emu_rounded(a * b); }
+inline float __fadd_rn(float a, float b) { return ct_emu_rounded(a + b); }
+inline double __dmul_rn(double a, double b) { return ct_emu_rounded(a * b); }
+inline double __dadd_rn(double a, double b) { return ct_emu_rounded(a + b); }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
+/* The approximate intrinsics as the GPU computes them (PTX: ex2.approx.ftz and lg2.approx.ftz
+ * after or before a scaling rounded to float, a reciprocal for __fdividef): what dominates
+ * their error for large |x|, the rounded scaling, is reproduced, and subnormal arguments and
+ * results are flushed to zero; the hardware's last ulp or two are not. */
+inline float ct_emu_ftz(float x) { return std::fabs(x) < 1.17549435e-38f ? std::copysign(0.0f, x) : x; }
+inline float __expf(float x) { return ct_emu_ftz(exp2f(ct_emu_rounded(ct_emu_ftz(x) * 1.44269502f))); }
+inline float __logf(float x) { return ct_emu_rounded(log2f(ct_emu_ftz(x))) * 0.693147182f; }
+/* For 2^126 < |b| < 2^128 the GPU's __fdividef gives 0 (NaN for an infinite a). */
+inline float __fdividef(float a, float b) {
+    float m = std::fabs(b);
+    if (m > 8.50705917e37f && m < INFINITY)
+        return std::isinf(a) ? NAN : std::copysign(0.0f, a) * std::copysign(1.0f, b);
+    return a * ct_emu_rounded(1.0f / b);
+}
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 template <typename T> inline T __ldg(const T *p) { return *p; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
