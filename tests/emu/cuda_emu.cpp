@@ -56,6 +56,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <unordered_map>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CT_EMU_ASAN 1
@@ -204,6 +205,7 @@ struct block_run {
     const void *scheduler_stack;
     size_t scheduler_stack_bytes;
     bool reverse; /* run the threads (and blocks) in descending order */
+    uint64_t serial; /* the block's number among all blocks this host thread has run, from 1 */
 };
 
 thread_local block_run *active;
@@ -440,6 +442,11 @@ run_order order_setting() {
  * alternates, whatever else runs between its launches. */
 std::atomic<uint32_t> site_launches[4096];
 
+/* Blocks run by this host thread so far, and the last block in which each __shared__
+ * variable (by address) was made fresh. */
+thread_local uint64_t blocks_run;
+thread_local std::unordered_map<const void *, uint64_t> shared_made_fresh;
+
 void run_grid(const char *file, int line, dim3 grid, dim3 block, const std::function<void()> &body) {
     if (active)
         fatal("a kernel launched at %s:%d from inside a kernel", file, line);
@@ -475,6 +482,7 @@ void run_grid(const char *file, int line, dim3 grid, dim3 block, const std::func
                             f.tc.block_dim = block;
                             f.tc.grid_dim = grid;
                         }
+                b.serial = ++blocks_run;
                 run_block(&b);
             }
     active = NULL;
@@ -808,6 +816,17 @@ void syncthreads(const char *file, int line) {
         active->running->sync_line = line;
     }
     yield(F_SYNC);
+}
+
+void shared_fresh(void *p, size_t bytes) {
+    block_run *b = active;
+    if (!b)
+        fatal("a __shared__ variable outside a kernel");
+    uint64_t &last = shared_made_fresh[p];
+    if (last != b->serial) {
+        memset(p, 0xff, bytes);
+        last = b->serial;
+    }
 }
 
 void syncwarp(unsigned mask) {

@@ -54,6 +54,10 @@ struct thread_context {
 extern thread_local thread_context *current;
 
 void syncthreads(const char *file, int line);
+/* A __shared__ variable's declaration reached (emu_source.pl adds the call): the first thread
+ * of a block to reach it fills it with 0xff bytes (NaN, -1), so that a read before any write
+ * gives garbage, as on a GPU, not what the previous block left. */
+void shared_fresh(void *p, size_t bytes);
 void syncwarp(unsigned mask);
 enum shuffle_kind { SHFL_IDX, SHFL_XOR, SHFL_DOWN, SHFL_UP };
 /* The 8-byte value of the lane that `kind` and `arg` name, after every lane of `mask` has

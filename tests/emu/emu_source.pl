@@ -7,7 +7,8 @@
 # Every launch `kernel<<<config>>>(args)` becomes
 #   ::ct_emu::launcher(__FILE__, __LINE__, [](auto... a) { kernel(a...); }, config)(args)
 # so the arguments are evaluated once, at the call, and the kernel's template arguments are
-# deduced from them as nvcc deduces them. CUB's headers are left out (cuda_emu.h has the
+# deduced from them as nvcc deduces them. Each __shared__ declaration is followed by a call
+# that gives the variable garbage at a block's start. CUB's headers are left out (cuda_emu.h has the
 # one CUB call ctensor makes). Line numbers are kept, and a #line directive names IN.cu, so
 # diagnostics and the emulator's messages point at the original source.
 use strict;
@@ -21,6 +22,13 @@ close $fh;
 
 # Drop CUB's includes, keeping the line.
 $src =~ s{^[ \t]*#[ \t]*include[ \t]*<cub/[^>]*>[^\n]*}{}mg;
+
+# Each `__shared__ T name[...];` is followed, on the same line, by a call that fills the
+# variable with 0xff bytes when the first thread of a block reaches it: a GPU's shared memory
+# holds garbage when a block starts, not what the previous block left there.
+die "emu_source.pl: $in: extern __shared__ is not emulated\n" if $src =~ /extern\s+__shared__/;
+$src =~ s{(__shared__\b[^;{}()\n]*?\b([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*;)}
+         {$1 ::ct_emu::shared_fresh(&$2, sizeof $2);}g;
 
 my $result = '';
 my $pos = 0;
