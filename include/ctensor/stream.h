@@ -68,7 +68,9 @@ ct_status ct_event_record(ct_event *event, ct_stream *stream);
 ct_status ct_event_synchronize(ct_event *event);
 /* True when the work before the record has completed (false on error, with a message). */
 bool ct_event_query(ct_event *event);
-/* Milliseconds between two recorded timing events; NaN on error. */
+/* Milliseconds between two recorded timing events, once both have completed (as in CUDA and
+ * PyTorch, call ct_event_synchronize on the end event first; before that, NaN with
+ * CT_ERR_STATE); NaN on error. */
 double ct_event_elapsed_ms(ct_event *start, ct_event *end);
 
 /* Wait until all work on `device` (every stream) has finished; then report a deferred GPU

@@ -305,7 +305,14 @@ double ct_event_elapsed_ms(ct_event *start, ct_event *end) {
         ct__set_error(CT_ERR_STATE, "ct_event_elapsed_ms: both events must be created with timing and recorded");
         return NAN;
     }
-    return CT_CUDA_CHECK(cudaEventElapsedTime(&ms, start->event, end->event)) ? (double)ms : NAN;
+    cudaError_t err = cudaEventElapsedTime(&ms, start->event, end->event);
+    if (err == cudaErrorNotReady) { // not an error of the device: the work is still running
+        cudaGetLastError();
+        ct__set_error(CT_ERR_STATE, "ct_event_elapsed_ms: an event has not completed yet (call ct_event_synchronize "
+                                    "on the end event first)");
+        return NAN;
+    }
+    return CT_CUDA_CHECK(err) ? (double)ms : NAN;
 }
 
 // While another thread captures a CUDA graph on the device, a cudaDeviceSynchronize would
