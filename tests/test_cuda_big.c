@@ -21,18 +21,30 @@
 #define P31 ((int64_t)1 << BIG_SHIFT)
 #define U8_POISON 171
 
-/* t, or the test reports itself skipped when the GPU ran out of memory making it. */
-static ct_tensor *big(ct_tensor *t, const char *what) {
-    if (!t && ct_last_error() == CT_ERR_MEMORY) {
+/* Reports the test skipped when the last error is the GPU running out of memory. */
+static void skip_if_out_of_memory(const char *what) {
+    if (ct_last_error() == CT_ERR_MEMORY) {
         static char why[1024];
         snprintf(why, sizeof why, "%s", ct_last_error_message());
         ct_clear_error();
         cr_skip_test("not enough GPU memory for %s: %s", what, why);
     }
+}
+/* t, or the test reports itself skipped when the GPU ran out of memory making it. */
+static ct_tensor *big(ct_tensor *t, const char *what) {
+    if (!t)
+        skip_if_out_of_memory(what);
     cr_assert_not_null(t, "%s: %s", what, ct_last_error_message());
     return t;
 }
 #define BIG(expr) big((expr), #expr)
+/* The same for a call that returns a status (a backward pass allocates its gradients). */
+static void big_ok(ct_status s, const char *what) {
+    if (s != CT_OK)
+        skip_if_out_of_memory(what);
+    cr_assert_eq(s, CT_OK, "%s: %s", what, ct_last_error_message());
+}
+#define BIG_OK(expr) big_ok((expr), #expr)
 
 /* The next `count` allocations of `numel` elements of `dt` land on blocks full of NaN
  * (U8_POISON for U8): the cache is emptied first, so the poisoned blocks are the only ones of
@@ -247,7 +259,7 @@ Test(cuda_big, softmax_past_2_pow_31) {
     ct_scope_begin();
     ct_tensor *loss = BIG(ct_sum(ct_mul(BIG(ct_softmax(x, 1)), ctx.w), NULL, 0, false));
     poison(n, CT_F16, 2); /* for the gradients of softmax(x) and of x */
-    cr_assert_eq(ct_backward(loss), CT_OK, "%s", ct_last_error_message());
+    BIG_OK(ct_backward(loss));
     ct_scope_end();
     ct_tensor *g = ct_grad(x);
     cr_assert_not_null(g, "%s", ct_last_error_message());
@@ -315,7 +327,7 @@ Test(cuda_big, pooling_and_dropout_past_2_pow_31) {
             ct_tensor *p = BIG(ctx.which == 3 ? ct_max_pool2d(x, NULL, NULL) : ct_avg_pool2d(x, NULL));
             ct_tensor *loss = BIG(ct_sum(ct_mul(p, ctx.w), NULL, 0, false));
             poison(N * 4 * 65536, CT_F16, 2);
-            cr_assert_eq(ct_backward(loss), CT_OK, "%s", ct_last_error_message());
+            BIG_OK(ct_backward(loss));
             y = ct_grad(x);
             cr_assert_not_null(y, "%s", ct_last_error_message());
         } else {
@@ -350,7 +362,7 @@ Test(cuda_big, clipping_and_sgd_past_2_pow_31) {
     ct_tensor *p = BIG(ct_uniform(&n, 1, -1, 1, CT_F32, GPU));
     ct_requires_grad(p, true);
     ct_scope_begin();
-    cr_assert_eq(ct_backward(BIG(ct_sum(p, NULL, 0, false))), CT_OK, "%s", ct_last_error_message());
+    BIG_OK(ct_backward(BIG(ct_sum(p, NULL, 0, false))));
     ct_scope_end();
     ct_tensor *g = ct_grad(p);
     cr_assert_not_null(g, "%s", ct_last_error_message());
@@ -498,7 +510,7 @@ Test(cuda_big, indexing_past_2_pow_31) {
     ct_scope_begin();
     ct_tensor *loss = BIG(ct_sum(ct_mul(BIG(ct_embedding(table, idx, -1)), up), NULL, 0, false));
     poison(rows * 256, CT_F16, 1);
-    cr_assert_eq(ct_backward(loss), CT_OK, "%s", ct_last_error_message());
+    BIG_OK(ct_backward(loss));
     ct_scope_end();
     ct_tensor *grad = ct_grad(table);
     cr_assert_not_null(grad, "%s", ct_last_error_message());
@@ -787,7 +799,7 @@ Test(cuda_big, conv2d_past_2_pow_31) {
     y = BIG(ct_conv2d(x, w, NULL, &conv_opts));
     poison(n * in, CT_F16, 1);
     ct_tensor_free(BIG(ct_full((int64_t[]){9}, 1, NAN, CT_F16, GPU))); /* for the weight gradient */
-    cr_assert_eq(ct_backward_ex(y, ctx.gy, false), CT_OK, "%s", ct_last_error_message());
+    BIG_OK(ct_backward_ex(y, ctx.gy, false));
     ct_scope_end();
     ct_tensor *gx = ct_grad(x), *gw = ct_grad(w);
     cr_assert(gx && gw, "%s", ct_last_error_message());
@@ -801,8 +813,7 @@ Test(cuda_big, conv2d_past_2_pow_31) {
     const int64_t bounds[] = {0, n / 3, 2 * n / 3, n};
     for (int i = 0; i < 3; i++) {
         ct_tensor *yi = BIG(ct_conv2d(ct_slice(xd, 0, bounds[i], bounds[i + 1], 1), wd, NULL, &conv_opts));
-        cr_assert_eq(ct_backward_ex(yi, ct_slice(ctx.gy, 0, bounds[i], bounds[i + 1], 1), false), CT_OK, "%s",
-                     ct_last_error_message());
+        BIG_OK(ct_backward_ex(yi, ct_slice(ctx.gy, 0, bounds[i], bounds[i + 1], 1), false));
     }
     cr_assert_not_null(ct_grad(wd), "%s", ct_last_error_message());
     double *r = t_values(ct_grad(wd)), *g = t_values(gw), scale = 1;
