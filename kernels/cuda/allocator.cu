@@ -93,10 +93,8 @@ static ct_status device_event_record(void *ctx, uintptr_t stream, void **event) 
 // memory that another stream may still touch is worse than keeping it.
 static bool device_event_query(void *ctx, void *event) {
     cudaError_t err = cudaEventQuery((cudaEvent_t)event);
-    if (err == cudaErrorNotReady) {
-        cudaGetLastError();
+    if (ct__cuda_not_ready(err))
         return false;
-    }
     return CT_CUDA_CHECK(err);
 }
 

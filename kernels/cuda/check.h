@@ -27,4 +27,13 @@ static inline bool ct__cuda_ok(cudaError_t err, const char *call, const char *fi
 
 #define CT_CUDA_CHECK(call) ct__cuda_ok((call), #call, __FILE__, __LINE__)
 
+// True when err is cudaErrorNotReady (an event's or a stream's work still running): an answer,
+// not a failure of the device; it is cleared so that no later check reports it.
+static inline bool ct__cuda_not_ready(cudaError_t err) {
+    if (err != cudaErrorNotReady)
+        return false;
+    cudaGetLastError();
+    return true;
+}
+
 #endif

@@ -288,10 +288,8 @@ bool ct_event_query(ct_event *event) {
     if (ct__cuda_refuse_in_capture("ct_event_query") != CT_OK)
         return false;
     cudaError_t err = cudaEventQuery(event->event);
-    if (err == cudaErrorNotReady) {
-        cudaGetLastError();
+    if (ct__cuda_not_ready(err))
         return false;
-    }
     return CT_CUDA_CHECK(err);
 }
 
@@ -306,8 +304,7 @@ double ct_event_elapsed_ms(ct_event *start, ct_event *end) {
         return NAN;
     }
     cudaError_t err = cudaEventElapsedTime(&ms, start->event, end->event);
-    if (err == cudaErrorNotReady) { // not an error of the device: the work is still running
-        cudaGetLastError();
+    if (ct__cuda_not_ready(err)) {
         ct__set_error(CT_ERR_STATE, "ct_event_elapsed_ms: an event has not completed yet (call ct_event_synchronize "
                                     "on the end event first)");
         return NAN;

@@ -27,8 +27,13 @@ $src =~ s{^[ \t]*#[ \t]*include[ \t]*<cub/[^>]*>[^\n]*}{}mg;
 # variable with 0xff bytes when the first thread of a block reaches it: a GPU's shared memory
 # holds garbage when a block starts, not what the previous block left there.
 die "emu_source.pl: $in: extern __shared__ is not emulated\n" if $src =~ /extern\s+__shared__/;
-$src =~ s{(__shared__\b[^;{}()\n]*?\b([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*;)}
-         {$1 ::ct_emu::shared_fresh(&$2, sizeof $2);}g;
+my $fresh = ($src =~ s{(__shared__\b[^;{}()\n]*?\b([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*;)}
+                      {$1 ::ct_emu::shared_fresh(&$2, sizeof $2);}g);
+# A declaration the pattern missed (one that spans lines, a size with parentheses) would
+# silently keep the previous block's values: refuse it instead.
+my $shared = () = $src =~ /\b__shared__\b/g;
+die "emu_source.pl: $in: a __shared__ declaration not on one line as `__shared__ T name[...];`\n"
+    if $shared != ($fresh || 0);
 
 my $result = '';
 my $pos = 0;
